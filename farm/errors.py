@@ -1,0 +1,102 @@
+"""The farm's one error hierarchy.
+
+Every error a person can see says what is wrong, where, and what to do. Library and
+system errors (redis, OSError, subprocess) are translated into these at the module that
+talks to the outside system; the CLI maps them to exit codes at the edge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FarmError(Exception):
+    """Base of every error the farm raises on purpose."""
+
+    #: exit code of the `farm` command when this error ends it (see README, "Exit codes").
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class BadInput(FarmError):
+    """The user's input (a file, a flag, a setting) is wrong. Never retried."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, *, path: str | None = None, line: int | None = None,
+                 hint: str | None = None):
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(f"{where}{reason}", hint=hint)
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class ConfigError(BadInput):
+    """A setting (CLI flag, FARM_* variable or config file) has a bad value."""
+
+
+class NotFound(FarmError):
+    """A run, sweep or other named thing does not exist."""
+
+    exit_code = 2
+
+
+class FarmUnavailable(FarmError):
+    """Something the farm needs to work is not there: Redis, darknet, a free port."""
+
+    exit_code = 3
+
+
+class RedisUnreachable(FarmUnavailable):
+    pass
+
+
+class DarknetNotFound(FarmUnavailable):
+    pass
+
+
+class PortInUse(FarmUnavailable):
+    pass
+
+
+class HostUnreachable(FarmUnavailable):
+    pass
+
+
+class LeaseLost(FarmError):
+    """Another process holds the run: this one must stop its darknet at once."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a user's file: where, why, and how to fix it."""
+
+    path: str
+    line: int | None
+    reason: str
+    fix: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{self.severity}: {where}: {self.reason} (fix: {self.fix})"
+
+
+class FindingsError(BadInput):
+    """Raised when a check found errors; carries every finding, not just the first."""
+
+    def __init__(self, findings: list[Finding], what: str = "input"):
+        errors = [f for f in findings if f.severity == "error"]
+        first = errors[0] if errors else findings[0]
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        super().__init__(f"{first.reason}{more}", path=first.path, line=first.line,
+                         hint=first.fix)
+        self.findings = findings
+        self.what = what

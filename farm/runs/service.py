@@ -1,0 +1,241 @@
+"""Submitting runs and executing them: the training workflow without Celery.
+
+`execute_run` is what a GPU worker does with a run: take its lease (so no two darknet
+processes ever train one run), keep the lease alive while darknet runs, start attempts
+until one completes or the policy gives up, and record every step in Redis.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from farm.darknet import dialect as dialects
+from farm.darknet.cfg import Cfg, validate_net_overrides
+from farm.darknet.events import Iteration
+from farm.darknet.process import DarknetProcess
+from farm.errors import BadInput, FarmError, LeaseLost
+from farm.runs import workspace
+from farm.runs.model import Attempt, Outcome, Run, RunState, new_run_id
+from farm.runs.policy import Policy, Restart, next_attempt
+from farm.runs.supervisor import Limits, Supervisor
+from farm.settings import Settings
+from farm.state import Store
+
+
+def _must_exist(path: str, what: str) -> str:
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise BadInput(f"{what} {path} does not exist", path=full,
+                       hint=f"check the path of the {what}")
+    return full
+
+
+def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
+               weights: str | None = None, overrides: dict[str, str] | None = None,
+               policy: dict[str, str] | None = None, base_dir: str | None = None,
+               sweep: str | None = None) -> Run:
+    """Check what can be checked on the submitting host and record the run as queued."""
+    data_path = _must_exist(data, "obj.data")
+    cfg_path = _must_exist(cfg, "cfg")
+    weights_path = _must_exist(weights, "start weights file") if weights else None
+    sets = validate_net_overrides(dict(overrides or {}))
+    pol = Policy.from_settings(settings, policy)
+    parsed = Cfg.load(cfg_path)
+    for k, v in sets.items():
+        parsed.set_net(k, v)
+    if parsed.max_batches is None:
+        raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
+                       hint="add max_batches=N to [net] or pass --set max_batches=N")
+    run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
+              base_dir=os.path.abspath(base_dir or os.getcwd()), overrides=sets,
+              policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
+              max_batches=int(parsed.max_batches), sweep=sweep)
+    store.ping()
+    store.save_run(run)
+    return run
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the run lease; if it is ever lost, says so, and the attempt stops at once."""
+
+    def __init__(self, store: Store, run_id: str, token: str, ttl: float):
+        super().__init__(daemon=True, name=f"lease-{run_id}")
+        self.store, self.run_id, self.token, self.ttl = store, run_id, token, ttl
+        self.lost = threading.Event()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.ttl / 3):
+            try:
+                self.store.renew_lease(self.run_id, self.token, self.ttl)
+            except LeaseLost:
+                self.lost.set()
+                return
+            except FarmError:
+                continue  # Redis blip: try again; the TTL leaves two more chances
+
+
+ProgressFn = Callable[[Run, Iteration], None]
+
+
+def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
+                progress: ProgressFn = lambda run, it: None,
+                attempt_started: Callable[[Run, Attempt], None] = lambda run, a: None) -> Run:
+    """Train `run_id` to its end on this host. Returns the run as it ended (or as it is,
+    when another process holds it)."""
+    token = store.acquire_lease(run_id, worker, settings.lease_ttl)
+    run = store.load_run(run_id)
+    if token is None:
+        return run  # held elsewhere: never start a second darknet for one run
+    beat = _Heartbeat(store, run_id, token, settings.lease_ttl)
+    beat.start()
+    try:
+        return _train(store, settings, run, worker, beat, progress, attempt_started)
+    finally:
+        beat.stopped.set()
+        store.release_lease(run_id, token)
+
+
+def _train(store: Store, settings: Settings, run: Run, worker: str, beat: _Heartbeat,
+           progress: ProgressFn, attempt_started: Callable[[Run, Attempt], None]) -> Run:
+    if run.state.finished:
+        return run
+    if store.cancel_requested(run.id):
+        return _finish(store, run, RunState.CANCELLED, "cancelled before it started")
+    policy = Policy(**run.policy)
+    restart = _recover(run, policy)
+    if restart is None and run.attempts:
+        return _end_from_last(store, run)
+    run.state, run.worker = RunState.RUNNING, worker
+    store.save_run(run)
+    try:
+        dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
+        binary = dialects.resolve_binary(settings.darknet)
+        if not run.inputs_checked:
+            workspace.preflight(run, dialect.value)
+            workspace.write_inputs(run, settings.runs_dir)
+            run.inputs_checked = True
+    except BadInput as e:
+        _record_refusal(run, settings, e)
+        return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
+    while True:
+        attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
+        attempt_started(run, attempt)
+        if process is not None:
+            _supervise(store, settings, run, attempt, process, beat, progress)
+        outcome = attempt.outcome
+        store.save_run(run)
+        if outcome is Outcome.COMPLETED:
+            return _finish(store, run, RunState.COMPLETED, attempt.message)
+        if outcome is Outcome.CANCELLED:
+            return _finish(store, run, RunState.CANCELLED, "cancelled by request")
+        if outcome is Outcome.LOST:
+            return run  # the lease went to another process: it carries the run on
+        restart = next_attempt(run, attempt, policy)
+        if restart is None:
+            return _finish(store, run, RunState.FAILED, _failure_message(run, attempt))
+
+
+def _recover(run: Run, policy: Policy) -> Restart | None:
+    """Pick up a run whose previous holder vanished: its open attempt was lost."""
+    last = run.current
+    if last is None:
+        return Restart(run.weights, {}, "first attempt")
+    if not last.finished:
+        last.outcome, last.ended_at = Outcome.LOST, time.time()
+        last.message = f"worker {run.worker} stopped renewing the lease"
+    return next_attempt(run, last, policy)
+
+
+def _end_from_last(store: Store, run: Run) -> Run:
+    last = run.attempts[-1]
+    state = RunState.COMPLETED if last.outcome is Outcome.COMPLETED else RunState.FAILED
+    return _finish(store, run, state, last.message)
+
+
+def _hyper_after(run: Run, restart: Restart) -> dict[str, str]:
+    hyper = dict(run.current.hyper) if run.current else workspace.base_hyper(run)
+    for key, (_, after) in restart.changes.items():
+        hyper[key] = after
+    return hyper
+
+
+def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects.Dialect,
+                   binary: str, restart: Restart) -> tuple[Attempt, DarknetProcess | None]:
+    number = len(run.attempts) + 1
+    hyper = _hyper_after(run, restart)
+    workdir, data, cfg = workspace.prepare_attempt(run, settings.runs_dir, number, hyper)
+    weights = restart.weights
+    argv = dialects.train_argv(dialect, binary, str(data), str(workdir / workspace.CFG_NAME),
+                               weights)
+    start_it = next((c.iteration for c in run.checkpoints if c.path == weights), 0)
+    attempt = Attempt(number=number, command=argv, hyper=hyper, start_weights=weights,
+                      start_iteration=start_it, host=settings.host_name, workdir=str(workdir),
+                      log_path=str(workdir / "darknet.log"), started_at=time.time(),
+                      changes=restart.changes, reason=restart.reason)
+    run.attempts.append(attempt)
+    process = None
+    try:
+        process = DarknetProcess(argv, workdir, stdin_data=dialects.train_stdin(dialect))
+        attempt.pid = process.pid
+    except FarmError as e:
+        attempt.outcome, attempt.message, attempt.ended_at = Outcome.CRASHED, str(e), time.time()
+    store.save_run(run)
+    return attempt, process
+
+
+def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
+               process: DarknetProcess, beat: _Heartbeat, progress: ProgressFn) -> None:
+    cfg = Cfg.load(Path(attempt.workdir) / workspace.CFG_NAME)
+
+    def interrupt() -> Outcome | None:
+        if beat.lost.is_set():
+            return Outcome.LOST
+        if store.cancel_requested(run.id):
+            return Outcome.CANCELLED
+        return None
+
+    sup = Supervisor(store=store, run=run, attempt=attempt, process=process,
+                     limits=Limits(max_batches=run.max_batches, burn_in=int(cfg.burn_in or 0),
+                                   policy=Policy(**run.policy)),
+                     checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
+                     interrupt=_throttled(interrupt, 0.5), on_progress=progress,
+                     on_checkpoint=store.save_run)
+    sup.supervise()
+
+
+def _throttled(fn: Callable[[], Outcome | None], every: float) -> Callable[[], Outcome | None]:
+    """Ask Redis about cancellation at most every `every` seconds, not per output chunk."""
+    state = {"at": 0.0}
+
+    def call() -> Outcome | None:
+        now = time.monotonic()
+        if now - state["at"] < every:
+            return None
+        state["at"] = now
+        return fn()
+    return call
+
+
+def _record_refusal(run: Run, settings: Settings, e: BadInput) -> None:
+    run.attempts.append(Attempt(
+        number=len(run.attempts) + 1, command=[], hyper={}, start_weights=run.weights,
+        start_iteration=0, host=settings.host_name, workdir="", log_path="",
+        started_at=time.time(), reason="pre-flight check", ended_at=time.time(),
+        outcome=Outcome.BAD_INPUT, message=workspace.findings_message(e)))
+
+
+def _failure_message(run: Run, last: Attempt) -> str:
+    if last.outcome is Outcome.BAD_INPUT:
+        return f"bad input, not retried: {last.message}"
+    return (f"gave up after {len(run.attempts)} attempts; the last one "
+            f"{last.outcome.value}: {last.message}")
+
+
+def _finish(store: Store, run: Run, state: RunState, message: str) -> Run:
+    run.state, run.message, run.ended_at = state, message, time.time()
+    store.save_run(run)
+    return run

@@ -1,0 +1,130 @@
+"""The files of a run on the host that trains it.
+
+    <data_dir>/runs/<run>/inputs/          train.txt, valid.txt, obj.names with absolute paths
+    <data_dir>/runs/<run>/attempt-N/       darknet's cwd: obj.data, net.cfg, darknet.log, backup/
+    <data_dir>/runs/<run>/checkpoints/     the farm's copies of finite checkpoints
+
+Every path is derived from (data_dir, run id, attempt number), so another host can name
+and fetch any of these files later.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from farm.darknet.cfg import Cfg, check_cfg
+from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
+from farm.errors import BadInput, Finding, FindingsError
+from farm.runs.model import Run
+
+#: The attempt's cfg. No dot in the stem: darknet names weights after the cfg's base name
+#: cut at the first dot (`net_100.weights`, `net_final.weights`).
+CFG_NAME = "net.cfg"
+WEIGHTS_BASE = "net"
+
+
+def run_dir(runs_dir: Path, run_id: str) -> Path:
+    return Path(runs_dir) / run_id
+
+
+def attempt_dir(runs_dir: Path, run_id: str, number: int) -> Path:
+    return run_dir(runs_dir, run_id) / f"attempt-{number}"
+
+
+def checkpoints_dir(runs_dir: Path, run_id: str) -> Path:
+    return run_dir(runs_dir, run_id) / "checkpoints"
+
+
+def training_cfg(run: Run, hyper: dict[str, str]) -> Cfg:
+    """The base cfg with the run's overrides and this attempt's hyperparameters."""
+    cfg = Cfg.load(run.cfg)
+    for key, value in {**run.overrides, **hyper}.items():
+        cfg.set_net(key, value)
+    return cfg
+
+
+def base_hyper(run: Run) -> dict[str, str]:
+    """The values the policy may change, as the first attempt trains with them."""
+    cfg = training_cfg(run, {})
+    return {"learning_rate": cfg.net_get("learning_rate", "0.001"),
+            "burn_in": cfg.net_get("burn_in", "0")}
+
+
+def preflight(run: Run, dialect: str) -> None:
+    """Refuse bad cfgs and datasets before darknet spends a second on them."""
+    from farm.datasets.lint import lint_obj_data  # imported late: lint pulls in OpenCV-free deps only
+
+    cfg = training_cfg(run, {})
+    errors = [f for f in check_cfg(cfg, training=True, dialect=dialect) if f.severity == "error"]
+    if errors:
+        raise FindingsError(errors, "cfg")
+    report = lint_obj_data(run.data, classes=cfg.classes, dialect=dialect,
+                           base_dir=run.base_dir)
+    report.raise_for_errors()
+
+
+def _absolute_list(src: str, dst: Path, base_dir: str) -> None:
+    fallback = os.path.dirname(src)
+    with open(src, encoding="utf-8-sig", errors="replace") as f, open(dst, "w") as out:
+        for line in f:
+            entry = line.strip()
+            if entry:
+                out.write(resolve(entry, base_dir, fallback) + "\n")
+
+
+def write_inputs(run: Run, runs_dir: Path) -> dict[str, str]:
+    """Absolute copies of the run's lists and names; returns the obj.data values to use."""
+    values = read_obj_data(run.data)
+    data_dir = os.path.dirname(run.data)
+    inputs = run_dir(runs_dir, run.id) / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    out = {"classes": values.get("classes", "1")}
+    for key in ("train", "valid"):
+        if key not in values and key == "valid":
+            continue
+        if key not in values:
+            raise BadInput("obj.data has no train= line", path=run.data,
+                           hint="add `train = path/to/train.txt`")
+        src = resolve(values[key], run.base_dir, data_dir)
+        if not os.path.isfile(src):
+            raise BadInput(f"{key} list {src} does not exist", path=run.data)
+        _absolute_list(src, inputs / f"{key}.txt", run.base_dir)
+        out[key] = str(inputs / f"{key}.txt")
+    if "names" in values:
+        names = resolve(values["names"], run.base_dir, data_dir)
+        if os.path.isfile(names):
+            shutil.copyfile(names, inputs / "obj.names")
+            out["names"] = str(inputs / "obj.names")
+    return out
+
+
+def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
+                    ) -> tuple[Path, Path, Cfg]:
+    """The attempt's directory, its obj.data and its cfg, written and ready for darknet."""
+    workdir = attempt_dir(runs_dir, run.id, number)
+    if workdir.exists():  # a lost attempt of the same number never finished: start clean
+        shutil.rmtree(workdir)
+    (workdir / "backup").mkdir(parents=True)
+    inputs = run_dir(runs_dir, run.id) / "inputs"
+    values = {"classes": read_obj_data(run.data).get("classes", "1"),
+              "train": str(inputs / "train.txt")}
+    if (inputs / "valid.txt").exists():
+        values["valid"] = str(inputs / "valid.txt")
+    if (inputs / "obj.names").exists():
+        values["names"] = str(inputs / "obj.names")
+    values["backup"] = str(workdir / "backup")
+    write_obj_data(workdir / "obj.data", values)
+    cfg = training_cfg(run, hyper)
+    cfg.save(workdir / CFG_NAME)
+    return workdir, workdir / "obj.data", cfg
+
+
+def findings_message(e: FindingsError | BadInput) -> str:
+    """One line for the attempt record: what, where, and the fix."""
+    if isinstance(e, FindingsError):
+        errors = [f for f in e.findings if f.severity == "error"]
+        first: Finding = errors[0] if errors else e.findings[0]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{first}{more}"
+    return str(e)

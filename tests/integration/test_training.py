@@ -1,0 +1,270 @@
+"""Training runs end to end: real redis-server, real Celery workers, Debian's darknet.
+
+The micro network (farm.micro) trains at tens of iterations per second on the CPU; the
+`gpu` queue worker here is a CPU stand-in for a GPU worker (this machine has no GPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from farm.micro import micro_cfg, micro_dataset
+from farm.runs.model import Outcome, RunState
+from farm.state import Store
+from tests.conftest import wait_for
+from workers.cli import main as farm_main
+
+pytestmark = pytest.mark.integration
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = farm_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def store_of(farm) -> Store:
+    return Store(farm.settings.effective_redis_url)
+
+
+def wait_run(store: Store, run_id: str, timeout: float = 120):
+    return wait_for(lambda: (r := store.load_run(run_id)).state.finished and r,
+                    timeout, 0.2, what=f"run {run_id} to finish")
+
+
+def darknet_procs_of(run_dir: Path) -> list[psutil.Process]:
+    """darknet processes working in this run's folder (each attempt has its own cwd)."""
+    found = []
+    for p in psutil.process_iter(["name", "cwd"]):
+        try:
+            if p.info["name"] == "darknet" and str(run_dir) in (p.info["cwd"] or ""):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.fixture
+def micro(tmp_path):
+    data = micro_dataset(tmp_path / "ds", images=16)
+    return data, tmp_path
+
+
+def test_a_run_completes_with_iterations_and_checkpoints(farm, micro, capsys, darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=150)
+    farm.worker("gpu1")
+    code, out, err = cli(capsys, "train", str(data), str(cfg), "--wait")
+    assert code == 0, err
+    run_id = out.splitlines()[0]
+    assert f"{run_id}: completed" in out
+
+    store = store_of(farm)
+    run = store.load_run(run_id)
+    assert run.state is RunState.COMPLETED
+    [attempt] = run.attempts
+    assert attempt.outcome is Outcome.COMPLETED and attempt.last_iteration == 150
+    assert attempt.exit_code == 0
+    # every iteration is in the time series, in order, finite
+    metrics = store.metrics(run_id)
+    assert [int(m["i"]) for _, m in metrics] == list(range(1, 151))
+    assert all(math.isfinite(float(m["avg"])) for _, m in metrics)
+    # checkpoints: 100 (pjreddie writes .backup and _100 there) and the final one at 150
+    its = sorted({c.iteration for c in run.checkpoints})
+    assert its == [100, 150] and all(c.finite for c in run.checkpoints)
+    assert run.good_checkpoint and Path(run.good_checkpoint).exists()
+    assert Path(run.good_checkpoint).name == "iter-0000150.weights"
+    # the attempt ran in its own directory, where darknet left its files
+    workdir = Path(attempt.workdir)
+    assert (workdir / "backup" / "net_final.weights").exists()
+    assert "detector" in attempt.command and "-dont_show" not in attempt.command  # pjreddie
+
+    code, out, _ = cli(capsys, "status", run_id)
+    assert code == 0 and "attempt 1 [completed] iterations 0->150" in out
+    assert "2 finite, 0 poisoned" in out
+    code, out, _ = cli(capsys, "status", run_id, "--json")
+    doc = json.loads(out)
+    assert doc["attempts"][0]["outcome"] == "completed" and doc["live"]["iteration"] == "150"
+    code, out, _ = cli(capsys, "runs")
+    assert run_id in out and "completed" in out and "150/150" in out
+    code, out, _ = cli(capsys, "logs", run_id, "-n", "3")
+    assert "net_final.weights" in out
+
+
+def test_a_divergent_run_is_restarted_with_a_lower_rate_until_finite(farm, micro, capsys,
+                                                                      darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=60)
+    farm.worker("gpu1")
+    code, out, err = cli(capsys, "train", str(data), str(cfg), "--set", "learning_rate=0.05",
+                         "--set", "burn_in=0", "--policy", "burn_in_min=0", "--wait")
+    run = store_of(farm).load_run(out.splitlines()[0])
+    assert code == 0, (out, err, [(a.outcome, a.message) for a in run.attempts])
+    diverged = [a for a in run.attempts if a.outcome is Outcome.DIVERGED]
+    assert diverged, "lr 0.05 with burn_in 0 must diverge on the micro net"
+    first = run.attempts[0]
+    assert first.outcome is Outcome.DIVERGED and first.first_bad_iteration <= 12
+    # darknet was stopped at the first non-finite line, not left to run to max_batches
+    assert first.last_iteration == first.first_bad_iteration
+    rates = [float(a.hyper["learning_rate"]) for a in run.attempts]
+    assert rates[0] == 0.05 and all(b == a / 2 for a, b in zip(rates, rates[1:]))
+    assert run.attempts[1].changes["learning_rate"] == ["0.05", "0.025"]
+    assert "diverged at iteration" in run.attempts[1].reason
+    assert run.attempts[-1].outcome is Outcome.COMPLETED
+    assert run.state is RunState.COMPLETED
+    code, out, _ = cli(capsys, "status", run.id)
+    assert "changed: learning_rate 0.05 -> 0.025" in out
+
+
+def test_cancel_kills_darknet_and_leaves_no_process(farm, micro, capsys, darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=100000)
+    farm.worker("gpu1")
+    code, out, _ = cli(capsys, "train", str(data), str(cfg))
+    run_id = out.strip()
+    store = store_of(farm)
+    wait_for(lambda: int(store.live(run_id).get("iteration", 0)) > 5, 60, what="training")
+    run_dir = Path(farm.settings.runs_dir) / run_id
+    assert len(darknet_procs_of(run_dir)) == 1
+    code, out, err = cli(capsys, "cancel", run_id)
+    assert code == 0 and "cancelled" in out, err
+    assert darknet_procs_of(run_dir) == []
+    run = wait_run(store, run_id, 20)
+    assert run.state is RunState.CANCELLED and run.attempts[-1].outcome is Outcome.CANCELLED
+
+
+def test_killed_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, capsys,
+                                                                 darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=400)
+    first = farm.worker("gpu1")
+    farm.worker("cpu1", "cpu")  # runs beat's reaper, as in `farm up`
+    farm.beat()
+    code, out, _ = cli(capsys, "train", str(data), str(cfg))
+    run_id = out.strip()
+    store = store_of(farm)
+    run_dir = Path(farm.settings.runs_dir) / run_id
+    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a first checkpoint")
+
+    overlap = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            n = len(darknet_procs_of(run_dir))
+            if n > 1:
+                overlap.append(n)
+            time.sleep(0.02)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
+        first.wait(10)
+        wait_for(lambda: darknet_procs_of(run_dir) == [], 10,
+                 what="darknet to die with its worker")
+        farm.worker("gpu2")
+        run = wait_run(store, run_id, 120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert overlap == [], "two darknet processes trained the same run at once"
+    assert run.state is RunState.COMPLETED, run.message
+    lost, resumed = run.attempts[0], run.attempts[-1]
+    assert lost.outcome is Outcome.LOST
+    assert resumed.start_iteration >= 100 and resumed.start_weights.endswith(".weights")
+    assert resumed.last_iteration == 400 and "gpu2@testhost" in run.worker
+    # the resumed attempt continued the iteration count instead of starting over
+    its = [int(m["i"]) for _, m in store.metrics(run_id) if m["a"] == str(resumed.number)]
+    assert its[0] == resumed.start_iteration + 1
+
+
+def test_crash_by_signal_restarts_once_from_the_newest_good_checkpoint(farm, micro, capsys,
+                                                                       darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=300)
+    farm.worker("gpu1")
+    code, out, _ = cli(capsys, "train", str(data), str(cfg))
+    run_id = out.strip()
+    store = store_of(farm)
+    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a checkpoint")
+    [proc] = darknet_procs_of(Path(farm.settings.runs_dir) / run_id)
+    proc.send_signal(signal.SIGSEGV)
+    run = wait_run(store, run_id)
+    assert [a.outcome for a in run.attempts] == [Outcome.CRASHED, Outcome.COMPLETED]
+    assert "SIGSEGV" in run.attempts[0].message
+    assert run.attempts[1].start_iteration >= 100 and run.attempts[1].changes == {}
+
+
+def test_a_cfg_whose_filters_do_not_match_classes_is_bad_input_and_not_retried(
+        farm, micro, capsys, darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "bad.cfg", max_batches=20, filters=21)
+    farm.worker("gpu1")
+    code, out, err = cli(capsys, "train", str(data), str(cfg), "--wait")
+    assert code == 1
+    run = store_of(farm).load_run(out.splitlines()[0])
+    [attempt] = run.attempts
+    assert attempt.outcome is Outcome.BAD_INPUT and run.state is RunState.FAILED
+    assert "bad.cfg" in attempt.message and "filters" in attempt.message
+    line = next(n for n, t in enumerate(cfg.read_text().splitlines(), 1) if t == "filters=21")
+    assert f"bad.cfg:{line}" in attempt.message
+    assert "not retried" in run.message
+
+
+def test_a_valid_list_with_a_blank_line_is_bad_input_naming_the_line(farm, micro, capsys,
+                                                                     darknet_bin):
+    data, tmp = micro
+    valid = tmp / "ds" / "valid.txt"
+    lines = valid.read_text().splitlines()
+    valid.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=20)
+    farm.worker("gpu1")
+    code, out, _ = cli(capsys, "train", str(data), str(cfg), "--wait")
+    assert code == 1
+    run = store_of(farm).load_run(out.splitlines()[0])
+    [attempt] = run.attempts
+    assert attempt.outcome is Outcome.BAD_INPUT
+    assert f"{valid}:2" in attempt.message and "blank" in attempt.message.lower()
+
+
+def test_flower_shows_the_run_id_and_training_progress(farm, micro, capsys, darknet_bin):
+    import base64
+    import urllib.request
+
+    from tests.conftest import free_port
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=400)
+    port = free_port()
+    farm.flower(port, "s3cret")
+    farm.worker("gpu1")
+    auth = "Basic " + base64.b64encode(b"farm:s3cret").decode()
+
+    def api(path: str):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": auth})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            return None
+    wait_for(lambda: api("/api/workers?refresh=1"), 30, 0.5, what="Flower")
+    code, out, _ = cli(capsys, "train", str(data), str(cfg))
+    run_id = out.strip()
+
+    def progress_seen():
+        tasks = api("/api/tasks") or {}
+        return next((t for t in tasks.values() if run_id in (t.get("name") or "")
+                     and "iteration" in str(t.get("result"))), None)
+    task = wait_for(progress_seen, 60, 0.3, what="a progress event in Flower")
+    assert task["name"] == f"farm.train {run_id}"
+    assert task["state"] == "PROGRESS" and "avg loss" in task["result"]
+    assert run_id in task["args"]
+    wait_run(store_of(farm), run_id)

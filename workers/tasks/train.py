@@ -1,0 +1,93 @@
+"""Training tasks: thin Celery wrappers around farm.runs.service.
+
+`farm.train` runs on a `gpu` worker (concurrency 1) and may last days: it acks early
+and holds the run's lease; `farm.reap` (beat) resubmits runs whose lease expired, and the
+next `farm.train` resumes them from their newest good checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from farm.errors import FarmError
+from farm.runs.model import RunState
+from farm.runs.service import execute_run
+from farm.state import Store
+from workers.app import app
+
+log = logging.getLogger(__name__)
+
+#: Minimum seconds between two progress events sent to Flower for one run.
+PROGRESS_EVERY = 2.0
+
+
+def store() -> Store:
+    s = app.farm_settings
+    return Store(s.effective_redis_url, log_tail_lines=s.log_tail_lines)
+
+
+def enqueue_train(run_id: str, queue: str | None = None) -> str:
+    """Send a run to the GPU queue; the task name Flower shows carries the run id."""
+    options = {"shadow": f"farm.train {run_id}"}
+    if queue:
+        options["queue"] = queue
+    result = train.apply_async(args=[run_id], **options)
+    return result.id
+
+
+@app.task(name="farm.train", bind=True, acks_late=False, track_started=True)
+def train(self, run_id: str) -> dict:
+    st = store()
+    worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
+    last = {"at": 0.0}
+
+    def progress(run, it) -> None:
+        now = time.monotonic()
+        if now - last["at"] < PROGRESS_EVERY:
+            return
+        last["at"] = now
+        text = f"{run_id} attempt {run.current.number}: iteration {it.number}/{run.max_batches} avg loss {it.avg_loss:.4g}"
+        self.send_event("task-progress", result=text, run_id=run_id,
+                        iteration=it.number, avg_loss=it.avg_loss)
+        self.update_state(state="PROGRESS", meta={"run_id": run_id, "attempt": run.current.number,
+                                                  "iteration": it.number,
+                                                  "avg_loss": it.avg_loss})
+
+    def started(run, attempt) -> None:
+        self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
+                        run_id=run_id)
+
+    # revoke(terminate=True) sends SIGTERM to this pool process: turn it into a
+    # cancellation; the supervisor then kills the darknet process group and records it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: st.request_cancel(run_id))
+    try:
+        run = execute_run(st, app.farm_settings, run_id, worker=worker, progress=progress,
+                          attempt_started=started)
+    except FarmError as e:
+        log.info("run %s ended with %s", run_id, e)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
+            "message": run.message}
+
+
+@app.task(name="farm.reap")
+def reap() -> list[str]:
+    """Resubmit runs that are marked running but whose lease expired (their worker died)."""
+    st = store()
+    resumed = []
+    for run in st.load_runs(limit=1000):
+        if run.state is not RunState.RUNNING or st.lease_holder(run.id) is not None:
+            continue
+        run.state = RunState.QUEUED
+        run.message = f"lease of {run.worker} expired; resubmitted"
+        st.save_run(run)
+        run.task_id = enqueue_train(run.id)
+        st.save_run(run)
+        log.warning("run %s lost its worker %s; resubmitted as task %s", run.id, run.worker,
+                    run.task_id)
+        resumed.append(run.id)
+    return resumed

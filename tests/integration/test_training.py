@@ -268,3 +268,20 @@ def test_flower_shows_the_run_id_and_training_progress(farm, micro, capsys, dark
     assert task["state"] == "PROGRESS" and "avg loss" in task["result"]
     assert run_id in task["args"]
     wait_run(store_of(farm), run_id)
+
+
+def test_a_stalled_attempt_is_killed_and_restarted_once(farm, micro, capsys, darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=250)
+    farm.worker("gpu1")
+    code, out, _ = cli(capsys, "train", str(data), str(cfg), "--policy", "stall_timeout=2")
+    run_id = out.strip()
+    store = store_of(farm)
+    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a checkpoint")
+    [proc] = darknet_procs_of(Path(farm.settings.runs_dir) / run_id)
+    proc.suspend()  # alive but silent: what a hung GPU driver or NFS read looks like
+    run = wait_run(store, run_id)
+    assert [a.outcome for a in run.attempts] == [Outcome.STALLED, Outcome.COMPLETED]
+    assert "no iteration for 2 s" in run.attempts[0].message
+    assert not psutil.pid_exists(proc.pid) or proc.status() == psutil.STATUS_ZOMBIE
+    assert run.attempts[1].start_iteration >= 100

@@ -98,6 +98,8 @@ class Run:
     ended_at: float | None = None
     inputs_checked: bool = False
     sweep: str | None = None
+    #: evaluate a finite checkpoint every this many iterations (and the final one)
+    eval_every: int = 1000
 
     @property
     def current(self) -> Attempt | None:

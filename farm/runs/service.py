@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
 from farm.errors import BadInput, FarmError, LeaseLost
 from farm.runs import workspace
-from farm.runs.model import Attempt, Outcome, Run, RunState, new_run_id
+from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import Policy, Restart, next_attempt
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
@@ -36,7 +37,7 @@ def _must_exist(path: str, what: str) -> str:
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
-               sweep: str | None = None) -> Run:
+               sweep: str | None = None, eval_every: int = 1000) -> Run:
     """Check what can be checked on the submitting host and record the run as queued."""
     data_path = _must_exist(data, "obj.data")
     cfg_path = _must_exist(cfg, "cfg")
@@ -52,7 +53,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=os.path.abspath(base_dir or os.getcwd()), overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
-              max_batches=int(parsed.max_batches), sweep=sweep)
+              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every)
     store.ping()
     store.save_run(run)
     return run
@@ -78,14 +79,21 @@ class _Heartbeat(threading.Thread):
                 continue  # Redis blip: try again; the TTL leaves two more chances
 
 
-ProgressFn = Callable[[Run, Iteration], None]
+@dataclass
+class Hooks:
+    """What the caller (the Celery task) wants to hear about while a run trains."""
+
+    progress: Callable[[Run, Iteration], None] = lambda run, it: None
+    attempt_started: Callable[[Run, Attempt], None] = lambda run, attempt: None
+    #: a checkpoint was recorded (finite or not); evaluation is scheduled from here
+    checkpoint: Callable[[Run, Checkpoint], None] = lambda run, checkpoint: None
 
 
 def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
-                progress: ProgressFn = lambda run, it: None,
-                attempt_started: Callable[[Run, Attempt], None] = lambda run, a: None) -> Run:
+                hooks: Hooks | None = None) -> Run:
     """Train `run_id` to its end on this host. Returns the run as it ended (or as it is,
     when another process holds it)."""
+    hooks = hooks or Hooks()
     token = store.acquire_lease(run_id, worker, settings.lease_ttl)
     run = store.load_run(run_id)
     if token is None:
@@ -93,14 +101,14 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     beat = _Heartbeat(store, run_id, token, settings.lease_ttl)
     beat.start()
     try:
-        return _train(store, settings, run, worker, beat, progress, attempt_started)
+        return _train(store, settings, run, worker, beat, hooks)
     finally:
         beat.stopped.set()
         store.release_lease(run_id, token)
 
 
 def _train(store: Store, settings: Settings, run: Run, worker: str, beat: _Heartbeat,
-           progress: ProgressFn, attempt_started: Callable[[Run, Attempt], None]) -> Run:
+           hooks: Hooks) -> Run:
     if run.state.finished:
         return run
     if store.cancel_requested(run.id):
@@ -123,9 +131,9 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: _Heart
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     while True:
         attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
-        attempt_started(run, attempt)
+        hooks.attempt_started(run, attempt)
         if process is not None:
-            _supervise(store, settings, run, attempt, process, beat, progress)
+            _supervise(store, settings, run, attempt, process, beat, hooks)
         outcome = attempt.outcome
         store.save_run(run)
         if outcome is Outcome.COMPLETED:
@@ -188,7 +196,7 @@ def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects
 
 
 def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
-               process: DarknetProcess, beat: _Heartbeat, progress: ProgressFn) -> None:
+               process: DarknetProcess, beat: _Heartbeat, hooks: Hooks) -> None:
     cfg = Cfg.load(Path(attempt.workdir) / workspace.CFG_NAME)
 
     def interrupt() -> Outcome | None:
@@ -202,8 +210,8 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
                      limits=Limits(max_batches=run.max_batches, burn_in=int(cfg.burn_in or 0),
                                    policy=Policy(**run.policy)),
                      checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
-                     interrupt=_throttled(interrupt, 0.5), on_progress=progress,
-                     on_checkpoint=store.save_run)
+                     interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
+                     on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)))
     sup.supervise()
 
 

@@ -60,7 +60,7 @@ class Supervisor:
     #: returns "cancelled" or "lost" when the attempt must stop for outside reasons
     interrupt: Callable[[], Outcome | None] = lambda: None
     on_progress: Callable[[Run, Iteration], None] = lambda run, it: None
-    on_checkpoint: Callable[[Run], None] = lambda run: None
+    on_checkpoint: Callable[[Run, Checkpoint], None] = lambda run, checkpoint: None
     clock: Callable[[], float] = time.monotonic
     _verdict: _Verdict | None = None
     _pending: _Pending | None = None
@@ -180,10 +180,11 @@ class Supervisor:
             self.run.good_checkpoint = str(dest)
             if old and old != str(dest) and os.path.exists(old):
                 os.remove(old)  # keep the newest good one only; darknet's files stay
-        self.run.checkpoints.append(Checkpoint(
-            iteration=p.iteration, path=str(dest) if keep else p.source, source=p.source,
-            finite=p.finite, attempt=a.number, saved_at=time.time()))
-        self.on_checkpoint(self.run)
+        checkpoint = Checkpoint(iteration=p.iteration, path=str(dest) if keep else p.source,
+                                source=p.source, finite=p.finite, attempt=a.number,
+                                saved_at=time.time())
+        self.run.checkpoints.append(checkpoint)
+        self.on_checkpoint(self.run, checkpoint)
 
     # -- outcome ----------------------------------------------------------------------
     def _judge(self) -> None:

@@ -53,7 +53,7 @@ def base_hyper(run: Run) -> dict[str, str]:
 
 def preflight(run: Run, dialect: str) -> None:
     """Refuse bad cfgs and datasets before darknet spends a second on them."""
-    from farm.datasets.lint import lint_obj_data  # imported late: lint pulls in OpenCV-free deps only
+    from farm.datasets.lint import lint_obj_data
 
     cfg = training_cfg(run, {})
     errors = [f for f in check_cfg(cfg, training=True, dialect=dialect) if f.severity == "error"]
@@ -73,30 +73,25 @@ def _absolute_list(src: str, dst: Path, base_dir: str) -> None:
                 out.write(resolve(entry, base_dir, fallback) + "\n")
 
 
-def write_inputs(run: Run, runs_dir: Path) -> dict[str, str]:
-    """Absolute copies of the run's lists and names; returns the obj.data values to use."""
+def write_inputs(run: Run, runs_dir: Path) -> None:
+    """Absolute copies of the run's lists and names in `inputs/` (darknet resolves
+    relative paths against its cwd, and each attempt has a cwd of its own)."""
     values = read_obj_data(run.data)
     data_dir = os.path.dirname(run.data)
     inputs = run_dir(runs_dir, run.id) / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
-    out = {"classes": values.get("classes", "1")}
+    if "train" not in values:
+        raise BadInput("obj.data has no train= line", path=run.data,
+                       hint="add `train = path/to/train.txt`")
     for key in ("train", "valid"):
-        if key not in values and key == "valid":
-            continue
-        if key not in values:
-            raise BadInput("obj.data has no train= line", path=run.data,
-                           hint="add `train = path/to/train.txt`")
-        src = resolve(values[key], run.base_dir, data_dir)
-        if not os.path.isfile(src):
-            raise BadInput(f"{key} list {src} does not exist", path=run.data)
-        _absolute_list(src, inputs / f"{key}.txt", run.base_dir)
-        out[key] = str(inputs / f"{key}.txt")
-    if "names" in values:
-        names = resolve(values["names"], run.base_dir, data_dir)
-        if os.path.isfile(names):
-            shutil.copyfile(names, inputs / "obj.names")
-            out["names"] = str(inputs / "obj.names")
-    return out
+        if key in values:
+            src = resolve(values[key], run.base_dir, data_dir)
+            if not os.path.isfile(src):
+                raise BadInput(f"{key} list {src} does not exist", path=run.data)
+            _absolute_list(src, inputs / f"{key}.txt", run.base_dir)
+    names = resolve(values.get("names", ""), run.base_dir, data_dir) if "names" in values else ""
+    if names and os.path.isfile(names):
+        shutil.copyfile(names, inputs / "obj.names")
 
 
 def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]

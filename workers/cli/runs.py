@@ -31,10 +31,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
               help="Override a [net] key of the cfg (repeatable).")
 @click.option("--policy", "policy", multiple=True, metavar="KEY=VALUE",
               help="Change the restart policy, e.g. max_divergence_restarts=5 (repeatable).")
+@click.option("--eval-every", default=1000, show_default=True, metavar="N",
+              help="Evaluate a finite checkpoint every N iterations (and the final one).")
 @click.option("--queue", metavar="QUEUE", help="Queue to train on (default gpu; host.<name> pins a host).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 0 only if it completed.")
 @pass_ctx
-def train(ctx: Context, data, cfg, weights, sets, policy, queue, wait) -> int:
+def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, wait) -> int:
     """Queue a darknet training run of DATA (obj.data) and CFG, from WEIGHTS if given.
 
     Prints the run id. The run is watched: nan stops darknet, and it restarts from its
@@ -43,7 +45,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, queue, wait) -> int:
     from farm.runs.service import submit_run
     store = ctx.store()
     run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
-                     overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"))
+                     overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
+                     eval_every=eval_every)
     ctx.celery()
     from workers.tasks.train import enqueue_train
     run.task_id = enqueue_train(run.id, queue)

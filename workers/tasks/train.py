@@ -13,7 +13,7 @@ import time
 
 from farm.errors import FarmError
 from farm.runs.model import RunState
-from farm.runs.service import execute_run
+from farm.runs.service import Hooks, execute_run
 from farm.state import Store
 from workers.app import app
 
@@ -63,8 +63,8 @@ def train(self, run_id: str) -> dict:
     # cancellation; the supervisor then kills the darknet process group and records it.
     previous = signal.signal(signal.SIGTERM, lambda *_: st.request_cancel(run_id))
     try:
-        run = execute_run(st, app.farm_settings, run_id, worker=worker, progress=progress,
-                          attempt_started=started)
+        run = execute_run(st, app.farm_settings, run_id, worker=worker,
+                          hooks=Hooks(progress=progress, attempt_started=started))
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise

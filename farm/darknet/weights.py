@@ -1,0 +1,271 @@
+"""darknet `.weights` files: the header, the iteration they hold, and whether they fit a cfg.
+
+darknet loads weights layer by layer and stops quietly at the end of the file, so a
+truncated copy, or weights written for another cfg (other classes, other filters), load
+without an error and give a network that detects nothing. Checking the size against the
+cfg before a run or an evaluation catches both.
+
+File layout (darknet.md §4): int32 major, minor, revision; then `seen` (images trained on)
+as uint64 when major*10+minor >= 2, else uint32; then float32 parameters, layer after
+layer. A [convolutional] layer stores biases, then (with batch_normalize) scales, rolling
+means and rolling variances, then its kernels.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from itertools import accumulate
+
+from farm.darknet.cfg import Cfg, Section, dialect_name, atoi
+from farm.errors import BadInput, Finding
+
+FLOAT_BYTES = 4
+HEADER_BYTES = 20  # what every current darknet writes (0.2.x: 12 bytes + uint64 seen)
+
+#: Layers that store no parameters.
+_NO_WEIGHTS = frozenset(
+    "maxpool max avgpool avg local_avgpool local_avg route shortcut upsample yolo "
+    "Gaussian_yolo region detection reorg reorg3d dropout softmax soft cost crop activation "
+    "logistic l2norm sam scale_channels empty silence".split())
+_PARTIAL_NAME = re.compile(r"\.conv\.\d+$")
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    major: int
+    minor: int
+    revision: int
+    seen: int  # images trained on: iteration × cfg batch
+    header_size: int  # bytes before the first float: 20, or 16 for very old files
+
+
+def read_header(path: str | os.PathLike) -> WeightsHeader:
+    """The header of a weights file; BadInput when it is unreadable or too short."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError as e:
+        raise BadInput(f"cannot read weights file: {e.strerror}", path=str(path)) from None
+    if len(head) < 12:
+        raise BadInput(f"not a darknet weights file: {len(head)} bytes, shorter than the "
+                       "12-byte version header", path=str(path),
+                       hint="the copy is truncated or empty; copy it again")
+    major, minor, revision = struct.unpack("<iii", head[:12])
+    wide = major * 10 + minor >= 2
+    size = 20 if wide else 16
+    if len(head) < size:
+        raise BadInput(f"truncated weights header: {len(head)} of {size} bytes",
+                       path=str(path), hint="copy the file again")
+    (seen,) = struct.unpack("<Q" if wide else "<I", head[12:size])
+    return WeightsHeader(major, minor, revision, seen, size)
+
+
+def iteration_of(path: str | os.PathLike, batch: int, subdivisions: int = 1) -> int:
+    """The training iteration a weights file holds: seen // batch.
+
+    `batch` is the cfg's `batch=` (images per iteration); darknet counts `seen` in images,
+    `iteration × batch` (checked on Debian's darknet: batch=4 subdivisions=2, 3
+    iterations → seen 12), so `subdivisions` does not change the count; it is only checked
+    to divide `batch`, as darknet requires.
+    """
+    if batch < 1 or subdivisions < 1 or batch % subdivisions:
+        raise BadInput(f"batch={batch} subdivisions={subdivisions}: batch must be a positive "
+                       "multiple of subdivisions", hint="pass the cfg's batch= and "
+                                                        "subdivisions= values")
+    return read_header(path).seen // batch
+
+
+# ---------------------------------------------------------------------------------------
+# Sizing a cfg
+
+
+@dataclass
+class _Shape:
+    h: int
+    w: int
+    c: int
+
+
+def layer_weight_counts(cfg: Cfg, *, dialect="pjreddie") -> list[int] | None:
+    """Float32 parameters per layer, in file order; None when a layer cannot be sized.
+
+    The dialect matters: pjreddie ignores `groups=` on [route], so yolov4-tiny's layers
+    after a grouped route take twice the channels there.
+    """
+    d = dialect_name(dialect)
+    net = cfg.net
+    if net is None:
+        return None
+    shape = _Shape(atoi(net.get("height", "0")), atoi(net.get("width", "0")),
+                   atoi(net.get("channels", "0")))
+    outputs: list[_Shape] = []
+    counts: list[int] = []
+    for i, layer in enumerate(cfg.layers):
+        sized = _size_layer(layer, shape, outputs, i, d)
+        if sized is None:
+            return None
+        count, shape = sized
+        counts.append(count)
+        outputs.append(shape)
+    return counts
+
+
+def expected_weights_bytes(cfg: Cfg, *, dialect="pjreddie") -> int | None:
+    """The size of a complete weights file for `cfg` (20-byte header); None when a layer
+    type cannot be sized."""
+    counts = layer_weight_counts(cfg, dialect=dialect)
+    return None if counts is None else HEADER_BYTES + FLOAT_BYTES * sum(counts)
+
+
+def _size_layer(layer: Section, inp: _Shape, outputs: list[_Shape], index: int,
+                d: str) -> tuple[int, _Shape] | None:
+    name = layer.name
+    if name in ("convolutional", "conv"):
+        return _size_conv(layer, inp)
+    if name in ("connected", "conn"):
+        out = atoi(layer.get("output", "1"))
+        bn = 3 * out if atoi(layer.get("batch_normalize", "0")) else 0
+        return out + out * inp.h * inp.w * inp.c + bn, _Shape(1, 1, out)
+    if name == "batchnorm":
+        return 3 * inp.c, inp
+    if name not in _NO_WEIGHTS:
+        return None
+    if name == "shortcut" and layer.get("weights_type", "none") != "none":
+        return None
+    shape = _shape_without_weights(layer, inp, outputs, index, d)
+    return None if shape is None else (0, shape)
+
+
+#: [convolutional] options that change what is stored (XNOR, shared or deformable kernels).
+_UNSIZABLE_CONV = ("binary", "xnor", "antialiasing", "sway", "rotate", "stretch",
+                   "stretch_sway")
+
+
+def _size_conv(layer: Section, inp: _Shape) -> tuple[int, _Shape] | None:
+    if layer.option("share_index") is not None or \
+            any(atoi(layer.get(k, "0")) for k in _UNSIZABLE_CONV):
+        return None
+    n = atoi(layer.get("filters", "1"))
+    size = atoi(layer.get("size", "1"))
+    groups = max(atoi(layer.get("groups", "1")), 1)
+    stride = atoi(layer.get("stride", "1")) or 1
+    stride_x = max(atoi(layer.get("stride_x", str(stride))), 1)
+    stride_y = max(atoi(layer.get("stride_y", str(stride))), 1)
+    dilation = atoi(layer.get("dilation", "1")) if size > 1 else 1
+    padding = size // 2 if atoi(layer.get("pad", "0")) else atoi(layer.get("padding", "0"))
+    kernel = dilation * (size - 1) + 1
+    out = _Shape((inp.h + 2 * padding - kernel) // stride_y + 1,
+                 (inp.w + 2 * padding - kernel) // stride_x + 1, n)
+    bn = 3 * n if atoi(layer.get("batch_normalize", "0")) else 0
+    return n + bn + (inp.c // groups) * n * size * size, out
+
+
+def _shape_without_weights(layer: Section, inp: _Shape, outputs: list[_Shape], index: int,
+                           d: str) -> _Shape | None:
+    name = layer.name
+    if name in ("maxpool", "max"):
+        stride = atoi(layer.get("stride", "1")) or 1
+        size = atoi(layer.get("size", str(stride)))
+        padding = atoi(layer.get("padding", str(size - 1)))
+        return _Shape((inp.h + padding - size) // stride + 1,
+                      (inp.w + padding - size) // stride + 1, inp.c)
+    if name in ("avgpool", "avg"):
+        return _Shape(1, 1, inp.c)
+    if name == "route":
+        return _route_shape(layer, outputs, index, d)
+    if name == "upsample":
+        s = atoi(layer.get("stride", "2")) or 1
+        return _Shape(inp.h // -s, inp.w // -s, inp.c) if s < 0 else \
+            _Shape(inp.h * s, inp.w * s, inp.c)
+    if name in ("reorg", "reorg3d"):
+        s = atoi(layer.get("stride", "1")) or 1
+        return _Shape(inp.h // s, inp.w // s, inp.c * s * s)
+    return inp
+
+
+def _route_shape(layer: Section, outputs: list[_Shape], index: int, d: str) -> _Shape | None:
+    refs = [atoi(v) for v in layer.get("layers", "").split(",") if v.strip()]
+    refs = [r + index if r < 0 else r for r in refs]
+    if not refs or any(not 0 <= r < index for r in refs):
+        return None  # check_cfg reports the bad reference
+    shapes = [outputs[r] for r in refs]
+    c = sum(s.c for s in shapes)
+    if d != "pjreddie":  # pjreddie ignores groups= ("Unused field")
+        c //= max(atoi(layer.get("groups", "1")), 1)
+    return _Shape(shapes[0].h, shapes[0].w, c)
+
+
+# ---------------------------------------------------------------------------------------
+# check_weights
+
+
+def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = True,
+                  dialect="pjreddie") -> list[Finding]:
+    """Whether the weights file at `path` fits `cfg`; every problem as a Finding.
+
+    Refused: an unreadable or short header, a truncated file, weights written for another
+    cfg (a size no prefix of this cfg's layers has), and, for inference, `*.conv.N`
+    partial files (a pretrained backbone only: its detection heads are missing). For
+    training, a file holding the first N layers of the cfg is a valid start.
+    """
+    path = os.fspath(path)
+    try:
+        header = read_header(path)
+        size = os.path.getsize(path)
+    except BadInput as e:
+        return [Finding(path, None, e.reason, e.hint or "copy the file again")]
+    except OSError as e:
+        return [Finding(path, None, f"cannot read weights file: {e.strerror}",
+                        "check the path and permissions")]
+    if not (0 <= header.major < 1000 and 0 <= header.minor < 1000):
+        return [Finding(path, None, f"not a darknet weights file (version "
+                                    f"{header.major}.{header.minor}.{header.revision})",
+                        "pass a .weights file written by darknet")]
+    out: list[Finding] = []
+    if for_inference and _PARTIAL_NAME.search(os.path.basename(path)):
+        out.append(Finding(path, None, "a *.conv.N file holds only the first N pretrained "
+                           "layers (a backbone), not the detection heads: it detects nothing",
+                           "use it to start training; for detection use a trained "
+                           "_best/_final/_last weights file"))
+    counts = layer_weight_counts(cfg, dialect=dialect)
+    if counts is None:
+        out.append(Finding(path, None, f"{cfg.path} has a layer type whose weights cannot be "
+                           "sized here, so the file size was not checked",
+                           "check it by loading it with darknet", "warning"))
+        return out
+    problem = _size_problem(size - header.header_size, counts, cfg, for_inference)
+    if problem:
+        out.append(Finding(path, None, *problem))
+    return out
+
+
+def _size_problem(payload: int, counts: list[int], cfg: Cfg,
+                  for_inference: bool) -> tuple[str, str] | None:
+    total = sum(counts)
+    if payload % FLOAT_BYTES:
+        return (f"truncated: {payload} bytes of parameters is not a whole number of "
+                "float32 values", "copy the file again")
+    floats = payload // FLOAT_BYTES
+    if floats == total:
+        return None
+    if floats > total:
+        return (f"written for another cfg: it holds {floats} parameters, {floats - total} "
+                f"more than {cfg.path} needs ({total})",
+                "use the cfg these weights were trained with (same classes and filters)")
+    ends = list(accumulate(counts))
+    if floats in ends or floats == 0:
+        layers = ends.index(floats) + 1 if floats else 0
+        if not for_inference:
+            return None
+        return (f"holds only the first {layers} of {len(counts)} layers of {cfg.path}: "
+                "a partial or truncated file, the rest would stay random",
+                "use complete trained weights (_best/_final/_last) for detection")
+    inside = next(i for i, end in enumerate(ends) if end > floats)
+    layer = cfg.layers[inside]
+    return (f"does not fit {cfg.path}: its {floats} parameters end inside layer {inside} "
+            f"({layer.type} at line {layer.line}), not at a layer boundary (the cfg needs "
+            f"{total}): a truncated copy, or weights written for another cfg (other "
+            "classes, filters or width)",
+            "copy the file again, or use the cfg these weights were trained with")

@@ -1,0 +1,188 @@
+"""farm.darknet.weights on files written here byte by byte; the same checks on weights that
+the real darknet wrote are in tests/integration/test_cfg_darknet.py."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from farm.darknet.cfg import Cfg
+from farm.darknet.weights import (check_weights, expected_weights_bytes, iteration_of,
+                                  layer_weight_counts, read_header)
+from farm.errors import BadInput
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+# conv 3→8 3×3 bn (8 + 24 + 216 = 248), maxpool, conv 8→16 3×3 bn (16 + 48 + 1152 = 1216),
+# maxpool, conv 16→18 1×1 (18 + 288 = 306), yolo: 1770 floats.
+MICRO = """\
+[net]
+batch=4
+subdivisions=2
+width=64
+height=64
+channels=3
+max_batches=10
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=18
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=1
+num=3
+"""
+MICRO_FLOATS = [248, 0, 1216, 0, 306, 0]
+
+
+def write_weights(path: Path, floats: int, *, seen=0, version=(0, 2, 0), extra=b"") -> Path:
+    major, minor, revision = version
+    wide = major * 10 + minor >= 2
+    header = struct.pack("<iii", major, minor, revision) + struct.pack("<Q" if wide else "<I",
+                                                                       seen)
+    path.write_bytes(header + bytes(4 * floats) + extra)
+    return path
+
+
+@pytest.fixture
+def micro() -> Cfg:
+    return Cfg.parse(MICRO, "micro.cfg")
+
+
+def test_read_header_of_current_and_old_files(tmp_path):
+    new = read_header(write_weights(tmp_path / "a.weights", 3, seen=640, version=(0, 2, 5)))
+    assert (new.major, new.minor, new.revision, new.seen, new.header_size) == (0, 2, 5, 640, 20)
+    old = read_header(write_weights(tmp_path / "b.weights", 3, seen=77, version=(0, 1, 0)))
+    assert (old.seen, old.header_size) == (77, 16)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "0 bytes, shorter than the 12-byte"),
+    (struct.pack("<iii", 0, 2, 0) + b"\x01\x02", "truncated weights header: 14 of 20"),
+])
+def test_read_header_refuses_short_files(tmp_path, content, message):
+    path = tmp_path / "short.weights"
+    path.write_bytes(content)
+    with pytest.raises(BadInput, match=message):
+        read_header(path)
+
+
+def test_read_header_of_a_missing_file(tmp_path):
+    with pytest.raises(BadInput, match="cannot read weights file"):
+        read_header(tmp_path / "none.weights")
+
+
+def test_iteration_is_seen_over_the_cfg_batch(tmp_path):
+    path = write_weights(tmp_path / "w.weights", 0, seen=12)
+    assert iteration_of(path, 4, 2) == 3
+    assert iteration_of(path, 4) == 3
+    with pytest.raises(BadInput, match="multiple of subdivisions"):
+        iteration_of(path, 6, 4)
+
+
+def test_expected_size_of_a_micro_net(micro):
+    assert layer_weight_counts(micro) == MICRO_FLOATS
+    assert expected_weights_bytes(micro) == 20 + 4 * 1770
+
+
+@pytest.mark.parametrize("name, size", [
+    # the sizes of the published AlexeyAB/pjreddie weights files for these cfgs
+    ("yolov4-tiny", 24251276), ("yolov4", 257717640), ("yolov3-tiny", 35434956)])
+def test_expected_size_matches_the_published_weights(name, size):
+    path = SHARED / "darknet" / "cfg" / f"{name}.cfg"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not checked out beside the project)")
+    assert expected_weights_bytes(Cfg.load(path), dialect="alexeyab") == size
+
+
+def test_pjreddie_ignores_route_groups_so_yolov4_tiny_sizes_differ():
+    path = SHARED / "darknet" / "cfg" / "yolov4-tiny.cfg"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not checked out beside the project)")
+    cfg = Cfg.load(path)
+    # layers 4, 12 and 20 take 2× the channels when groups=2 is ignored
+    extra = 32 * 32 * 9 + 64 * 64 * 9 + 128 * 128 * 9
+    assert expected_weights_bytes(cfg, dialect="pjreddie") - \
+        expected_weights_bytes(cfg, dialect="alexeyab") == 4 * extra
+
+
+def test_unsizable_layers_give_none(micro):
+    cfg = Cfg.parse(MICRO.replace("[maxpool]", "[local]", 1))
+    assert expected_weights_bytes(cfg) is None
+
+
+def test_a_complete_file_fits(tmp_path, micro):
+    assert check_weights(write_weights(tmp_path / "m_final.weights", 1770), micro) == []
+
+
+def test_a_file_cut_inside_a_float_is_truncated(tmp_path, micro):
+    path = write_weights(tmp_path / "m.weights", 1000, extra=b"\x00\x00")
+    [f] = check_weights(path, micro)
+    assert f.severity == "error" and f.reason.startswith("truncated")
+
+
+def test_a_file_ending_inside_a_layer_does_not_fit(tmp_path, micro):
+    [f] = check_weights(write_weights(tmp_path / "m.weights", 1000), micro)
+    assert "parameters end inside layer 2 ([convolutional] at line 21)" in f.reason
+
+
+def test_weights_for_more_classes_are_for_another_cfg(tmp_path, micro):
+    [f] = check_weights(write_weights(tmp_path / "m.weights", 1770 + 512 * 3), micro)
+    assert "written for another cfg" in f.reason and "1536 more" in f.reason
+
+
+def test_a_layer_prefix_starts_training_but_does_not_detect(tmp_path, micro):
+    partial = write_weights(tmp_path / "micro.conv.2", 248)
+    assert check_weights(partial, micro, for_inference=False) == []
+    reasons = [f.reason for f in check_weights(partial, micro)]
+    assert any("*.conv.N file holds only the first N pretrained layers" in r for r in reasons)
+    assert any("holds only the first 1 of 6 layers" in r for r in reasons)
+    cut = write_weights(tmp_path / "m_last.weights", 248 + 1216)
+    [f] = check_weights(cut, micro)
+    assert "first 3 of 6 layers" in f.reason
+
+
+@pytest.mark.parametrize("content, text", [
+    (b"abc", "shorter than the 12-byte version header"),
+    (struct.pack("<iiiQ", 5000, 2, 0, 0), "not a darknet weights file"),
+])
+def test_bad_headers_are_findings_not_exceptions(tmp_path, micro, content, text):
+    path = tmp_path / "bad.weights"
+    path.write_bytes(content)
+    [f] = check_weights(path, micro)
+    assert text in f.reason and f.severity == "error"
+
+
+def test_a_missing_file_is_a_finding(tmp_path, micro):
+    [f] = check_weights(tmp_path / "none.weights", micro)
+    assert "cannot read weights file" in f.reason

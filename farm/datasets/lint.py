@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from farm.darknet.cfg import dialect_name
+from farm.darknet.objdata import parse_obj_data, resolve
 from farm.errors import BadInput, Finding, FindingsError
 
 #: darknet's README: about 2000 images per class for a good detector.
@@ -771,7 +772,7 @@ def lint_obj_data(obj_data_path: str | os.PathLike, *, classes: int | None = Non
     if n_classes is None:
         report.findings = found
         return report
-    lists = {role: _resolve(values[role][0], base, data_dir) for role in ("train", "valid")
+    lists = {role: resolve(values[role][0], base, data_dir) for role in ("train", "valid")
              if role in values}
     if "train" not in lists:
         found.append(Finding(path, None, "obj.data has no train= line",
@@ -801,29 +802,23 @@ def lint_obj_data(obj_data_path: str | os.PathLike, *, classes: int | None = Non
 
 
 def _read_obj_data(path: str, found: list[Finding]) -> dict[str, tuple[str, int]] | None:
-    """key → (value, line), read as darknet does (spaces and tabs removed everywhere)."""
+    """key -> (value, line), read as darknet does; bad and unknown lines become findings."""
     try:
         text = _read_bytes(path).decode("utf-8", errors="replace")
     except OSError as e:
         found.append(Finding(path, None, f"cannot read obj.data ({e.strerror})",
                              "check the path"))
         return None
-    values: dict[str, tuple[str, int]] = {}
-    for n, raw in enumerate(text.split("\n"), 1):
-        line = raw.replace(" ", "").replace("\t", "").replace("\r", "").lstrip("\ufeff")
-        if not line or line[0] in "#;":
-            continue
-        if "=" not in line:
-            found.append(Finding(path, n, f"{raw.strip()!r} is not key=value ('Config file "
-                                 "error line')", "write key = value"))
-            continue
-        key, value = line.split("=", 1)
+    values, bad = parse_obj_data(text)
+    for n, raw in bad:
+        found.append(Finding(path, n, f"{raw!r} is not key=value ('Config file "
+                             "error line')", "write key = value"))
+    for key, (_, n) in values.items():
         if key not in OBJ_DATA_KEYS:
             close = difflib.get_close_matches(key, OBJ_DATA_KEYS, n=1)
             found.append(Finding(path, n, f"obj.data key {key!r} is not one darknet reads",
                                  f"did you mean {close[0]}?" if close else "delete the line",
                                  "warning"))
-        values.setdefault(key, (value, n))
     return values
 
 
@@ -859,7 +854,7 @@ def _check_names(path: str, values: dict, base: str, data_dir: str, classes: int
         found.append(Finding(path, None, "obj.data has no names= line: darknet falls back "
                              "to data/names.list", "add names = <path of obj.names>"))
         return
-    names_path = _resolve(values["names"][0], base, data_dir)
+    names_path = resolve(values["names"][0], base, data_dir)
     try:
         text = _read_bytes(names_path).decode("utf-8", errors="replace")
     except OSError as e:
@@ -884,7 +879,7 @@ def _check_backup(path: str, values: dict, base: str, data_dir: str,
                   found: list[Finding]) -> None:
     if "backup" not in values:
         return
-    backup = _resolve(values["backup"][0], base, data_dir)
+    backup = resolve(values["backup"][0], base, data_dir)
     if not os.path.isdir(backup):
         found.append(Finding(path, values["backup"][1], f"backup folder {backup} does not "
                              "exist: darknet fails at its first save ('Couldn't open file')",
@@ -903,18 +898,6 @@ def _overlap(lists: dict[str, str], reports: dict[str, LintReport], cap: int) ->
         found.append(Finding(lists["valid"], None, f"… and {len(both) - cap} more images in "
                              "both lists", "keep every image in one list only"))
     return found
-
-
-def _resolve(value: str, base: str, fallback: str | None = None) -> str:
-    """`value` made absolute: under `base` if it exists there, else under `fallback` if it
-    exists there, else under `base` (so the finding names the first place looked)."""
-    if os.path.isabs(value):
-        return value
-    first = os.path.normpath(os.path.join(base, value))
-    if fallback is None or os.path.exists(first):
-        return first
-    second = os.path.normpath(os.path.join(fallback, value))
-    return second if os.path.exists(second) else first
 
 
 # ---------------------------------------------------------------------------------------
@@ -940,7 +923,7 @@ def box_sizes(list_path: str | os.PathLike, *, dialect="pjreddie",
         if not entry or os.path.splitext(entry)[1].lower() not in IMAGE_EXTENSIONS:
             continue
         images += 1
-        sizes += _label_sizes(derive(_resolve(entry, base, list_dir)))
+        sizes += _label_sizes(derive(resolve(entry, base, list_dir)))
     return np.array(sizes, dtype=float).reshape(-1, 2), images
 
 
@@ -975,4 +958,4 @@ def train_list(obj_data_path: str | os.PathLike,
                        hint="add train = <path of the training image list>")
     data_dir = os.path.dirname(os.path.abspath(path))
     base = os.path.abspath(base_dir) if base_dir is not None else data_dir
-    return _resolve(values["train"][0], base, data_dir)
+    return resolve(values["train"][0], base, data_dir)

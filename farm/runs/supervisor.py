@@ -206,9 +206,14 @@ class Supervisor:
             a.message = f"darknet killed by {sig}" + (f" after: {fatal.message}" if fatal else "")
             return
         a.outcome = Outcome.CRASHED
-        a.message = (fatal.message if fatal else
-                     f"darknet exited {a.exit_code} at iteration {a.last_iteration} "
-                     f"without writing final weights")
+        if fatal:
+            a.message = fatal.message
+        elif self._final_saved:
+            a.message = (f"darknet wrote final weights at iteration {a.last_iteration}, short "
+                         f"of max_batches {self.limits.max_batches} (exit {a.exit_code})")
+        else:
+            a.message = (f"darknet exited {a.exit_code} at iteration {a.last_iteration} "
+                         f"without writing final weights")
 
 
 def _describe(ev: DarknetError) -> str:

@@ -134,9 +134,9 @@ def test_farm_up_runs_everything_behind_a_login_and_ctrl_c_stops_it_all(env, tmp
         assert not (data_dir / "farm-up.pid").exists()
     finally:
         if proc.poll() is None:
+            for c in psutil.Process(proc.pid).children(recursive=True):
+                c.kill()
             proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            c.kill()
 
 
 def test_farm_down_stops_a_running_farm(env, darknet_bin):

@@ -141,8 +141,10 @@ def test_cancel_kills_darknet_and_leaves_no_process(farm, micro, capsys, darknet
     assert run.state is RunState.CANCELLED and run.attempts[-1].outcome is Outcome.CANCELLED
 
 
-def test_killed_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, capsys,
-                                                                 darknet_bin):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGQUIT], ids=["kill-9", "cold-stop"])
+def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, capsys,
+                                                                 darknet_bin, how):
+    """kill -9, or a cold shutdown (what `farm up`'s Ctrl-C does): never a cancellation."""
     data, tmp = micro
     cfg = micro_cfg(tmp / "micro.cfg", max_batches=400)
     first = farm.worker("gpu1")
@@ -166,7 +168,10 @@ def test_killed_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
+        if how == signal.SIGKILL:
+            os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
+        else:
+            os.kill(first.pid, signal.SIGQUIT)
         first.wait(10)
         wait_for(lambda: darknet_procs_of(run_dir) == [], 10,
                  what="darknet to die with its worker")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 
 from farm.errors import FarmError
@@ -59,17 +58,15 @@ def train(self, run_id: str) -> dict:
         self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
                         run_id=run_id)
 
-    # revoke(terminate=True) sends SIGTERM to this pool process: turn it into a
-    # cancellation; the supervisor then kills the darknet process group and records it.
-    previous = signal.signal(signal.SIGTERM, lambda *_: st.request_cancel(run_id))
+    # A worker's cold shutdown sends SIGTERM here; billiard turns it into SystemExit, so
+    # darknet's group is killed and the lease released: beat resubmits the run and it
+    # resumes from its newest good checkpoint. Cancelling is `farm cancel` (a Redis flag).
     try:
         run = execute_run(st, app.farm_settings, run_id, worker=worker,
                           hooks=Hooks(progress=progress, attempt_started=started))
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
             "message": run.message}
 

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 pkgs="redis-server darknet coreutils"
+# the tests also start a real sshd, verify systemd units, lint the shell scripts, and
+# drive a real browser
+[ "${1:-}" = "--test" ] && pkgs="$pkgs openssh-server rsync systemd shellcheck chromium"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

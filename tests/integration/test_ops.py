@@ -17,8 +17,7 @@ import tarfile
 import pytest
 import redis
 
-from farm.settings import Settings
-from tests.conftest import REPO, Farm, free_port, wait_for
+from tests.conftest import REPO, free_port, wait_for
 
 OPS = REPO / "ops"
 MY_SCRIPTS = ["bootstrap-worker.sh", "redis-backup.sh", "redis-restore.sh"]
@@ -229,29 +228,7 @@ def test_compose_config_passes_and_keeps_its_promises(tmp_path):
 
 # -- the "host with no worker" check against a real worker --------------------------------------
 
-@pytest.fixture
-def own_farm(tmp_path, monkeypatch):
-    """A redis-server and Farm of this test's own: the session redis_server fixture can
-    be killed by an earlier test that ends every child of the pytest process."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL)
-    wait_for(lambda: _pings(redis.Redis(port=port)), 10, what="redis-server")
-    settings = Settings(data_dir=str(tmp_path / "farm"), redis_url=f"redis://127.0.0.1:{port}/0",
-                        host_name="testhost").validate()
-    for key, value in settings.to_env().items():
-        monkeypatch.setenv(key, value)
-    f = Farm(settings, tmp_path)
-    yield f
-    f.stop()
-    server.kill()
-    server.wait()
-
-
-def test_hosts_workers_names_the_host_with_no_worker(own_farm, tmp_path, capsys):
+def test_hosts_workers_names_the_host_with_no_worker(farm, tmp_path, capsys):
     (tmp_path / "key").write_text("")
     (tmp_path / "known_hosts").write_text("")
     inv = tmp_path / "inventory.yaml"
@@ -268,7 +245,7 @@ hosts:
     address: 127.0.0.2
     roles: [augment]
 """)
-    own_farm.worker("gpu0", queues="gpu,host.testhost")  # answers as gpu0@testhost
+    farm.worker("gpu0", queues="gpu,host.testhost")  # answers as gpu0@testhost
     from workers.cli import main
     code = main(["hosts", "workers", "--inventory", str(inv), "--timeout", "1"])
     captured = capsys.readouterr()

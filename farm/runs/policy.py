@@ -11,23 +11,30 @@ from typing import Any, Mapping
 
 from farm.errors import BadInput
 from farm.runs.model import Attempt, Outcome, Run
+from farm.settings import Settings
+
+
+def _default(name: str) -> Any:
+    """The farm-wide default, documented once in farm.settings."""
+    return Settings.__dataclass_fields__[name].default
 
 
 @dataclass(frozen=True)
 class Policy:
-    max_divergence_restarts: int = 3
-    lr_factor: float = 0.5
-    burn_in_factor: float = 2.0
-    burn_in_min: int = 100
-    loss_bound: float = 1e4
-    crash_restarts: int = 1
-    stall_restarts: int = 1
-    stall_timeout: float = 900.0
+    max_divergence_restarts: int = _default("max_divergence_restarts")
+    lr_factor: float = _default("lr_factor")
+    burn_in_factor: float = _default("burn_in_factor")
+    burn_in_min: int = _default("burn_in_min")
+    loss_bound: float = _default("loss_bound")
+    crash_restarts: int = _default("crash_restarts")
+    stall_restarts: int = _default("stall_restarts")
+    stall_timeout: float = _default("stall_timeout")
     #: restarts after a lost worker (those are not the run's fault, but a loop must end)
     lost_restarts: int = 10
 
     @classmethod
-    def from_settings(cls, settings: Any, overrides: Mapping[str, str] | None = None) -> "Policy":
+    def from_settings(cls, settings: Settings, overrides: Mapping[str, str] | None = None
+                      ) -> "Policy":
         values = {f.name: getattr(settings, f.name) for f in fields(cls)
                   if hasattr(settings, f.name)}
         for key, raw in (overrides or {}).items():

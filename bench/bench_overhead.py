@@ -109,13 +109,15 @@ def main() -> int:
         print(f"  ratio farm/bare: {b / f:.3f}  (goal >= 0.98)")
 
         reactions = []
+        hot = micro_cfg(tmp / "hot.cfg", max_batches=60, learning_rate=0.05, burn_in=0)
         for _ in range(args.diverging):
-            run = submit_run(store, s, data=str(data), cfg=str(cfg),
-                             overrides={"learning_rate": "0.05", "burn_in": "0",
-                                        "max_batches": "60"},
+            run = submit_run(store, s, data=str(data), cfg=str(hot),
                              policy={"burn_in_min": "0"})
             enqueue_train(run.id)
             run = wait_finished(store, run.id)
+            if len(run.attempts) < 2:
+                print(f"  note: {run.id} did not diverge: "
+                      f"{[(a.outcome, a.message) for a in run.attempts]}")
             for before, after in zip(run.attempts, run.attempts[1:]):
                 if before.first_bad_at:
                     reactions.append(after.started_at - before.first_bad_at)

@@ -97,7 +97,7 @@ def micro_cfg(path: str | os.PathLike, *, max_batches: int = 60, learning_rate: 
     return Path(path)
 
 
-def _draw_mark(img: np.ndarray, x: int, y: int, s: int, rng: np.random.Generator) -> None:
+def draw_mark(img: np.ndarray, x: int, y: int, s: int, rng: np.random.Generator) -> None:
     colour = tuple(int(c) for c in rng.integers(180, 256, 3))
     t = max(1, s // 8)
     cv2.line(img, (x, y), (x + s, y + s), colour, t, cv2.LINE_AA)
@@ -120,7 +120,7 @@ def micro_dataset(root: str | os.PathLike, *, images: int = 16, size: int = 64,
         img = (rng.random((size, size, 3)) * 60 + 70).astype(np.uint8)
         s = int(rng.integers(size // 6, size // 3))
         x, y = (int(v) for v in rng.integers(1, size - s - 1, 2))
-        _draw_mark(img, x, y, s, rng)
+        draw_mark(img, x, y, s, rng)
         path = img_dir / f"img{i:04d}.jpg"
         cv2.imwrite(str(path), img)
         c = (s + 1) / size

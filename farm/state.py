@@ -201,3 +201,145 @@ class Store:
         total = int(total or 0)
         first_held = total - len(lines)
         return lines[max(seen - first_held, 0):], total
+
+    # =====================================================================================
+    # Evaluations and best weights (farm.eval, farm.chart and the board)
+    #
+    #   run:<id>:evals   hash: iteration -> JSON evaluation of the checkpoint at it
+    #   run:<id>:best    JSON of the best evaluation (score, iteration, weights, sha256, …)
+    #   run:<id>:lasteval  JSON of the evaluation of the newest checkpoint evaluated so far
+    #   run:<id>:chart   JSON: the metrics stream folded into chart buckets (farm.chart)
+    # =====================================================================================
+
+    def record_evaluation(self, run_id: str, result: dict[str, Any],
+                          score: float | None) -> bool:
+        """Store an evaluation; True when it is now the run's best (a higher score, or the
+        same score at a later iteration, like darknet's `>=`). Atomic, so evaluations that
+        finish in any order on any worker agree on one best. `score` None: never best."""
+        it = int(result["iteration"])
+        doc = json.dumps(result)
+        with _translated(self.url):
+            script = self.r.register_script(_RECORD_EVALUATION)  # cheap: a sha, no I/O
+            return bool(script(
+                keys=[_k("run", run_id, "evals"), _k("run", run_id, "best"),
+                      _k("run", run_id, "lasteval")],
+                args=[it, doc, "" if score is None else repr(float(score)),
+                      json.dumps({**result, "score": score})]))
+
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        """Every evaluation of the run, by iteration."""
+        with _translated(self.url):
+            raw = self.r.hvals(_k("run", run_id, "evals"))
+        return sorted((json.loads(x) for x in raw), key=lambda e: e["iteration"])
+
+    def best_evaluation(self, run_id: str) -> dict[str, Any] | None:
+        with _translated(self.url):
+            raw = self.r.get(_k("run", run_id, "best"))
+        return json.loads(raw) if raw else None
+
+    def chart_state(self, run_id: str) -> tuple[dict[str, Any] | None, int]:
+        """The folded chart (None before the first fold) and the stream's length."""
+        with _translated(self.url):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(_k("run", run_id, "chart"))
+            pipe.xlen(_k("run", run_id, "metrics"))
+            raw, length = pipe.execute()
+        return (json.loads(raw) if raw else None), int(length)
+
+    def save_chart_state(self, run_id: str, doc: dict[str, Any]) -> None:
+        with _translated(self.url):
+            self.r.set(_k("run", run_id, "chart"), json.dumps(doc, separators=(",", ":")))
+
+    def metrics_after(self, run_id: str, after: str, count: int
+                      ) -> list[tuple[str, dict[str, str]]]:
+        """Up to `count` metric entries after stream id `after` ("0-0": from the start)."""
+        with _translated(self.url):
+            return self.r.xrange(_k("run", run_id, "metrics"), min=f"({after}", count=count)
+
+    def board_runs(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The newest runs (as stored: plain dicts, not Run objects, which cost more than
+        the rest together) with their live progress, best and newest evaluation. Two round
+        trips however many runs there are (the board's runs list): one command, because
+        redis-py spends more time packing 500 small commands than Redis answering them."""
+        ids = self.run_ids(limit)
+        if not ids:
+            return []
+        keys = [_k("run", i) + suffix for i in ids
+                for suffix in ("", ":best", ":lasteval", ":live")]
+        with _translated(self.url):
+            flat = self.r.register_script(_BOARD_ROWS)(keys=keys, args=_LIVE_FIELDS)
+        rows = []
+        for n in range(0, len(flat), 3 + len(_LIVE_FIELDS)):
+            doc, best, last, *live = flat[n:n + 3 + len(_LIVE_FIELDS)]
+            if doc:
+                rows.append({"run": json.loads(doc), "live": dict(zip(_LIVE_FIELDS, live)),
+                             "best": json.loads(best) if best else None,
+                             "last_evaluation": json.loads(last) if last else None})
+        return rows
+
+    def board_run(self, run_id: str, log_lines: int = 200) -> dict[str, Any]:
+        """Everything the run page shows, in one round trip."""
+        key = _k("run", run_id)
+        with _translated(self.url):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.hgetall(f"{key}:live")
+            pipe.hvals(f"{key}:evals")
+            pipe.get(f"{key}:best")
+            pipe.get(f"{key}:chart")
+            pipe.xlen(f"{key}:metrics")
+            pipe.lrange(f"{key}:maps", 0, -1)
+            pipe.get(f"{key}:logn")
+            pipe.lrange(f"{key}:log", -log_lines, -1)
+            raw, live, evals, best, chart, length, maps, logn, log = pipe.execute()
+        if raw is None:
+            raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
+        return {"run": Run.from_dict(json.loads(raw)), "live": live,
+                "evaluations": sorted((json.loads(x) for x in evals),
+                                      key=lambda e: e["iteration"]),
+                "best": json.loads(best) if best else None,
+                "chart": json.loads(chart) if chart else None, "metrics_count": int(length),
+                "darknet_maps": [json.loads(x) for x in maps],
+                "log": log, "log_total": int(logn or 0)}
+
+    def log_tail(self, run_id: str, lines: int = 200) -> tuple[list[str], int]:
+        """The last `lines` log lines and how many were ever written."""
+        with _translated(self.url):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(_k("run", run_id, "logn"))
+            pipe.lrange(_k("run", run_id, "log"), -lines, -1)
+            total, tail = pipe.execute()
+        return tail, int(total or 0)
+
+
+_LIVE_FIELDS = ("iteration", "avg_loss", "updated_at")
+
+_BOARD_ROWS = """
+local out = {}
+for i = 1, #KEYS, 4 do
+  out[#out + 1] = redis.call('GET', KEYS[i])
+  out[#out + 1] = redis.call('GET', KEYS[i + 1])
+  out[#out + 1] = redis.call('GET', KEYS[i + 2])
+  local live = redis.call('HMGET', KEYS[i + 3], unpack(ARGV))
+  for j = 1, #ARGV do out[#out + 1] = live[j] end
+end
+return out
+"""
+
+_RECORD_EVALUATION = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local newest = redis.call('GET', KEYS[3])
+if not newest or tonumber(cjson.decode(newest).iteration) <= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[3], ARGV[2])
+end
+if ARGV[3] == '' then return 0 end
+local current = redis.call('GET', KEYS[2])
+if current then
+  local best = cjson.decode(current)
+  local score, it = tonumber(ARGV[3]), tonumber(ARGV[1])
+  local held = tonumber(best.score) or -1
+  if score < held or (score == held and it <= tonumber(best.iteration)) then return 0 end
+end
+redis.call('SET', KEYS[2], ARGV[4])
+return 1
+"""

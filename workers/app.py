@@ -19,7 +19,8 @@ ROUTES = {
     "farm.eval.*": {"queue": "eval"},
 }
 
-TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset"]
+TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
+                "workers.tasks.sweep"]
 
 
 def host_queue(name: str) -> str:

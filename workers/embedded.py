@@ -2,7 +2,8 @@
 
 It starts, as child processes: a `redis-server` with AOF persistence under the data dir
 (unless FARM_REDIS_URL names an existing Redis), a `gpu` worker (concurrency 1, no
-prefetch), a `cpu` worker (also `augment`, `eval`), beat, and Flower behind a login.
+prefetch), a `cpu` worker (also `augment`, `eval`), beat, Flower behind a login, and the
+farm board behind the same login.
 Every worker also listens on `host.<name>`, so more machines can join the same Redis.
 """
 from __future__ import annotations
@@ -101,6 +102,7 @@ class EmbeddedFarm:
             _require_port("127.0.0.1", self.s.redis_port, "the embedded Redis", "FARM_REDIS_PORT")
         if self.flower:
             _require_port(self.s.flower_address, self.s.flower_port, "Flower", "FARM_FLOWER_PORT")
+            _require_port(self.s.flower_address, self.s.board_port, "the board", "FARM_BOARD_PORT")
 
     def _spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM) -> None:
         log = open(self.logs / f"{name}.log", "ab")
@@ -136,7 +138,9 @@ class EmbeddedFarm:
                 f"--basic_auth={FLOWER_USER}:{password}", "--persistent=True",
                 f"--db={self.data_dir / 'flower.db'}", "--state_save_interval=60000",
                 "--purge_offline_workers=3600"))
+            self._spawn("board", [sys.executable, "-m", "dashboard"])
             url = f"http://{self.s.flower_address}:{self.s.flower_port}/"
+            self.echo(f"board:  http://{self.s.flower_address}:{self.s.board_port}/  (same login)")
             if fresh:
                 self.echo(f"Flower: {url}  login {FLOWER_USER} / {password} "
                           f"(shown once; kept in {self.data_dir / 'flower.password'})")

@@ -35,7 +35,8 @@ def farm_cmd(*args: str, env: dict, timeout: float = 60) -> subprocess.Completed
 def env(tmp_path) -> dict:
     e = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     e.update(FARM_DATA_DIR=str(tmp_path / "farm"), FARM_REDIS_PORT=str(free_port()),
-             FARM_FLOWER_PORT=str(free_port()), FARM_HOST_NAME="clitest",
+             FARM_FLOWER_PORT=str(free_port()), FARM_BOARD_PORT=str(free_port()),
+             FARM_HOST_NAME="clitest",
              PYTHONPATH=str(REPO))
     return e
 
@@ -107,6 +108,7 @@ def test_farm_up_runs_everything_behind_a_login_and_ctrl_c_stops_it_all(env, tmp
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         assert "redis-server" in names and "flower" in names and " beat " in names
+        assert "-m dashboard" in names
         assert "gpu@clitest" in names and "cpu@clitest" in names
         assert "gpu,host.clitest" in names and "-c 1" in names
 
@@ -120,6 +122,10 @@ def test_farm_up_runs_everything_behind_a_login_and_ctrl_c_stops_it_all(env, tmp
                  what="Flower to answer")
         assert _get(flower + "/api/workers") == 401
         assert _get(flower + "/", ("farm", "wrong")) == 401
+        board = f"http://127.0.0.1:{env['FARM_BOARD_PORT']}"
+        wait_for(lambda: _get(board + "/api/runs", ("farm", password)) == 200, 30,
+                 what="the board to answer")
+        assert _get(board + "/api/runs") == 401
         # Redis persists under the data dir
         assert (data_dir / "redis" / "appendonlydir").exists()
         # a second farm on the same data dir is refused

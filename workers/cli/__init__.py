@@ -69,8 +69,8 @@ def cli(ctx: click.Context, config_file, data_dir, redis_url, darknet) -> None:
 
 
 def _register() -> None:
-    from workers.cli import farmctl, runs
-    for group in (runs, farmctl):
+    from workers.cli import evalcmd, farmctl, runs
+    for group in (runs, farmctl, evalcmd):
         for command in group.COMMANDS:
             cli.add_command(command)
     import importlib

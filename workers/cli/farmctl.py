@@ -13,7 +13,7 @@ from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
 
 
 @click.command()
-@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+@click.option("--no-flower", is_flag=True, help="Do not start Flower and the board (workers only).")
 @pass_ctx
 def up(ctx: Context, no_flower: bool) -> int:
     """Start the farm here, in the foreground: Redis, a gpu and a cpu worker, beat, Flower.

@@ -11,20 +11,17 @@ import os
 import time
 
 from farm.errors import FarmError
+from farm.eval import should_evaluate
 from farm.runs.model import RunState
 from farm.runs.service import Hooks, execute_run
-from farm.state import Store
 from workers.app import app
+from workers.tasks import store
+from workers.tasks.eval import enqueue_eval
 
 log = logging.getLogger(__name__)
 
 #: Minimum seconds between two progress events sent to Flower for one run.
 PROGRESS_EVERY = 2.0
-
-
-def store() -> Store:
-    s = app.farm_settings
-    return Store(s.effective_redis_url, log_tail_lines=s.log_tail_lines)
 
 
 def enqueue_train(run_id: str, queue: str | None = None) -> str:
@@ -54,6 +51,19 @@ def train(self, run_id: str) -> dict:
                                                   "iteration": it.number,
                                                   "avg_loss": it.avg_loss})
 
+    def checkpoint(run, c) -> None:
+        """Evaluate finite checkpoints at the run's cadence, on the `eval` queue; an
+        evaluation that cannot be queued is logged and training carries on."""
+        if not c.finite:
+            return
+        previous = max((k.iteration for k in run.checkpoints
+                        if k is not c and k.iteration < c.iteration), default=0)
+        if should_evaluate(c.iteration, run.max_batches, run.eval_every, last=previous):
+            try:
+                enqueue_eval(run.id, c.path, c.iteration)
+            except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
+                log.exception("could not queue the evaluation of %s", c.path)
+
     def started(run, attempt) -> None:
         self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
                         run_id=run_id)
@@ -63,7 +73,8 @@ def train(self, run_id: str) -> dict:
     # resumes from its newest good checkpoint. Cancelling is `farm cancel` (a Redis flag).
     try:
         run = execute_run(st, app.farm_settings, run_id, worker=worker,
-                          hooks=Hooks(progress=progress, attempt_started=started))
+                          hooks=Hooks(progress=progress, attempt_started=started,
+                                      checkpoint=checkpoint))
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise

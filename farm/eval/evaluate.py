@@ -1,0 +1,396 @@
+"""Evaluate one checkpoint on a dataset's valid list, and keep each run's best weights.
+
+Evaluators (the result's `evaluator` says which one ran):
+
+- `darknet-map`: `darknet detector map` (AlexeyAB, hank-ai), its block parsed by
+  farm.darknet.logparse. The seed's own tool; the reference where the dialect has it.
+- `opencv-dnn`: the farm-native path: OpenCV DNN detections (farm.eval.detect) scored by
+  farm.eval.mapcalc, which follows AlexeyAB's `validate_detector_map()` (same matching,
+  same area-under-curve). The only path for tiled evaluation on full screenshots.
+- `darknet-valid`: darknet's own forward pass through pjreddie's `detector valid`, scored
+  by mapcalc. Debian's darknet has no `map`; this is the darknet side of the agreement
+  check there.
+
+How the two evaluators are shown to agree (within 0.5 mAP points), and what cannot be
+shown on a machine with only Debian's darknet:
+1. detections: `darknet-valid` vs `opencv-dnn` on the same weights and valid list
+   (tests/integration/test_eval.py): darknet's forward pass and OpenCV's give the same
+   boxes and scores. pjreddie writes its boxes cut at the image's edges, so that test
+   compares with `clip=True`; unclipped (as AlexeyAB's map scores them) the mAPs differ
+   by whatever the cut boxes lose, a few points where objects touch the image's border;
+2. scoring: mapcalc vs AlexeyAB's C code, by a line-for-line transcription of its AP loop
+   run on random detections, by hand-computed cases, and against the numbers in
+   ../shared/darknet/logs/*map* that the logs let one recompute (P/R/F1 from TP/FP/FN)
+   (tests/unit/test_mapcalc.py);
+3. not here: `detector map` itself next to the farm-native mAP on the same weights needs an
+   AlexeyAB or hank-ai binary; with one on PATH, `evaluate_checkpoint(…, evaluator=
+   "darknet-map")` and `evaluator="opencv"` are the two calls to compare (bench/bench_eval.py
+   prints both side by side when given such a binary).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from farm.darknet import dialect as dialects
+from farm.darknet.events import MapResult
+from farm.darknet.logparse import parse_text
+from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
+from farm.datasets.lint import label_path, lint_list
+from farm.errors import BadInput, FarmError, FindingsError
+from farm.runs import workspace
+from farm.eval import mapcalc
+from farm.eval.detect import (DnnDetector, check_inference_weights,
+                              darknet_detections, load_cfg, output_tail, read_image,
+                              run_darknet)
+
+EVALUATORS = ("auto", "darknet-map", "opencv", "darknet-valid")
+
+
+# ---------------------------------------------------------------------------------------
+# One checkpoint
+
+
+def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
+                        cfg: str | os.PathLike, evaluator: str = "auto",
+                        darknet: str = "darknet", dialect: str = "auto", points: int = 0,
+                        iou_thresh: float = mapcalc.IOU_THRESH,
+                        conf_thresh: float = mapcalc.CONF_THRESH, tiled: bool = False,
+                        tile: tuple[int, int] | None = None, overlap: int | None = None,
+                        base_dir: str | os.PathLike | None = None,
+                        clip: bool = False) -> dict[str, Any]:
+    """mAP@iou_thresh, per-class AP and P/R/F1/TP/FP/FN/avg IoU at conf_thresh of
+    `weights` on the valid list of `data` (obj.data), as a JSON-able dict.
+
+    `clip` cuts the farm-native boxes at the image's edges, as pjreddie's `detector valid`
+    writes them; it is there to compare with that evaluator (AlexeyAB's map does not clip,
+    and a box hanging over the edge can then miss IoU 0.5: a few mAP points on images with
+    objects at their borders).
+
+    Refuses (BadInput/FindingsError) weights that do not fit `cfg` and a valid list that
+    fails the dataset lint, before any detection runs.
+    """
+    start = time.monotonic()
+    if evaluator not in EVALUATORS:
+        raise BadInput(f"unknown evaluator {evaluator!r}", hint=f"use one of {EVALUATORS}")
+    mapcalc.check_points(points)
+    net = load_cfg(cfg)
+    needs_darknet = evaluator in ("darknet-map", "darknet-valid")
+    found_dialect, binary = resolve_dialect(darknet, dialect, needed=needs_darknet)
+    check_inference_weights(weights, net, found_dialect)
+    valid, names = _valid_and_names(data, net, base_dir)
+    report = lint_list(valid, classes=len(names), dialect=found_dialect, role="valid",
+                       base_dir=base_dir or os.path.dirname(os.path.abspath(data)),
+                       min_images_per_class=None)
+    if report.errors:
+        raise FindingsError(report.findings, "valid list")
+    images = list(report.paths)
+    if evaluator == "auto":
+        has_map = found_dialect != dialects.Dialect.PJREDDIE and binary
+        evaluator = "darknet-map" if has_map and not tiled else "opencv"
+    if tiled and evaluator != "opencv":
+        raise BadInput(f"--tiled works with the farm-native evaluator only, not {evaluator}",
+                       hint="drop --evaluator or use --evaluator opencv")
+    if evaluator == "darknet-map":
+        if found_dialect == dialects.Dialect.PJREDDIE:
+            raise BadInput(f"{binary} is pjreddie's darknet (Debian's), which has no "
+                           "`detector map`", hint="use --evaluator opencv or darknet-valid")
+        result = _darknet_map(binary, valid, names, cfg, weights, points, iou_thresh,
+                              conf_thresh)
+    else:
+        thresholds = dict(names=names, iou_thresh=iou_thresh, conf_thresh=conf_thresh,
+                          points=points)
+        if evaluator == "opencv":
+            dets, truths = _opencv(cfg, weights, images, found_dialect, tiled, tile, overlap,
+                                   clip)
+        else:
+            dets, truths = _darknet_valid(binary, cfg, weights, images, len(names),
+                                          found_dialect)
+        result = score_dict(mapcalc.score(dets, truths, images=len(images), **thresholds))
+        result["evaluator"] = "opencv-dnn" if evaluator == "opencv" else "darknet-valid"
+    result.update(images=len(images), tiled=tiled, clipped=clip or evaluator == "darknet-valid",
+                  weights=os.path.abspath(weights), cfg=os.path.abspath(cfg),
+                  data=os.path.abspath(data), valid=valid,
+                  seconds=round(time.monotonic() - start, 3))
+    return result
+
+
+def resolve_dialect(darknet: str, configured: str, *,
+                    needed: bool) -> tuple[dialects.Dialect, str | None]:
+    """The dialect (for label paths and weights sizes) and the binary, when there is one.
+    Without a darknet binary the farm-native evaluator still works (as pjreddie's rules,
+    or the configured dialect)."""
+    try:
+        return dialects.detect(darknet, configured), dialects.resolve_binary(darknet)
+    except FarmError:
+        if needed:
+            raise
+        fallback = configured if configured != "auto" else "pjreddie"
+        return dialects.Dialect(fallback), None
+
+
+def _valid_and_names(data: str | os.PathLike, cfg, base_dir) -> tuple[str, list[str]]:
+    data = os.path.abspath(data)
+    values = read_obj_data(data)
+    data_dir = os.path.dirname(data)
+    base = os.fspath(base_dir) if base_dir else data_dir
+    if "valid" not in values:
+        raise BadInput("obj.data has no valid= line: there is nothing to evaluate on",
+                       path=data, hint="add valid = <list of validation images>")
+    valid = resolve(values["valid"], base, data_dir)
+    classes = int(cfg.classes or 0)
+    names = [str(i) for i in range(classes)]
+    if "names" in values:
+        names_path = resolve(values["names"], base, data_dir)
+        try:
+            listed = [n.strip() for n in Path(names_path).read_text().splitlines() if n.strip()]
+        except OSError as e:
+            raise BadInput(f"cannot read the names file: {e.strerror}", path=names_path,
+                           hint="fix names= in obj.data") from None
+        if len(listed) != classes:  # fatal in `detector map` too
+            raise BadInput(f"{len(listed)} names but the cfg has classes={classes}",
+                           path=names_path, hint="one name per class, in class-id order")
+        names = listed
+    return valid, names
+
+
+def _truths(image: str, dialect, size) -> list[mapcalc.Truth]:
+    label = label_path(image, dialect)
+    return mapcalc.read_truths(image, label, size=size) if label else []
+
+
+def _opencv(cfg, weights, images, dialect, tiled, tile, overlap, clip):
+    detector = DnnDetector(cfg, weights, dialect=dialect)
+    dets, truths = [], []
+    for image in images:
+        pixels = read_image(image)
+        h, w = pixels.shape[:2]
+        found = (detector.detect_tiled(pixels, tile=tile, overlap=overlap) if tiled
+                 else detector.detect(pixels))
+        if clip:
+            found = [f.clipped(w, h) for f in found]
+        dets += [mapcalc.Detection(image, f.class_id, f.confidence, (f.cx, f.cy, f.w, f.h))
+                 for f in found]
+        truths += _truths(image, dialect, (w, h))
+    return dets, truths
+
+
+def _darknet_valid(binary, cfg, weights, images, classes, dialect):
+    found = darknet_detections(binary, cfg, weights, images, classes)
+    dets, truths = [], []
+    for image in images:
+        h, w = read_image(image).shape[:2]
+        dets += [mapcalc.Detection(image, f.class_id, f.confidence, (f.cx, f.cy, f.w, f.h))
+                 for f in found[image]]
+        truths += _truths(image, dialect, (w, h))
+    return dets, truths
+
+
+def _darknet_map(binary, valid, names, cfg, weights, points, iou_thresh, conf_thresh):
+    """`detector map` in a scratch folder (darknet writes files into its cwd)."""
+    with tempfile.TemporaryDirectory(prefix="farm-map-") as tmp:
+        names_path = Path(tmp) / "obj.names"
+        names_path.write_text("".join(f"{n}\n" for n in names))
+        write_obj_data(Path(tmp) / "obj.data", {"classes": str(len(names)), "valid": valid,
+                                                "names": str(names_path)})
+        argv = [binary, "detector", "map", str(Path(tmp) / "obj.data"), os.fspath(cfg),
+                os.fspath(weights), "-points", str(points), "-iou_thresh", str(iou_thresh),
+                "-thresh", str(conf_thresh)]
+        log = run_darknet(argv, Path(tmp), timeout=6 * 3600)
+    blocks = [e for e in parse_text(log) if isinstance(e, MapResult)]
+    if not blocks:
+        raise FarmError(f"darknet detector map printed no mAP; its output ended with:\n"
+                        f"{output_tail(log)}",
+                        hint="run the same command by hand to see all of it")
+    result = map_result_dict(blocks[-1], names)
+    result["points"] = points
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Result dicts
+
+
+def score_dict(s: mapcalc.MapScore) -> dict[str, Any]:
+    return {"map": s.map, "iou_thresh": s.iou_thresh, "conf_thresh": s.conf_thresh,
+            "points": s.points,
+            "classes": [{"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
+                         "truths": c.truths, "detections": c.detections} for c in s.classes],
+            "precision": s.precision, "recall": s.recall, "f1": s.f1, "tp": s.tp,
+            "fp": s.fp, "fn": s.fn, "avg_iou": s.avg_iou, "detections": s.detections,
+            "truths": s.truths}
+
+
+def map_result_dict(r: MapResult, names: list[str] | None = None) -> dict[str, Any]:
+    """A parsed `detector map` block in the same shape as score_dict. darknet prints -nan
+    (None here) for the mAP and a class AP when there were no detections at all."""
+    names = names or [c.name for c in r.classes]
+    out = {"map": r.map, "iou_thresh": r.iou_thresh, "conf_thresh": r.conf_thresh,
+           "points": None,
+           "classes": [{"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
+                        "truths": None, "detections": None} for c in r.classes],
+           "precision": r.precision, "recall": r.recall, "f1": r.f1, "tp": r.tp, "fp": r.fp,
+           "fn": r.fn, "avg_iou": r.avg_iou, "detections": None,
+           "truths": (r.tp + r.fn) if r.tp is not None and r.fn is not None else None,
+           "evaluator": "darknet-map"}
+    if r.map is None:
+        out["note"] = "darknet printed -nan: no detections"
+    return out
+
+
+def map_score(result: dict[str, Any]) -> float | None:
+    """The number that ranks evaluations: the mAP, 0 for darknet's -nan (no detections),
+    None for a failed evaluation."""
+    if result.get("error"):
+        return None
+    value = result.get("map")
+    return 0.0 if value is None or not math.isfinite(value) else float(value)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The result as darknet prints its mAP block, plus which evaluator ran."""
+    def pct(v):
+        return "-nan" if v is None else f"{v * 100:.2f}"
+
+    def num(v):
+        return "-nan" if v is None else f"{v:.2f}"
+    lines = [f"class_id = {c['id']}, name = {c['name']}, ap = {pct(c['ap'])}%   "
+             f"(TP = {c['tp']}, FP = {c['fp']})" for c in result["classes"]]
+    c = result["conf_thresh"]
+    lines += [f"for conf_thresh = {c:.2f}, precision = {num(result['precision'])}, "
+              f"recall = {num(result['recall'])}, F1-score = {num(result['f1'])}",
+              f"for conf_thresh = {c:.2f}, TP = {result['tp']}, FP = {result['fp']}, "
+              f"FN = {result['fn']}, average IoU = {pct(result['avg_iou'])} %"]
+    points = result.get("points") or 0
+    how = f"used {points} Recall-points" if points else \
+        "used Area-Under-Curve for each unique Recall"
+    m = result["map"]
+    lines += [f"IoU threshold = {result['iou_thresh'] * 100:.0f} %, {how}",
+              f"mean average precision (mAP@{result['iou_thresh']:.2f}) = "
+              f"{'-nan' if m is None else f'{m:.6f}'}, or {pct(m)} %",
+              f"evaluator: {result['evaluator']}{' (tiled)' if result.get('tiled') else ''}, "
+              f"{result.get('images', '?')} images in {result.get('seconds', 0):.2f} s"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# A run's checkpoints
+
+
+def eval_dir(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    return Path(runs_dir) / run_id / "eval"
+
+
+def best_weights_path(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    """The run's own best weights. darknet's `_best` is reset by every restart (best_map
+    starts at -1 in each process) and written even when the mAP is nan."""
+    return Path(runs_dir) / run_id / "best.weights"
+
+
+def pin_checkpoint(runs_dir: str | os.PathLike, run_id: str, path: str | os.PathLike,
+                   iteration: int) -> Path:
+    """A private name for a checkpoint waiting for its evaluation: training replaces its
+    copies (only the newest good one is kept), and evaluation may run minutes later on
+    another worker. A hard link costs nothing; a copy when the link is impossible."""
+    queue = eval_dir(runs_dir, run_id) / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    pinned = queue / f"iter-{iteration:07d}-{uuid.uuid4().hex[:6]}.weights"
+    try:
+        os.link(path, pinned)
+    except OSError:
+        shutil.copyfile(path, pinned)
+    return pinned
+
+
+def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteration: int, *,
+                            evaluator: str = "auto", worker: str = "") -> dict[str, Any]:
+    """Evaluate a run's checkpoint on its valid list, record it, and keep `best.weights`.
+
+    A checkpoint that cannot be evaluated (a poisoned one, bad input) is recorded with its
+    `error`, so the board shows why it has no mAP.
+    """
+    run = store.load_run(run_id)
+    folder = eval_dir(settings.runs_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = next((c for c in run.checkpoints if c.iteration == iteration), None)
+    base = {"run_id": run_id, "iteration": iteration, "source": weights,
+            "attempt": record.attempt if record else None, "worker": worker}
+    try:
+        if record is not None and not record.finite:
+            raise BadInput(f"the checkpoint at iteration {iteration} was written after the "
+                           "loss went non-finite: its weights are poisoned", path=weights)
+        cfg_path = folder / workspace.CFG_NAME
+        if not cfg_path.exists():
+            workspace.training_cfg(run, {}).save(cfg_path)
+        result = evaluate_checkpoint(weights, data=_run_obj_data(run, settings, folder),
+                                     cfg=cfg_path, evaluator=evaluator,
+                                     darknet=settings.darknet,
+                                     dialect=settings.darknet_dialect, base_dir=run.base_dir)
+        result["sha256"] = _sha256(weights)
+    except FarmError as e:
+        result = {"error": str(e), "map": None}
+    result.update(base, evaluated_at=time.time())
+    score = map_score(result)
+    if store.record_evaluation(run_id, {**result, "best_weights": str(
+            best_weights_path(settings.runs_dir, run_id))}, score):
+        _install_best(store, run_id, weights, iteration,
+                      best_weights_path(settings.runs_dir, run_id))
+    _unpin(folder, weights)
+    return result
+
+
+def _run_obj_data(run, settings, folder: Path) -> Path:
+    """obj.data for evaluation: the run's absolute lists (written at its first attempt)."""
+    inputs = workspace.run_dir(settings.runs_dir, run.id) / "inputs"
+    values = read_obj_data(run.data)
+    data_dir = os.path.dirname(run.data)
+    out = {"classes": values.get("classes", "1")}
+    if (inputs / "valid.txt").exists():
+        out["valid"] = str(inputs / "valid.txt")
+    elif "valid" in values:
+        out["valid"] = resolve(values["valid"], run.base_dir, data_dir)
+    if (inputs / "obj.names").exists():
+        out["names"] = str(inputs / "obj.names")
+    elif "names" in values:
+        out["names"] = resolve(values["names"], run.base_dir, data_dir)
+    path = folder / "obj.data"
+    tmp = folder / f".obj-{uuid.uuid4().hex[:6]}.data"  # evaluations may run side by side
+    write_obj_data(tmp, out)
+    os.replace(tmp, path)
+    return path
+
+
+def _install_best(store, run_id: str, weights: str, iteration: int, best: Path) -> None:
+    """Copy the checkpoint to best.weights, unless a better one got there meanwhile."""
+    tmp = best.with_name(f".best-{iteration}-{uuid.uuid4().hex[:6]}.tmp")
+    shutil.copyfile(weights, tmp)
+    with open(best.with_name(".best.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held = store.best_evaluation(run_id)
+        if held and int(held["iteration"]) == iteration:
+            os.replace(tmp, best)
+        else:
+            tmp.unlink()
+
+
+def _unpin(folder: Path, weights: str) -> None:
+    """Remove a pinned checkpoint (see pin_checkpoint) once it has been evaluated."""
+    path = Path(weights)
+    if path.parent == folder / "queue":
+        path.unlink(missing_ok=True)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,6 +17,7 @@ ROUTES = {
     "farm.dataset.synth*": {"queue": "augment"},
     "farm.dataset.*": {"queue": "cpu"},
     "farm.eval.*": {"queue": "eval"},
+    "farm.sweep.*": {"queue": "cpu"},
 }
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
@@ -60,6 +61,10 @@ def configure(app: Celery, s: farm_settings.Settings) -> Celery:
         beat_schedule={
             "reap-expired-leases": {"task": "farm.reap", "schedule": s.reaper_interval,
                                     "options": {"expires": s.reaper_interval}},
+            # trials normally start from the end of the previous one (no GPU idle gap);
+            # this tick applies early stopping and recovers after a controller restart
+            "sweep-tick-all": {"task": "farm.sweep.tick_all", "schedule": 2.0,
+                               "options": {"expires": 2.0}},
         },
     )
     app.farm_settings = s

@@ -37,7 +37,8 @@ def _must_exist(path: str, what: str) -> str:
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
-               sweep: str | None = None, eval_every: int = 1000) -> Run:
+               sweep: str | None = None, eval_every: int = 1000,
+               task_id: str | None = None) -> Run:
     """Check what can be checked on the submitting host and record the run as queued."""
     data_path = _must_exist(data, "obj.data")
     cfg_path = _must_exist(cfg, "cfg")
@@ -53,7 +54,8 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=os.path.abspath(base_dir or os.getcwd()), overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
-              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every)
+              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
+              task_id=task_id)
     store.ping()
     store.save_run(run)
     return run

@@ -74,14 +74,8 @@ def _register() -> None:
         for command in group.COMMANDS:
             cli.add_command(command)
     import importlib
-    for module, name in (("cfg", "cfg"), ("dataset", "dataset"), ("hosts", "hosts")):
-        try:  # TODO(lead): strict once every group has landed
-            mod = importlib.import_module(f"workers.cli.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"workers.cli.{module}":
-                raise
-            continue
-        cli.add_command(getattr(mod, name))
+    for module in ("cfg", "dataset", "hosts", "sweep"):
+        cli.add_command(getattr(importlib.import_module(f"workers.cli.{module}"), module))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,18 +70,41 @@ def _alive(pid: int) -> bool:
         return False
 
 
+DEMO_SWEEP = """\
+# farm demo: three trials of the micro network; 0.05 diverges and is restarted by itself
+name: demo
+base:
+  data: {data}
+  cfg: {cfg}
+  set: {{burn_in: 0}}
+parameters:
+  learning_rate: [0.001, 0.004, 0.05]
+concurrency: 1
+budget: {{iterations: 200}}
+objective: map50
+policy: {{burn_in_min: 0}}
+eval_every: 100
+"""
+
+
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to make the demo dataset.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to make the demo files.")
 @pass_ctx
 def demo(ctx: Context, workdir: str | None) -> int:
-    """The main job, end to end on the embedded farm: a micro close-mark dataset, a run
-    that completes and a run whose learning rate diverges and is restarted by itself."""
-    from farm.micro import micro_cfg, micro_dataset
-    from farm.runs.service import submit_run
-    from workers.cli.runs import follow
+    """The main job, end to end on the embedded farm: synthesize a close-mark dataset, lint
+    and package it, sweep three trials of a micro network (one diverges and is restarted
+    by itself), evaluate checkpoints, print the leaderboard, a chart and the board URL."""
+    from farm.datasets.package import package
+    from farm.datasets.synth import SynthSpec, contact_sheet, synthesize
+    from farm.micro import micro_cfg
+    from farm.sweeps.export import export_best
+    from farm.sweeps.service import advance, submit_sweep
+    from farm.sweeps.spec import load_spec
+    from workers.cli.sweep import follow
     from workers.embedded import EmbeddedFarm
     s = ctx.settings
     root = Path(workdir or Path(s.data_dir) / "demo")
+    root.mkdir(parents=True, exist_ok=True)
     farm = None
     try:
         ctx.store().ping()
@@ -92,32 +115,38 @@ def demo(ctx: Context, workdir: str | None) -> int:
         farm.wait_workers()
         click.echo(f"embedded farm started (data in {s.data_dir})")
     try:
-        data = micro_dataset(root / "dataset", images=24)
+        click.echo("1/4 synthesizing 96 close-mark images (96x96, marks at true scale)")
+        spec = SynthSpec(canvas=(96, 96), mark_px=(14, 30), marks=(1, 2), negatives=0.05)
+        records = synthesize(spec, root / "synth", 96, seed=1)
+        contact_sheet([(r.image, r.label) for r in records[:24]], root / "contact_sheet.png",
+                      cols=6, thumb=96)
+        click.echo(f"    contact sheet: {root / 'contact_sheet.png'}")
+        click.echo("2/4 linting and packaging")
+        result = package([str(root / "synth")], root / "datasets", network=(64, 64),
+                         valid_ratio=0.25, seed=1)
+        data = Path(result.path) / "obj.data"
+        click.echo(f"    dataset {result.dataset_id}: {result.train} train, {result.valid} valid")
         cfg = micro_cfg(root / "micro.cfg", max_batches=200)
-        click.echo(f"dataset: {data}\ncfg:     {cfg}")
+        sweep_file = root / "sweep.yaml"
+        sweep_file.write_text(DEMO_SWEEP.format(data=data, cfg=cfg))
+        click.echo(f"3/4 sweep {sweep_file} (learning rates 0.001, 0.004, 0.05)")
         store = ctx.store()
         ctx.celery()
         from workers.tasks.train import enqueue_train
-        runs = []
-        for label, sets in (("steady, lr 0.001", {}),
-                            ("too hot, lr 0.05 burn_in 0", {"learning_rate": "0.05", "burn_in": "0"})):
-            run = submit_run(store, s, data=str(data), cfg=str(cfg), overrides=sets)
-            run.task_id = enqueue_train(run.id)
-            store.save_run(run)
-            click.echo(f"queued {run.id} ({label})")
-            runs.append(run.id)
-        codes = [follow(ctx, run_id) for run_id in runs]
-        for run_id in runs:
-            run = store.load_run(run_id)
-            click.echo(f"\n{run.id}: {run.state.value}, {len(run.attempts)} attempt(s)")
-            for a in run.attempts:
-                change = ", ".join(f"{k} {b}->{c}" for k, (b, c) in a.changes.items())
-                click.echo(f"  attempt {a.number}: {a.outcome.value if a.outcome else 'running'}"
-                           f" at iteration {a.last_iteration} {('(' + change + ')') if change else ''}")
+        sw = submit_sweep(store, s, load_spec(sweep_file), gpu_workers=1)
+        advance(store, s, sw.id, enqueue=enqueue_train, early_stop=False)
+        code = follow(ctx, sw.id)
+        click.echo("4/4 the best trial, as a bundle ready for darknet")
+        bundle = export_best(store, sw.id, root / "best")
+        click.echo(f"    {bundle} (best.cfg, best.weights, obj.data, result.json, chart.png)")
+        chart = bundle / "chart.png"
+        if chart.exists():
+            click.echo(f"    chart: {chart}")
         if farm and farm.flower:
-            click.echo(f"\nFlower: http://{s.flower_address}:{s.flower_port}/ "
-                       f"(login in {Path(s.data_dir) / 'flower.password'})")
-        return EXIT_OK if all(c == EXIT_OK for c in codes) else EXIT_FAILED
+            click.echo(f"board:  http://{s.flower_address}:{s.board_port}/  "
+                       f"Flower: http://{s.flower_address}:{s.flower_port}/  "
+                       f"(login farm / {Path(s.data_dir) / 'flower.password'})")
+        return code
     finally:
         if farm is not None:
             farm.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 
 import click
 
@@ -44,13 +45,13 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, wai
     """
     from farm.runs.service import submit_run
     store = ctx.store()
+    task_id = str(uuid.uuid4())
     run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
                      overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every)
+                     eval_every=eval_every, task_id=task_id)
     ctx.celery()
     from workers.tasks.train import enqueue_train
-    run.task_id = enqueue_train(run.id, queue)
-    store.save_run(run)
+    enqueue_train(run.id, queue, task_id=task_id)
     click.echo(run.id)
     return follow(ctx, run.id) if wait else EXIT_OK
 

@@ -7,6 +7,7 @@ next `farm.train` resumes them from their newest good checkpoint.
 from __future__ import annotations
 
 import logging
+import uuid
 import os
 import time
 
@@ -24,12 +25,15 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0
 
 
-def enqueue_train(run_id: str, queue: str | None = None) -> str:
-    """Send a run to the GPU queue; the task name Flower shows carries the run id."""
+def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = None) -> str:
+    """Send a run to the GPU queue; the task name Flower shows carries the run id.
+
+    Pass the `task_id` already recorded on the run: saving the run again after sending
+    could overwrite what a fast worker has written meanwhile."""
     options = {"shadow": f"farm.train {run_id}"}
     if queue:
         options["queue"] = queue
-    result = train.apply_async(args=[run_id], **options)
+    result = train.apply_async(args=[run_id], task_id=task_id, **options)
     return result.id
 
 
@@ -78,6 +82,9 @@ def train(self, run_id: str) -> dict:
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
+    if run.sweep:  # start the sweep's next trial now, not at beat's next tick
+        from workers.tasks.sweep import on_run_finished
+        on_run_finished(run)
     return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
             "message": run.message}
 
@@ -90,11 +97,10 @@ def reap() -> list[str]:
     for run in st.load_runs(limit=1000):
         if run.state is not RunState.RUNNING or st.lease_holder(run.id) is not None:
             continue
-        run.state = RunState.QUEUED
+        run.state, run.task_id = RunState.QUEUED, str(uuid.uuid4())
         run.message = f"lease of {run.worker} expired; resubmitted"
         st.save_run(run)
-        run.task_id = enqueue_train(run.id)
-        st.save_run(run)
+        enqueue_train(run.id, task_id=run.task_id)
         log.warning("run %s lost its worker %s; resubmitted as task %s", run.id, run.worker,
                     run.task_id)
         resumed.append(run.id)

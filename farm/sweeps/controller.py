@@ -1,0 +1,342 @@
+"""The sweep's decisions, as pure functions of what it knows: which trials exist, which
+start next, which stop early and why, and how they rank.
+
+No Redis, no Celery, no clock: `farm.sweeps.service` gathers a `TrialView` per trial,
+asks these functions, and carries the answers out. That is what lets the rules be tested
+on made-up curves, and what makes a tick safe to repeat (the same views give the same
+answers).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from dataclasses import dataclass, replace
+
+from farm.darknet.cfg import NET_KEYS, Cfg, check_cfg
+from farm.errors import BadInput
+from farm.runs.model import Outcome, Run, RunState
+from farm.sweeps.model import Trial, TrialState
+from farm.sweeps.spec import JOINT, Param, SweepSpec
+
+Points = tuple[tuple[int, float], ...]  # (iteration, value), finite values only
+
+#: "mAP still 0": below 1 %. An untrained net scores a few tenths of a percent by chance
+#: (random boxes that happen to overlap a mark); measured on the micro dataset.
+ZERO_MAP = 0.01
+
+
+# ---------------------------------------------------------------------------------------
+# Planning: the spec becomes trials, once
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    """Every trial of the spec, in a fixed order: the grid in the order the parameters
+    and values are written, or `spec.trials` draws seeded by `spec.seed`."""
+    if spec.search == "grid":
+        combos = itertools.product(*(p.values for p in spec.parameters))
+        choices = [dict(zip((p.name for p in spec.parameters), combo)) for combo in combos]
+    else:
+        rng = random.Random(spec.seed)
+        choices = [{p.name: _draw(p, rng) for p in spec.parameters}
+                   for _ in range(spec.trials)]
+    return [_trial(spec, i, params) for i, params in enumerate(choices)]
+
+
+def _draw(p: Param, rng: random.Random) -> str:
+    if not p.range:
+        return rng.choice(p.values)
+    if p.range == "log_uniform":
+        x = math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+    else:
+        x = rng.uniform(p.low, p.high)
+    return str(round(x)) if NET_KEYS[p.name] == "int" else f"{x:.4g}"
+
+
+def _trial(spec: SweepSpec, index: int, params: dict[str, str]) -> Trial:
+    overrides = dict(spec.fixed)
+    cfg = spec.cfg
+    for name, value in params.items():
+        if name == "cfg":
+            cfg = value
+        elif name in JOINT:
+            overrides.update(zip(JOINT[name], value.split("/")))
+        else:
+            overrides[name] = value
+    if spec.budget.iterations and "max_batches" not in overrides:
+        overrides["max_batches"] = str(spec.budget.iterations)
+    return Trial(index=index, params=dict(params), cfg=cfg, overrides=overrides)
+
+
+def fit_schedule(trial: Trial, base: Cfg) -> None:
+    """Scale `steps` with a changed max_batches (unless the trial sets steps itself):
+    the learning-rate drops keep their place in the schedule, and darknet never sees a
+    step beyond max_batches (which check_cfg refuses)."""
+    new = int(trial.overrides.get("max_batches", 0) or 0)
+    old = base.max_batches or 0
+    if not new or not old or new == old or "steps" in trial.overrides:
+        return
+    if (trial.overrides.get("policy") or base.net_get("policy")) != "steps" or not base.steps:
+        return
+    trial.overrides["steps"] = ",".join(str(max(1, s * new // old)) for s in base.steps)
+
+
+def plan(spec: SweepSpec, dialect: str = "pjreddie") -> list[Trial]:
+    """`expand`, then fit each trial's schedule and check its cfg as darknet will read
+    it, so a trial that could only end as bad input is refused before any trains."""
+    bases: dict[str, Cfg] = {}
+    trials = expand(spec)
+    for trial in trials:
+        if trial.cfg not in bases:
+            bases[trial.cfg] = Cfg.load(trial.cfg)
+        fit_schedule(trial, bases[trial.cfg])
+        cfg = bases[trial.cfg].copy()
+        for key, value in trial.overrides.items():
+            cfg.set_net(key, value)
+        errors = [f for f in check_cfg(cfg, training=True, dialect=dialect)
+                  if f.severity == "error"]
+        if errors:
+            first = errors[0]
+            raise BadInput(f"trial {trial.index} ({describe(trial.params)}) would be refused: "
+                           f"{first.reason}", path=spec.path, hint=first.fix)
+    return trials
+
+
+def describe(params: dict[str, str]) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in params.items())
+
+
+def _short(value: str) -> str:
+    return value.rsplit("/", 1)[-1] if value.startswith("/") else value
+
+
+# ---------------------------------------------------------------------------------------
+# What the controller sees
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """One trial at one moment: its plan, its run's progress, and its objective."""
+
+    index: int
+    params: dict[str, str]
+    state: TrialState
+    run_id: str | None = None
+    iteration: int = 0              # the newest iteration its run reached
+    curve: Points = ()              # the objective: avg loss or mAP@0.50 by iteration
+    maps: Points = ()               # mAP@0.50 evaluations (for the zero-mAP rule)
+    attempts: int = 0
+    divergences: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    stop_reason: str = ""
+    message: str = ""
+
+
+def trial_state(trial: Trial, run: Run | None) -> TrialState:
+    if trial.error:
+        return TrialState.FAILED
+    if run is None:
+        return TrialState.CANCELLED if trial.cancelled else TrialState.PENDING
+    if not run.state.finished:
+        if trial.stop_reason:
+            return TrialState.STOPPING
+        return TrialState.RUNNING if run.state is RunState.RUNNING else TrialState.QUEUED
+    if run.state is RunState.COMPLETED:
+        return TrialState.COMPLETED
+    if run.state is RunState.CANCELLED:
+        return TrialState.STOPPED if trial.stop_reason else TrialState.CANCELLED
+    return TrialState.FAILED
+
+
+def _facts(trial: Trial, run: Run | None) -> dict:
+    return {"state": trial_state(trial, run).value,
+            "iteration": run.last_iteration if run else 0,
+            "attempts": len(run.attempts) if run else 0,
+            "divergences": sum(a.outcome is Outcome.DIVERGED for a in run.attempts)
+            if run else 0,
+            "started_at": run.attempts[0].started_at if run and run.attempts else None,
+            "ended_at": run.ended_at if run else None,
+            "message": run.message if run else ""}
+
+
+def snapshot(trial: Trial, run: Run) -> dict | None:
+    """What the leaderboard needs of a trial whose run has ended (None while it runs)."""
+    facts = _facts(trial, run)
+    return facts if TrialState(facts["state"]).finished else None
+
+
+def view(trial: Trial, run: Run | None, *, iteration: int = 0, curve: Points = (),
+         maps: Points = ()) -> TrialView:
+    """The view of a trial from its records and its observed curves; a trial with a
+    `result` (its run ended) needs no run."""
+    r = trial.result or _facts(trial, run)
+    return TrialView(
+        index=trial.index, params=trial.params, state=TrialState(r["state"]),
+        run_id=trial.run_id, iteration=max(iteration, r["iteration"]), curve=curve,
+        maps=maps, attempts=r["attempts"], divergences=r["divergences"],
+        started_at=r["started_at"], ended_at=r["ended_at"], stop_reason=trial.stop_reason,
+        message=trial.error or r["message"])
+
+
+# ---------------------------------------------------------------------------------------
+# Decisions
+
+
+def next_to_start(views: list[TrialView], concurrency: int) -> list[int]:
+    """Pending trials to submit now, in order, so that `concurrency` trials hold GPUs."""
+    active = sum(v.state.active for v in views)
+    pending = sorted(v.index for v in views if v.state is TrialState.PENDING)
+    return pending[:max(0, concurrency - active)]
+
+
+def finished(views: list[TrialView]) -> bool:
+    return all(v.state.finished for v in views)
+
+
+@dataclass(frozen=True)
+class Stop:
+    index: int
+    run_id: str
+    reason: str
+
+
+def decide_stops(spec: SweepSpec, views: list[TrialView], now: float) -> list[Stop]:
+    """Running trials to stop, each with the rule and the numbers that condemned it:
+    the wall-time budget, mAP still zero after `zero_map_after`, and the median rule."""
+    stops = []
+    for v in views:
+        if v.state is not TrialState.RUNNING or not v.run_id:
+            continue
+        reason = (_over_budget(spec, v, now) or _zero_map(spec, v)
+                  or _below_median(spec, v, views))
+        if reason:
+            stops.append(Stop(v.index, v.run_id, reason))
+    return stops
+
+
+def _over_budget(spec: SweepSpec, v: TrialView, now: float) -> str | None:
+    limit = spec.budget.wall_time
+    if limit and v.started_at is not None and now - v.started_at >= limit:
+        return (f"wall-time budget used: {now - v.started_at:.0f} s of {limit:g} s "
+                f"(budget.wall_time), at iteration {v.iteration}")
+    return None
+
+
+def _zero_map(spec: SweepSpec, v: TrialView) -> str | None:
+    after = spec.early_stopping.zero_map_after
+    if not after or not v.maps or v.iteration < after:
+        return None
+    latest = max(i for i, _ in v.maps)
+    top = max(m for _, m in v.maps)
+    if latest >= after and top < ZERO_MAP:
+        return (f"mAP@0.50 still {top * 100:.2f} % (under {ZERO_MAP * 100:g} %) at iteration "
+                f"{latest} (early_stopping.zero_map_after: {after})")
+    return None
+
+
+def _below_median(spec: SweepSpec, v: TrialView, views: list[TrialView]) -> str | None:
+    rule = spec.early_stopping.median
+    it = v.iteration
+    if rule is None or it < max(rule.grace, 1):
+        return None
+    mine = best_at(v.curve, it, spec.goal)
+    if mine is None:
+        return None
+    others = [best_at(o.curve, it, spec.goal) for o in views
+              if o.index != v.index and o.iteration >= it]
+    others = [x for x in others if x is not None]
+    if len(others) < rule.min_trials:
+        return None
+    median = statistics.median(others)
+    if not _better(median, mine, spec.goal):
+        return None
+    what = objective_label(spec.objective)
+    return (f"{what} {format_value(spec.objective, mine)} at iteration {it} is worse than "
+            f"the median {format_value(spec.objective, median)} of {len(others)} other "
+            f"trial(s) there (median rule, grace {rule.grace})")
+
+
+def best_at(points: Points, iteration: int, goal: str) -> float | None:
+    """The best value reached at or before `iteration` (None when there is none)."""
+    values = [x for i, x in points if i <= iteration]
+    if not values:
+        return None
+    return max(values) if goal == "max" else min(values)
+
+
+def best(points: Points, goal: str) -> tuple[float, int] | None:
+    """The best value and the iteration where it was reached."""
+    if not points:
+        return None
+    if goal == "max":
+        i, x = max(points, key=lambda p: (p[1], -p[0]))  # the highest; the earliest of ties
+    else:
+        i, x = min(points, key=lambda p: (p[1], p[0]))   # the lowest; the earliest of ties
+    return x, i
+
+
+def _better(a: float, b: float, goal: str) -> bool:
+    return a > b if goal == "max" else a < b
+
+
+def objective_label(objective: str) -> str:
+    return "mAP@0.50" if objective == "map50" else "avg loss"
+
+
+def format_value(objective: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.2f} %" if objective == "map50" else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------------------------
+# The leaderboard
+
+
+@dataclass(frozen=True)
+class Row:
+    rank: int | None        # None for trials with no objective value yet
+    trial: int
+    run_id: str | None
+    params: dict[str, str]
+    state: str
+    best: float | None
+    best_iteration: int | None
+    iterations: int
+    restarts: int           # attempts - 1: divergence, crash, stall and lost restarts
+    divergences: int
+    wall_time: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "trial": self.trial, "run_id": self.run_id,
+                "params": self.params, "state": self.state, "best": self.best,
+                "best_iteration": self.best_iteration, "iterations": self.iterations,
+                "restarts": self.restarts, "divergences": self.divergences,
+                "wall_time": self.wall_time, "note": self.note}
+
+
+def _note(v: TrialView) -> str:
+    if not v.stop_reason:
+        return v.message
+    if v.state in (TrialState.STOPPED, TrialState.STOPPING):
+        return v.stop_reason
+    return f"ended before the stop took effect (stop: {v.stop_reason})"
+
+
+def leaderboard(spec: SweepSpec, views: list[TrialView], now: float) -> list[Row]:
+    """Trials best first by the objective; those without a value yet follow, in order."""
+    rows = []
+    for v in views:
+        b = best(v.curve, spec.goal)
+        wall = None if v.started_at is None else (v.ended_at or now) - v.started_at
+        rows.append(Row(rank=None, trial=v.index, run_id=v.run_id, params=v.params,
+                        state=v.state.value, best=b[0] if b else None,
+                        best_iteration=b[1] if b else None, iterations=v.iteration,
+                        restarts=max(v.attempts - 1, 0), divergences=v.divergences,
+                        wall_time=wall, note=_note(v)))
+    sign = -1 if spec.goal == "max" else 1
+    rows.sort(key=lambda r: (r.best is None, sign * (r.best or 0.0), r.trial))
+    return [replace(r, rank=n if r.best is not None else None) for n, r in enumerate(rows, 1)]

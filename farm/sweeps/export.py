@@ -1,0 +1,139 @@
+"""The best trial of a sweep as a folder darknet can use as it is:
+
+    best.cfg       the base cfg with the trial's [net] values (as its last attempt trained)
+    best.weights   the trial's best weights (the evaluation's best, else the newest good
+                   checkpoint: never a file darknet wrote after nan)
+    obj.names      the class names
+    obj.data       relative paths (classes, names, train/valid lists, backup/)
+    train.txt, valid.txt   the lists, with absolute image paths
+    result.json    sweep, trial, parameters, objective, mAP, restarts, sha256 of the weights
+    chart.png      the loss/mAP chart of the run's whole lineage (farm.chart)
+
+`cd DIR && darknet detector test obj.data best.cfg best.weights IMAGE` works from there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
+from farm.errors import BadInput, NotFound
+from farm.runs import workspace
+from farm.runs.model import Run
+from farm.state import Store
+from farm.sweeps import controller as ctl
+from farm.sweeps.progress import map50_points
+from farm.sweeps.service import leaderboard_of
+
+
+def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
+                trial: int | None = None) -> Path:
+    """Write the bundle of the best trial (or of `trial`) into `out_dir`; returns it."""
+    sweep, spec, rows = leaderboard_of(store, sweep_id)
+    row = _pick(rows, trial, store)
+    run = store.load_run(row.run_id)
+    weights = best_weights(store, run)
+    if not weights or not os.path.isfile(weights):
+        raise NotFound(f"the weights of trial {row.trial} ({run.id}) are not on this host: "
+                       f"{weights}", hint="export on the host that trained it")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hyper = run.attempts[-1].hyper if run.attempts else {}
+    workspace.training_cfg(run, hyper).save(out / "best.cfg")
+    shutil.copyfile(weights, out / "best.weights")
+    _write_data(run, out)
+    chart_png = _chart(store, run, out / "chart.png", f"trial {row.trial} ({run.id})")
+    maps = map50_points(store, run.id)
+    result = {
+        "sweep": sweep.id, "trial": row.trial, "run_id": run.id, "params": row.params,
+        "overrides": run.overrides,
+        "objective": {"name": spec.objective, "value": row.best,
+                      "iteration": row.best_iteration},
+        "map50": max((m for _, m in maps), default=None),  # None: never evaluated
+        "iterations": row.iterations, "restarts": row.restarts,
+        "divergences": row.divergences, "state": row.state,
+        "weights_from": weights, "weights_iteration": _iteration_of(store, run, weights),
+        "weights_sha256": _sha256(out / "best.weights"),
+        "chart": chart_png.name if chart_png else None,
+        "darknet": "darknet detector test obj.data best.cfg best.weights IMAGE",
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
+def _pick(rows: list[ctl.Row], trial: int | None, store: Store) -> ctl.Row:
+    if trial is not None:
+        row = next((r for r in rows if r.trial == trial), None)
+        if row is None or not row.run_id:
+            raise BadInput(f"trial {trial} has no run", hint="`farm sweep show ID` lists them")
+        return row
+    for row in rows:  # best first; the first that has weights
+        if row.run_id and best_weights(store, store.load_run(row.run_id)):
+            return row
+    raise NotFound("no trial of this sweep has weights yet",
+                   hint="wait for a trial to write its first checkpoint")
+
+
+def best_weights(store: Store, run: Run) -> str | None:
+    """The weights of the run's best evaluation (farm.eval keeps them as the run's
+    best.weights), else the newest checkpoint written while the loss was finite."""
+    best = store.best_evaluation(run.id)
+    if best and best.get("best_weights") and os.path.isfile(best["best_weights"]):
+        return best["best_weights"]
+    return run.good_checkpoint
+
+
+def _iteration_of(store: Store, run: Run, weights: str) -> int | None:
+    best = store.best_evaluation(run.id)
+    if best and best.get("best_weights") == weights:
+        return int(best["iteration"])
+    return next((c.iteration for c in run.checkpoints if c.path == weights), None)
+
+
+def _write_data(run: Run, out: Path) -> None:
+    values = read_obj_data(run.data)
+    data_dir = os.path.dirname(run.data)
+    rel = {"classes": values.get("classes", "1")}
+    names = resolve(values["names"], run.base_dir, data_dir) if "names" in values else ""
+    if names and os.path.isfile(names):
+        shutil.copyfile(names, out / "obj.names")
+        rel["names"] = "obj.names"
+    for key in ("train", "valid"):
+        src = resolve(values[key], run.base_dir, data_dir) if key in values else ""
+        if src and os.path.isfile(src):
+            _absolute_list(src, out / f"{key}.txt", run.base_dir)
+            rel[key] = f"{key}.txt"
+    (out / "backup").mkdir(exist_ok=True)
+    rel["backup"] = "backup/"
+    write_obj_data(out / "obj.data", rel)
+
+
+def _absolute_list(src: str, dst: Path, base_dir: str) -> None:
+    fallback = os.path.dirname(src)
+    with open(src, encoding="utf-8-sig", errors="replace") as f:
+        entries = [resolve(line.strip(), base_dir, fallback) for line in f if line.strip()]
+    dst.write_text("".join(e + "\n" for e in entries))
+
+
+def _chart(store: Store, run: Run, path: Path, title: str) -> Path | None:
+    """The run's loss/mAP chart over its whole lineage (farm.chart), when it is installed."""
+    try:
+        from farm import chart
+    except ImportError:
+        return None
+    state = chart.update_chart(store, run.id)
+    path.write_bytes(chart.render_png(state, evaluations=store.evaluations(run.id),
+                                      darknet_maps=store.maps(run.id),
+                                      attempts=run.to_dict()["attempts"], title=title))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,298 @@
+"""Submitting, advancing and cancelling sweeps: the controller's side effects.
+
+`advance` is the whole controller. It is called by beat every few seconds, by the
+training task when a trial's run ends (so the next trial starts at once), and by the CLI
+after submitting; any number of these may overlap. One advance holds the sweep's lock;
+a trial's run id is written once, with HSETNX, before its run is enqueued; and a trial
+that has a run id is never submitted again, only re-sent if the controller died before
+sending it (the run's lease makes a second `farm.train` message for one run harmless).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from farm.darknet import dialect as dialects
+from farm.errors import BadInput, FarmError
+from farm.runs.model import Run, RunState
+from farm.runs.service import submit_run
+from farm.settings import Settings
+from farm.state import Store
+from farm.sweeps import controller as ctl
+from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
+from farm.sweeps.progress import Observed, observe
+from farm.sweeps.spec import SweepSpec, check_concurrency
+from farm.sweeps.store import SweepStore
+
+#: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker.
+Enqueue = Callable[[str, "str | None"], str]
+
+
+@dataclass
+class Tick:
+    """What one advance did."""
+
+    sweep_id: str
+    state: str = ""
+    started: list[tuple[int, str]] = field(default_factory=list)  # (trial, run id)
+    stopped: list[ctl.Stop] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    busy: bool = False  # another controller held the sweep
+
+    def to_dict(self) -> dict:
+        return {"sweep": self.sweep_id, "state": self.state, "busy": self.busy,
+                "started": self.started, "resent": self.resent,
+                "stopped": [[s.index, s.run_id, s.reason] for s in self.stopped]}
+
+
+def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
+                 gpu_workers: int | None = None) -> Sweep:
+    """Plan every trial (checking each one's cfg) and record the sweep as running."""
+    trials = ctl.plan(spec, _dialect(settings))
+    warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
+    sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
+                  host=settings.host_name,
+                  name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
+                  warnings=[warning] if warning else [])
+    store.ping()
+    SweepStore(store).create(sweep, trials)
+    return sweep
+
+
+def _dialect(settings: Settings) -> str:
+    """The dialect whose rules the trials' cfgs must pass. A host that only submits may
+    have no darknet: then AlexeyAB's rules, the widest, so no valid cfg is refused."""
+    try:
+        return dialects.detect(settings.darknet, settings.darknet_dialect).value
+    except FarmError:
+        return "alexeyab"
+
+
+def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue,
+            now: Callable[[], float] = time.time, early_stop: bool = True,
+            wait: float = 0.0) -> Tick:
+    """Move one sweep on: re-send runs a dead controller never sent, start trials up to
+    the concurrency, stop hopeless ones (`early_stop`), and close the sweep when every
+    trial has ended. Safe to call at any time, from anywhere, any number of times."""
+    sweeps = SweepStore(store)
+    observed = _observe(store, sweeps, sweep_id) if early_stop else None
+    with sweeps.lock(sweep_id, wait=wait) as held:
+        if not held:
+            return Tick(sweep_id, busy=True)
+        sweep = sweeps.load(sweep_id)
+        tick = Tick(sweep_id, state=sweep.state.value)
+        if sweep.state is not SweepState.RUNNING:
+            return tick
+        spec = SweepSpec.from_dict(sweep.spec)
+        trials = sweeps.trials(sweep_id)
+        runs = _runs(store, trials)
+        _record_results(sweeps, sweep_id, trials, runs)
+        _cancel_orphans(store, sweep_id, trials)
+        tick.resent = _resend_unsent(sweeps, sweep_id, spec, trials, runs, enqueue)
+        views = _views(trials, runs, observed)
+        tick.started = _start(store, settings, sweeps, sweep, spec, trials, views, enqueue)
+        if observed is not None:
+            tick.stopped = ctl.decide_stops(spec, views, now())
+            _stop(store, sweeps, sweep_id, trials, tick.stopped, now())
+        if not tick.started and ctl.finished(views):
+            if observed is None:  # the summary names the best trial
+                observed = observe(store, sweeps, sweep_id, spec.objective, trials, runs)
+                views = _views(trials, runs, observed)
+            _close(sweeps, sweep, spec, views, now())
+        tick.state = sweep.state.value
+        return tick
+
+
+def cancel_sweep(store: Store, sweep_id: str) -> list[str]:
+    """Cancel the sweep: running trials are asked to stop, the others never start.
+    Returns the run ids asked to stop."""
+    sweeps = SweepStore(store)
+    with sweeps.lock(sweep_id, wait=20.0) as held:
+        if not held:
+            raise FarmError(f"sweep {sweep_id} is held by another controller",
+                            hint="try again in a few seconds")
+        sweep = sweeps.load(sweep_id)
+        if sweep.state is not SweepState.RUNNING:
+            return []
+        asked = []
+        for trial in sweeps.trials(sweep_id):
+            if trial.result:
+                continue
+            if trial.run_id is None:
+                if not trial.error:
+                    trial.cancelled = True
+                    sweeps.save_trial(sweep_id, trial)
+                continue
+            run = store.load_run(trial.run_id)
+            if run.state.finished:
+                continue
+            store.request_cancel(run.id)
+            if run.state is RunState.QUEUED and store.lease_holder(run.id) is None:
+                run.state, run.ended_at = RunState.CANCELLED, time.time()
+                run.message = "cancelled with its sweep before it started"
+                store.save_run(run)
+            asked.append(run.id)
+        sweep.state, sweep.ended_at = SweepState.CANCELLED, time.time()
+        sweep.message = f"cancelled; {len(asked)} running trial(s) asked to stop"
+        sweeps.save(sweep)
+        return asked
+
+
+def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
+                   ) -> tuple[Sweep, SweepSpec, list[ctl.Row]]:
+    """The sweep, its spec, and its trials ranked (what `farm sweep show` prints)."""
+    sweeps = SweepStore(store)
+    sweep = sweeps.find(sweep_id)
+    spec = SweepSpec.from_dict(sweep.spec)
+    trials = sweeps.trials(sweep.id)
+    runs = _runs(store, trials)
+    observed = observe(store, sweeps, sweep.id, spec.objective, trials, runs,
+                       reread_maps=True)
+    views = _views(trials, runs, observed)
+    return sweep, spec, ctl.leaderboard(spec, views, time.time() if now is None else now)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _observe(store: Store, sweeps: SweepStore, sweep_id: str) -> dict[int, Observed] | None:
+    """Curves read outside the lock (they are a cache any reader may refresh), so the
+    lock is held for milliseconds, not for the metric reads."""
+    sweep = sweeps.load(sweep_id)
+    if sweep.state is not SweepState.RUNNING:
+        return None
+    trials = sweeps.trials(sweep_id)
+    spec_objective = sweep.spec["objective"]
+    return observe(store, sweeps, sweep_id, spec_objective, trials, _runs(store, trials))
+
+
+def _runs(store: Store, trials: list[Trial]) -> dict[str, Run]:
+    """The runs of trials that have not ended (an ended trial keeps its `result`)."""
+    return {t.run_id: store.load_run(t.run_id) for t in trials if t.run_id and not t.result}
+
+
+def _record_results(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
+                    runs: dict[str, Run]) -> None:
+    for trial in trials:
+        run = runs.get(trial.run_id or "")
+        result = ctl.snapshot(trial, run) if run else None
+        if result:
+            trial.result = result
+            sweeps.save_trial(sweep_id, trial)
+
+
+def _views(trials: list[Trial], runs: dict[str, Run],
+           observed: dict[int, Observed] | None) -> list[ctl.TrialView]:
+    views = []
+    for t in trials:
+        seen = (observed or {}).get(t.index)
+        views.append(ctl.view(t, runs.get(t.run_id or ""),
+                              iteration=seen.iteration if seen else 0,
+                              curve=seen.curve if seen else (),
+                              maps=seen.maps if seen else ()))
+    return views
+
+
+def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
+           spec: SweepSpec, trials: list[Trial], views: list[ctl.TrialView],
+           enqueue: Enqueue) -> list[tuple[int, str]]:
+    """Submit pending trials until `concurrency` hold GPUs. A trial that cannot be
+    submitted (its files vanished, say) fails with the reason and frees its place."""
+    by_index = {t.index: t for t in trials}
+    started: list[tuple[int, str]] = []
+    while True:
+        picks = ctl.next_to_start(views, spec.concurrency)
+        if not picks:
+            return started
+        trial = by_index[picks[0]]
+        run = _submit(store, settings, sweeps, sweep, spec, trial, enqueue)
+        state = TrialState.FAILED if trial.error else TrialState.QUEUED  # (or another's)
+        views = [replace(v, state=state) if v.index == trial.index else v for v in views]
+        if run:
+            started.append((trial.index, run.id))
+
+
+def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
+            spec: SweepSpec, trial: Trial, enqueue: Enqueue) -> Run | None:
+    trial.claimed_at = time.time()  # see _cancel_orphans
+    sweeps.save_trial(sweep.id, trial)
+    try:
+        run = submit_run(store, settings, data=spec.data, cfg=trial.cfg, weights=spec.weights,
+                         overrides=trial.overrides, policy=spec.policy,
+                         base_dir=os.path.dirname(spec.path), sweep=sweep.id,
+                         eval_every=spec.eval_every)
+    except BadInput as e:
+        trial.error = f"could not be submitted: {e}"
+        sweeps.save_trial(sweep.id, trial)
+        return None
+    if not sweeps.assign_run(sweep.id, trial.index, run.id):
+        _discard(store, run, f"trial {trial.index} of sweep {sweep.id} already had a run")
+        return None
+    trial.run_id = run.id
+    trial.task_id = enqueue(run.id, spec.queue)
+    trial.enqueued_at = time.time()
+    sweeps.save_trial(sweep.id, trial)
+    return run
+
+
+def _discard(store: Store, run: Run, why: str) -> None:
+    run.state, run.ended_at = RunState.CANCELLED, time.time()
+    run.message = f"never enqueued: {why}"
+    store.save_run(run)
+
+
+def _cancel_orphans(store: Store, sweep_id: str, trials: list[Trial]) -> None:
+    """A controller killed between submitting a trial's run and assigning it leaves a
+    queued run no one will send; the trial (still without a run) is submitted afresh,
+    so the orphan is cancelled here, where it is found."""
+    claimed = [t for t in trials if t.claimed_at and not t.run_id and not t.error]
+    if not claimed:
+        return
+    since = min(t.claimed_at for t in claimed) - 1.0
+    assigned = {t.run_id for t in trials if t.run_id}
+    for run in store.load_runs(limit=500):
+        if run.sweep == sweep_id and run.id not in assigned and run.created_at >= since \
+                and run.state is RunState.QUEUED:
+            _discard(store, run, "its controller stopped before giving it to a trial")
+
+
+def _resend_unsent(sweeps: SweepStore, sweep_id: str, spec: SweepSpec, trials: list[Trial],
+                   runs: dict[str, Run], enqueue: Enqueue) -> list[str]:
+    """Runs assigned to a trial by a controller that died before enqueueing them."""
+    resent = []
+    for trial in trials:
+        run = runs.get(trial.run_id or "")
+        if run is not None and trial.enqueued_at is None and run.state is RunState.QUEUED:
+            trial.task_id = enqueue(run.id, spec.queue)
+            trial.enqueued_at = time.time()
+            sweeps.save_trial(sweep_id, trial)
+            resent.append(run.id)
+    return resent
+
+
+def _stop(store: Store, sweeps: SweepStore, sweep_id: str, trials: list[Trial],
+          stops: list[ctl.Stop], now: float) -> None:
+    by_index = {t.index: t for t in trials}
+    for stop in stops:
+        store.request_cancel(stop.run_id)
+        trial = by_index[stop.index]
+        trial.stop_reason, trial.stopped_at = stop.reason, now
+        sweeps.save_trial(sweep_id, trial)
+
+
+def _close(sweeps: SweepStore, sweep: Sweep, spec: SweepSpec, views: list[ctl.TrialView],
+           now: float) -> None:
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v.state.value] = counts.get(v.state.value, 0) + 1
+    rows = ctl.leaderboard(spec, views, now)
+    top = rows[0] if rows and rows[0].best is not None else None
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    if top:
+        summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)}), "
+                    f"{ctl.objective_label(spec.objective)} "
+                    f"{ctl.format_value(spec.objective, top.best)}")
+    sweep.state, sweep.ended_at, sweep.message = SweepState.DONE, now, summary
+    sweeps.save(sweep)

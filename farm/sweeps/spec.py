@@ -1,0 +1,430 @@
+"""The sweep spec: one YAML file that says what to try, how many at once, for how long,
+how to rank the trials and when to give up on one.
+
+The seed spent six weeks trying seven configurations by hand, one after another; a typo
+found on day three costs three days. So the whole spec is checked before a trial starts,
+and every problem is reported as `spec.yaml:LINE: what is wrong` with what to write.
+
+    name: lr-search                     # optional; shown by `farm sweep show`
+    base:
+      data: ds/obj.data                 # paths are relative to this file
+      cfg: yolov4-tiny-custom.cfg       # or choose among several with parameters.cfg
+      weights: yolov4-tiny.conv.29      # optional start weights
+      set: {burn_in: 1000}              # [net] values every trial trains with
+    search: grid                        # grid (default if every parameter is a list) | random
+    parameters:                         # a list: grid values (random search: a choice)
+      learning_rate: [0.001, 0.002]     # any [net] key darknet reads
+      # learning_rate: {log_uniform: [0.0001, 0.01]}   # ranges: random search only
+      # momentum: {uniform: [0.85, 0.95]}              # integer keys are rounded
+      # batch/subdivisions: ["64/16", "64/32"]         # set together
+      # width/height: [320, 416, "416/256"]            # one number = square
+      # cfg: [yolov4-tiny-custom.cfg, yolov3-tiny.cfg] # the base cfg
+      # max_batches: [2000, 4000]
+    trials: 8                           # random search: how many trials
+    seed: 0                             # random search: same seed, same trials
+    concurrency: 2                      # trials training at once (one per GPU worker)
+    queue: gpu                          # where trials train (host.<name> pins a host)
+    budget:
+      iterations: 2000                  # max_batches of every trial (steps scaled along)
+      wall_time: 2h                     # per trial (s, m or h); a trial over it is stopped
+    objective: map50                    # best mAP@0.50 (default) | min_avg_loss
+    early_stopping:
+      zero_map_after: 1000              # stop a trial still at mAP 0 (< 1 %) after this
+      median: {grace: 500, min_trials: 2}   # stop a trial worse than the median of the
+                                        # others at the same iteration, after `grace`
+    policy: {max_divergence_restarts: 3}    # the divergence policy of every trial
+    eval_every: 1000                    # evaluate each trial's checkpoints this often
+
+How the objective is read: `map50` is the best mAP@0.50 of the trial's evaluations: the
+farm's own (farm.eval, every `eval_every` iterations and at the end; `Store.evaluations`),
+else the `-map` blocks darknet printed (`Store.maps`). Debian's darknet has no `-map`, so
+there the farm's evaluations are the only mAP, and a trial ranks once one has landed.
+`min_avg_loss` is the lowest finite `avg loss` in the trial's metrics stream, which every
+dialect prints: use it where no mAP is available, or to rank before the first evaluation.
+
+Not yet: `base.recipe` (a dataset recipe that synthesises the dataset per trial, with
+synthesis parameters in `parameters`) is refused with a message; build the dataset with
+`farm dataset` first and name its obj.data in `base.data`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from farm.darknet.cfg import NET_KEYS, validate_net_overrides
+from farm.errors import BadInput
+from farm.runs.policy import Policy
+from farm.settings import Settings
+from farm.sweeps.yamldoc import YamlDoc, closest
+
+OBJECTIVES = {"map50": "max", "min_avg_loss": "min"}
+RANGES = ("uniform", "log_uniform")
+#: parameters that set two [net] keys from one value ("64/16")
+JOINT = {"batch/subdivisions": ("batch", "subdivisions"), "width/height": ("width", "height")}
+PARAMETERS = sorted(set(NET_KEYS) | set(JOINT) | {"cfg"})
+MAX_TRIALS = 10_000
+
+_PARAMETERS_HINT = ("parameters are [net] keys (learning_rate, burn_in, momentum, "
+                    "max_batches, ...), batch/subdivisions, width/height or cfg")
+_TOP = ("name", "base", "search", "parameters", "trials", "seed", "concurrency", "queue",
+        "budget", "objective", "early_stopping", "policy", "eval_every")
+_BASE = ("data", "cfg", "weights", "set", "recipe")
+_BUDGET = ("iterations", "wall_time")
+_EARLY = ("zero_map_after", "median")
+_MEDIAN = ("grace", "min_trials")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: grid values (or random choices), or a random range."""
+
+    name: str
+    values: tuple[str, ...] = ()  # canonical strings: "0.001", "64/16", "/abs/a.cfg"
+    range: str = ""               # "" for values, else "uniform" or "log_uniform"
+    low: float = 0.0
+    high: float = 0.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    iterations: int | None = None
+    wall_time: float | None = None  # seconds
+
+
+@dataclass(frozen=True)
+class MedianRule:
+    grace: int = 0        # iterations before the rule may stop a trial
+    min_trials: int = 2   # other trials that must have reached the same iteration
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    zero_map_after: int | None = None
+    median: MedianRule | None = None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: str                       # the spec file (absolute)
+    data: str                       # obj.data (absolute)
+    cfg: str | None                 # base cfg (absolute); None when parameters.cfg chooses
+    weights: str | None
+    fixed: dict[str, str]           # base.set, validated
+    parameters: tuple[Param, ...]
+    search: str                     # "grid" | "random"
+    trials: int                     # how many trials the spec expands into
+    seed: int = 0
+    concurrency: int = 1
+    queue: str | None = None
+    budget: Budget = field(default_factory=Budget)
+    objective: str = "map50"
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    policy: dict[str, str] = field(default_factory=dict)
+    eval_every: int = 1000
+    name: str = ""
+
+    @property
+    def goal(self) -> str:
+        """"max" or "min": which way is better for the objective."""
+        return OBJECTIVES[self.objective]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepSpec":
+        d = dict(d)
+        d["parameters"] = tuple(Param(**{**p, "values": tuple(p["values"])})
+                                for p in d["parameters"])
+        d["budget"] = Budget(**d["budget"])
+        early = dict(d["early_stopping"])
+        early["median"] = MedianRule(**early["median"]) if early.get("median") else None
+        d["early_stopping"] = EarlyStopping(**early)
+        return cls(**d)
+
+
+def check_concurrency(spec: SweepSpec, gpu_workers: int) -> str | None:
+    """A warning when the spec asks for more trials at once than there are GPU workers
+    (the extra trials wait in the queue; nothing hangs), else None."""
+    queue = spec.queue or "gpu"
+    if gpu_workers <= 0:
+        return (f"no worker is consuming queue {queue!r} now: the trials wait in the queue "
+                f"until one starts (`farm up` starts a gpu worker)")
+    if spec.concurrency > gpu_workers:
+        return (f"concurrency {spec.concurrency} is above the {gpu_workers} worker(s) on "
+                f"queue {queue!r}: {spec.concurrency - gpu_workers} trial(s) at a time will "
+                f"wait in the queue; set concurrency: {gpu_workers} or start more workers")
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    path = os.path.abspath(os.fspath(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise BadInput(f"cannot read the sweep spec: {e.strerror}", path=path,
+                       hint="give the path of a sweep YAML file") from None
+    return parse_spec(text, path)
+
+
+def parse_spec(text: str, path: str) -> SweepSpec:
+    doc = YamlDoc(text, path)
+    top = doc.mapping((), _TOP, required=True)
+    base = doc.mapping(("base",), _BASE, required=True)
+    if "recipe" in base:
+        raise doc.error(("base", "recipe"), "dataset recipes are not supported yet",
+                        "build the dataset with `farm dataset` and give its obj.data as "
+                        "base.data")
+    params = _parameters(doc)
+    budget = _budget(doc)
+    search = _search(doc, params)
+    cfg_choice = any(p.name == "cfg" for p in params)
+    if "cfg" in base and cfg_choice:
+        raise doc.error(("base", "cfg"), "base.cfg and parameters.cfg both choose the cfg",
+                        "keep one of them")
+    fixed = _fixed(doc, params, budget)
+    _check_max_batches(doc, params, budget)
+    return SweepSpec(
+        path=path, name=str(top.get("name") or ""),
+        data=doc.file(("base", "data"), "obj.data", required=True),
+        cfg=None if cfg_choice else doc.file(("base", "cfg"), "base cfg", required=True),
+        weights=doc.file(("base", "weights"), "start weights file"),
+        fixed=fixed, parameters=params, search=search,
+        trials=_trials(doc, search, params),
+        seed=doc.integer(("seed",), default=0, minimum=None),
+        concurrency=doc.integer(("concurrency",), default=1, minimum=1),
+        queue=_queue(doc), budget=budget, objective=_objective(doc),
+        early_stopping=_early_stopping(doc), policy=_policy(doc),
+        eval_every=doc.integer(("eval_every",), default=1000, minimum=1))
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+
+
+def _parameters(doc: YamlDoc) -> tuple[Param, ...]:
+    raw = doc.mapping(("parameters",), None)
+    if not raw:
+        raise doc.error(("parameters",) if "parameters" in doc.data else (),
+                        "the sweep has no parameters",
+                        "add e.g. `parameters: {learning_rate: [0.001, 0.002]}`")
+    return tuple(_param(doc, str(name), value) for name, value in raw.items())
+
+
+def _param(doc: YamlDoc, name: str, raw: Any) -> Param:
+    where = ("parameters", name)
+    if name not in PARAMETERS:
+        raise doc.error(where, f"unknown parameter {name!r}: not a [net] key darknet reads "
+                               f"nor one of {', '.join(sorted(JOINT))}, cfg",
+                        closest(name, PARAMETERS, _PARAMETERS_HINT))
+    if isinstance(raw, dict):
+        return _range(doc, name, raw)
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise doc.error(where, f"parameter {name}: the grid is empty",
+                        f"give at least one value, e.g. {name}: [{_example(name)}]")
+    canon = [_value(doc, name, v, where + ((i,) if isinstance(raw, list) else ()))
+             for i, v in enumerate(values)]
+    return Param(name, values=tuple(canon))
+
+
+def _range(doc: YamlDoc, name: str, raw: dict) -> Param:
+    where = ("parameters", name)
+    kinds = [k for k in raw if k in RANGES]
+    if len(raw) != 1 or not kinds:
+        raise doc.error(where, f"parameter {name}: a mapping must be one range, "
+                               f"{' or '.join(RANGES)}: [low, high]",
+                        f"or give grid values as a list: {name}: [{_example(name)}]")
+    kind = kinds[0]
+    if name not in NET_KEYS or NET_KEYS[name] not in ("int", "float"):
+        raise doc.error(where, f"parameter {name}: ranges are for numeric [net] keys",
+                        f"give {name} a list of values")
+    bounds = raw[kind]
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise doc.error(where + (kind,), f"parameter {name}: {kind} takes [low, high]",
+                        f"e.g. {name}: {{{kind}: [0.0001, 0.01]}}")
+    low, high = (doc.number(where + (kind, i), v) for i, v in enumerate(bounds))
+    if low > high:
+        raise doc.error(where + (kind,), f"parameter {name}: {kind} range [{bounds[0]}, "
+                                         f"{bounds[1]}] has low > high",
+                        f"write it as [{bounds[1]}, {bounds[0]}]")
+    if kind == "log_uniform" and low <= 0:
+        raise doc.error(where + (kind,), f"parameter {name}: log_uniform needs low > 0, "
+                                         f"got {bounds[0]}", "use uniform, or a positive low")
+    for i, bound in enumerate((low, high)):
+        _value(doc, name, _fmt(bound), where + (kind, i))
+    return Param(name, range=kind, low=low, high=high)
+
+
+def _value(doc: YamlDoc, name: str, raw: Any, where: tuple) -> str:
+    """One value as darknet will read it, checked: a str, "B/S", or an absolute cfg path."""
+    if raw is None or isinstance(raw, (bool, dict, list)):
+        raise doc.error(where, f"parameter {name}: {raw!r} is not a value",
+                        f"e.g. {name}: [{_example(name)}]")
+    text = str(raw).strip()
+    if name == "cfg":
+        return doc.file(where, "base cfg", value=text)
+    if name in JOINT:
+        parts = text.split("/") if "/" in text else [text, text] if name == "width/height" \
+            else []
+        if len(parts) != 2:
+            raise doc.error(where, f"parameter {name}: {text!r} is not two values A/B",
+                            f"e.g. {name}: [{_example(name)}]")
+        keys = JOINT[name]
+        clean = _net(doc, where, dict(zip(keys, parts)))
+        a, b = (int(clean[k]) for k in keys)
+        if name == "batch/subdivisions" and a % b:
+            raise doc.error(where, f"parameter {name}: batch={a} is not a multiple of "
+                                   f"subdivisions={b}", "e.g. 64/16 or 64/32")
+        return f"{a}/{b}"
+    return _net(doc, where, {name: text})[name]
+
+
+def _net(doc: YamlDoc, where: tuple, values: dict[str, str]) -> dict[str, str]:
+    try:
+        return validate_net_overrides(values)
+    except BadInput as e:
+        raise doc.error(where, e.reason.removeprefix("--set "), e.hint) from None
+
+
+def _fixed(doc: YamlDoc, params: tuple[Param, ...], budget: Budget) -> dict[str, str]:
+    raw = doc.mapping(("base", "set"), None)
+    keys = {k for p in params for k in JOINT.get(p.name, (p.name,))}
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        where = ("base", "set", key)
+        if str(key) in keys:
+            raise doc.error(where, f"base.set.{key} is also a searched parameter",
+                            "keep it in one place")
+        if key == "max_batches" and budget.iterations:
+            raise doc.error(where, "base.set.max_batches and budget.iterations both set "
+                                   "max_batches", "keep budget.iterations")
+        if key not in NET_KEYS:
+            raise doc.error(where, f"base.set: {key!r} is not a [net] key darknet reads",
+                            closest(str(key), NET_KEYS, _PARAMETERS_HINT))
+        out.update(_net(doc, where, {str(key): str(value)}))
+    return out
+
+
+def _check_max_batches(doc: YamlDoc, params: tuple[Param, ...], budget: Budget) -> None:
+    param = next((p for p in params if p.name == "max_batches"), None)
+    if param is None or not budget.iterations:
+        return
+    over = [v for v in param.values if int(v) > budget.iterations] or \
+        ([_fmt(param.high)] if param.range and param.high > budget.iterations else [])
+    if over:
+        raise doc.error(("parameters", "max_batches"), f"max_batches {over[0]} is above "
+                        f"budget.iterations {budget.iterations}",
+                        "raise the budget or lower max_batches")
+
+
+def _search(doc: YamlDoc, params: tuple[Param, ...]) -> str:
+    ranged = next((p for p in params if p.range), None)
+    search = doc.data.get("search") or ("random" if ranged else "grid")
+    if search not in ("grid", "random"):
+        raise doc.error(("search",), f"search: {search!r} is not grid or random",
+                        "use search: grid (every combination) or search: random")
+    if search == "grid" and ranged:
+        raise doc.error(("parameters", ranged.name), f"parameter {ranged.name}: a range "
+                        "needs search: random (a grid takes a list of values)",
+                        "add `search: random` and `trials: N`, or list the values")
+    return search
+
+
+def _trials(doc: YamlDoc, search: str, params: tuple[Param, ...]) -> int:
+    if search == "grid":
+        size = math.prod(len(p.values) for p in params)
+        if "trials" in doc.data:
+            raise doc.error(("trials",), f"trials: applies to random search; this grid has "
+                                         f"{size} trials", "delete `trials:` or add "
+                                                           "`search: random`")
+        count = size
+    else:
+        count = doc.integer(("trials",), default=None, minimum=1)
+        if count is None and "search" in doc.data:
+            raise doc.error(("search",), "random search needs trials: N",
+                            "add e.g. `trials: 8`")
+        if count is None:
+            ranged = next(p for p in params if p.range)
+            raise doc.error(("parameters", ranged.name), f"parameter {ranged.name} is a "
+                            "range, so this is a random search: it needs trials: N",
+                            "add e.g. `trials: 8`, or list the values to search a grid")
+    if count > MAX_TRIALS:
+        raise doc.error(("parameters",), f"the sweep expands into {count} trials, more than "
+                                         f"{MAX_TRIALS}", "search fewer values, or use "
+                                                          "search: random with trials: N")
+    return count
+
+
+def _queue(doc: YamlDoc) -> str | None:
+    queue = doc.data.get("queue")
+    if queue is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]+", str(queue)):
+        raise doc.error(("queue",), f"queue: {queue!r} is not a queue name",
+                        "use gpu or host.<name>")
+    return str(queue) if queue is not None else None
+
+
+def _budget(doc: YamlDoc) -> Budget:
+    doc.mapping(("budget",), _BUDGET)
+    wall = doc.get(("budget", "wall_time"))
+    return Budget(iterations=doc.integer(("budget", "iterations"), default=None, minimum=1),
+                  wall_time=None if wall is None else _duration(doc, wall))
+
+
+def _duration(doc: YamlDoc, raw: Any) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", str(raw))
+    if not m or float(m.group(1)) <= 0:
+        raise doc.error(("budget", "wall_time"), f"budget.wall_time: {raw!r} is not a "
+                        "duration", "give seconds, or e.g. 90m or 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _objective(doc: YamlDoc) -> str:
+    objective = str(doc.data.get("objective") or "map50")
+    if objective not in OBJECTIVES:
+        raise doc.error(("objective",), f"objective: {objective!r} is unknown",
+                        "use map50 (best mAP@0.50) or min_avg_loss (where no mAP exists)")
+    return objective
+
+
+def _early_stopping(doc: YamlDoc) -> EarlyStopping:
+    doc.mapping(("early_stopping",), _EARLY)
+    median = None
+    if doc.get(("early_stopping", "median")) is not None:
+        doc.mapping(("early_stopping", "median"), _MEDIAN)
+        median = MedianRule(
+            grace=doc.integer(("early_stopping", "median", "grace"), default=0, minimum=0),
+            min_trials=doc.integer(("early_stopping", "median", "min_trials"), default=2,
+                                   minimum=1))
+    return EarlyStopping(
+        zero_map_after=doc.integer(("early_stopping", "zero_map_after"), default=None,
+                                   minimum=1),
+        median=median)
+
+
+def _policy(doc: YamlDoc) -> dict[str, str]:
+    raw = {str(k): str(v) for k, v in doc.mapping(("policy",), None).items()}
+    for key in raw:
+        try:
+            Policy.from_settings(Settings(), {key: raw[key]})
+        except BadInput as e:
+            raise doc.error(("policy", key), f"policy: {e.message}", e.hint) from None
+    return raw
+
+
+def _example(name: str) -> str:
+    return {"batch/subdivisions": '"64/16", "64/32"', "width/height": "320, 416",
+            "cfg": "a.cfg, b.cfg"}.get(name, "0.001, 0.002" if NET_KEYS.get(name) == "float"
+                                       else "1000, 2000")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"

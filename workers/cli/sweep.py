@@ -1,0 +1,186 @@
+"""`farm sweep submit|show|list|cancel|export`: many trials from one spec, ranked.
+
+The spec format is documented in farm/sweeps/spec.py (and `farm sweep submit --help`).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from farm.sweeps import controller as ctl
+from farm.sweeps.model import SweepState
+from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
+
+
+@click.group()
+def sweep() -> None:
+    """Sweeps: queue many trials in the evening, read the leaderboard in the morning."""
+
+
+@sweep.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the sweep to its end and print the "
+                                           "leaderboard; exit 0 if a trial completed.")
+@pass_ctx
+def submit(ctx: Context, spec_path: str, wait: bool) -> int:
+    """Check SPEC (a sweep YAML), plan its trials and start the first ones.
+
+    \b
+    Example SPEC:
+      base: {data: ds/obj.data, cfg: yolov4-tiny-custom.cfg}
+      parameters:
+        learning_rate: [0.001, 0.002, 0.004]
+        width/height: [320, 416]
+      concurrency: 2
+      budget: {iterations: 2000}
+      objective: map50            # or min_avg_loss where no mAP exists
+      early_stopping: {zero_map_after: 1000, median: {grace: 500}}
+
+    Prints the sweep id. Every error names the spec's file and line.
+    """
+    from farm.sweeps.service import advance, submit_sweep
+    from farm.sweeps.spec import load_spec
+    spec = load_spec(spec_path)
+    store = ctx.store()
+    store.ping()  # a clear message if Redis is down, before Celery's retries
+    app = ctx.celery()
+    sw = submit_sweep(store, ctx.settings, spec,
+                      gpu_workers=_workers_on(app, spec.queue or "gpu"))
+    for warning in sw.warnings:
+        click.echo(f"farm: warning: {warning}", err=True)
+    from workers.tasks.train import enqueue_train
+    advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False)
+    click.echo(sw.id)
+    return follow(ctx, sw.id) if wait else EXIT_OK
+
+
+def _workers_on(app, queue: str) -> int:
+    """How many workers consume `queue` now (1 s broadcast; 0 when none answer)."""
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    return sum(any(q.get("name") == queue for q in queues) for queues in replies.values())
+
+
+def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:
+    """Print trials as they start and end until the sweep ends; then the leaderboard."""
+    from farm.sweeps.service import leaderboard_of
+    store = ctx.store()
+    seen: dict[int, str] = {}
+    while True:
+        sw, spec, rows = leaderboard_of(store, sweep_id)
+        for row in sorted(rows, key=lambda r: r.trial):
+            if seen.get(row.trial) != row.state:
+                seen[row.trial] = row.state
+                note = f": {row.note}" if row.note and row.state != "queued" else ""
+                click.echo(f"trial {row.trial} {row.state} ({ctl.describe(row.params)})"
+                           f"{note}", err=True)
+        if sw.state is not SweepState.RUNNING:
+            _print_board(sw, spec, rows)
+            done = sw.state is SweepState.DONE and any(r.state == "completed" for r in rows)
+            return EXIT_OK if done else EXIT_FAILED
+        time.sleep(poll)
+
+
+@sweep.command()
+@click.argument("sweep_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="The sweep and its leaderboard as JSON.")
+@pass_ctx
+def show(ctx: Context, sweep_id: str, as_json: bool) -> None:
+    """The leaderboard: trials, states, best objective, iterations, restarts, wall time."""
+    from farm.sweeps.service import leaderboard_of
+    sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
+    if as_json:
+        click.echo(json.dumps({"sweep": sw.to_dict(), "objective": spec.objective,
+                               "goal": spec.goal,
+                               "leaderboard": [r.to_dict() for r in rows]}, indent=2))
+        return
+    _print_board(sw, spec, rows)
+
+
+def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
+    label = ctl.objective_label(spec.objective).upper()
+    better = "higher" if spec.goal == "max" else "lower"
+    click.echo(f"sweep {sw.id} ({sw.name}): {sw.state.value}"
+               + (f" - {sw.message}" if sw.message else ""))
+    click.echo(f"  {len(rows)} trials, concurrency {spec.concurrency}, objective "
+               f"{spec.objective} ({better} is better)")
+    for warning in sw.warnings:
+        click.echo(f"  warning: {warning}")
+    click.echo(f"{'RANK':>4} {'TRIAL':>5} {'RUN':<16} {'STATE':<10} {label:>10} {'AT':>6} "
+               f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  PARAMS")
+    for r in rows:
+        at = "-" if r.best_iteration is None else str(r.best_iteration)
+        restarts = f"{r.restarts}" + (f" ({r.divergences} nan)" if r.divergences else "")
+        click.echo(f"{r.rank or '-':>4} {r.trial:>5} {r.run_id or '-':<16} {r.state:<10} "
+                   f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} "
+                   f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
+                   f"{ctl.describe(r.params)}")
+        if r.note and r.state in ("stopped", "stopping", "failed"):
+            click.echo(f"{'':>12}why: {r.note}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+@sweep.command("list")
+@click.option("--limit", default=20, show_default=True)
+@pass_ctx
+def list_cmd(ctx: Context, limit: int) -> None:
+    """Sweeps, newest first."""
+    from farm.sweeps.store import SweepStore
+    sweeps = SweepStore(ctx.store()).recent(limit)
+    if not sweeps:
+        click.echo("no sweeps yet: `farm sweep submit SPEC` starts one")
+        return
+    for sw in sweeps:
+        click.echo(f"{sw.id:<16} {sw.state.value:<10} {sw.name:<20} {sw.message}")
+
+
+@sweep.command()
+@click.argument("sweep_id", metavar="ID")
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for running trials to stop.")
+@pass_ctx
+def cancel(ctx: Context, sweep_id: str, timeout: float) -> int:
+    """Cancel a sweep: running trials are stopped, the rest marked cancelled."""
+    from farm.sweeps.service import cancel_sweep
+    from farm.sweeps.store import SweepStore
+    store = ctx.store()
+    sw = SweepStore(store).find(sweep_id)
+    if sw.state is not SweepState.RUNNING:
+        click.echo(f"{sw.id} already {sw.state.value}")
+        return EXIT_OK
+    asked = cancel_sweep(store, sw.id)
+    deadline = time.monotonic() + timeout
+    pending = list(asked)
+    while pending and time.monotonic() < deadline:
+        pending = [r for r in pending if not store.load_run(r).state.finished]
+        time.sleep(0.2)
+    if pending:
+        click.echo(f"{sw.id}: cancel requested; {len(pending)} run(s) not stopped within "
+                   f"{timeout:g} s: {', '.join(pending)} (`farm status RUN`)", err=True)
+        return EXIT_FAILED
+    click.echo(f"{sw.id} cancelled ({len(asked)} running trial(s) stopped)")
+    return EXIT_OK
+
+
+@sweep.command()
+@click.argument("sweep_id", metavar="ID")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the bundle into.")
+@click.option("--trial", type=int, help="Export this trial instead of the best one.")
+@pass_ctx
+def export(ctx: Context, sweep_id: str, out_dir: str, trial: int | None) -> None:
+    """Write the best trial as a darknet bundle: best.cfg, best.weights, obj.names,
+    obj.data (relative paths), result.json (objective, mAP) and the chart if any."""
+    from farm.sweeps.export import export_best
+    out = export_best(ctx.store(), sweep_id, out_dir, trial)
+    result = json.loads((out / "result.json").read_text())
+    click.echo(f"trial {result['trial']} ({result['run_id']}) -> {out}")
+

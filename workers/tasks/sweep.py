@@ -1,0 +1,65 @@
+"""Sweep tasks: thin Celery wrappers around farm.sweeps.service.advance.
+
+Three things move a sweep on, and any of them may run at the same time as another
+(advance holds the sweep's lock and never submits a trial twice):
+- `farm.sweep.tick_all`, on beat every few seconds: start, stop, close, for every sweep;
+- `on_run_finished(run)`, called by `farm.train` when a sweep's run ends: starts the next
+  trial at once, so a GPU does not wait for beat between two trials;
+- `farm.sweep.tick`, sent by `farm sweep submit` to start the first trials.
+"""
+from __future__ import annotations
+
+import logging
+
+from farm.runs.model import Run
+from farm.sweeps.service import advance
+from workers.app import app
+from workers.tasks import store
+from workers.tasks.train import enqueue_train
+
+log = logging.getLogger(__name__)
+
+#: Seconds the end-of-run hook waits for a tick that holds the sweep (ticks take ms).
+HOOK_LOCK_WAIT = 10.0
+
+
+def _enqueue(run_id: str, queue: str | None) -> str:
+    return enqueue_train(run_id, queue)
+
+
+@app.task(name="farm.sweep.tick")
+def tick(sweep_id: str) -> dict:
+    """Advance one sweep (idempotent)."""
+    result = advance(store(), app.farm_settings, sweep_id, enqueue=_enqueue, wait=2.0)
+    for stop in result.stopped:
+        log.info("sweep %s: stopping trial %d (%s): %s", sweep_id, stop.index, stop.run_id,
+                 stop.reason)
+    return result.to_dict()
+
+
+@app.task(name="farm.sweep.tick_all")
+def tick_all() -> list[dict]:
+    """Advance every sweep that still has work (what beat runs)."""
+    from farm.sweeps.store import SweepStore
+    st = store()
+    results = []
+    for sweep_id in SweepStore(st).active_ids():
+        try:
+            results.append(advance(st, app.farm_settings, sweep_id, enqueue=_enqueue).to_dict())
+        except Exception:  # one broken sweep must not starve the others
+            log.exception("sweep %s: tick failed", sweep_id)
+    return results
+
+
+def on_run_finished(run: Run) -> None:
+    """Start the next trial of `run`'s sweep now; called by `farm.train` at the end of
+    every run. Never raises: the run's own result must not depend on sweep bookkeeping
+    (beat's next tick catches up on anything missed here)."""
+    if not run.sweep or not run.state.finished:
+        return
+    try:
+        advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue, early_stop=False,
+                wait=HOOK_LOCK_WAIT)
+    except Exception:
+        log.exception("sweep %s: could not start the next trial after run %s", run.sweep,
+                      run.id)

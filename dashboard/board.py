@@ -297,6 +297,28 @@ class LogApi(BaseHandler):
         self.write_json({"lines": tail, "total": total})
 
 
+def sweeps_payload(store: Store, limit: int = 20) -> list[dict]:
+    """Recent sweeps with their leaderboards, newest first."""
+    from farm.sweeps.service import leaderboard_of
+    from farm.sweeps.store import SweepStore
+    out = []
+    for sw in SweepStore(store).recent(limit):
+        _, spec, rows = leaderboard_of(store, sw.id)
+        out.append({"sweep": sw.to_dict(), "objective": spec.objective,
+                    "leaderboard": [r.to_dict() for r in rows]})
+    return out
+
+
+class SweepsView(BaseHandler):
+    async def get(self) -> None:
+        self.render("sweeps.html", sweeps=await self.blocking(sweeps_payload, self.store))
+
+
+class SweepsApi(BaseHandler):
+    async def get(self) -> None:
+        self.write_json(await self.blocking(sweeps_payload, self.store))
+
+
 class PrometheusHandler(BaseHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", "text/plain; version=0.0.4")
@@ -327,6 +349,7 @@ def make_app(settings: Settings, *, store: Store | None = None,
         [(r"/", RunsView), (rf"/runs/{rid}", RunView), (r"/api/runs", RunsApi),
          (rf"/api/runs/{rid}", RunApi), (rf"/api/runs/{rid}/chart", ChartApi),
          (rf"/api/runs/{rid}/metrics", MetricsApi), (rf"/api/runs/{rid}/log", LogApi),
+         (r"/sweeps", SweepsView), (r"/api/sweeps", SweepsApi),
          (r"/metrics", PrometheusHandler),
          (r"/static/(.*)", StaticFiles, {"path": str(HERE / "static")})],
         template_path=str(HERE / "templates"), farm_store=store, farm_settings=settings,

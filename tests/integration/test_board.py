@@ -175,3 +175,25 @@ def test_the_board_will_not_start_without_its_login_file(tmp_path):
     with pytest.raises(FarmUnavailable, match="flower.password does not exist") as e:
         read_password(str(tmp_path / "nowhere"))
     assert "farm up" in e.value.hint
+
+
+def test_the_board_shows_sweeps_and_their_leaderboards(farm, board, tmp_path):
+    from farm.sweeps.service import submit_sweep
+    from farm.sweeps.spec import parse_spec
+    micro_dataset(tmp_path / "ds", images=8)
+    micro_cfg(tmp_path / "micro.cfg", max_batches=100)
+    spec = parse_spec("name: lr-board\nbase: {data: ds/obj.data, cfg: micro.cfg}\n"
+                      "parameters: {learning_rate: [0.001, 0.002]}\n",
+                      str(tmp_path / "sweep.yaml"))
+    sw = submit_sweep(Store(farm.settings.effective_redis_url), farm.settings, spec,
+                      gpu_workers=1)
+    assert http(board + "/sweeps", None)[0] == 401
+    assert http(board + "/api/sweeps", "wrong")[0] == 401
+    status, _, body = http(board + "/api/sweeps")
+    [entry] = json.loads(body)
+    assert status == 200 and entry["sweep"]["id"] == sw.id
+    assert [r["params"]["learning_rate"] for r in entry["leaderboard"]] == ["0.001", "0.002"]
+    status, _, page = http(board + "/sweeps")
+    text = page.decode()
+    assert status == 200 and "lr-board" in text and sw.id in text
+    assert "learning_rate=0.002" in text

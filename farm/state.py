@@ -31,7 +31,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_RELEASE = """
+RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
@@ -44,7 +44,8 @@ def _k(*parts: str) -> str:
 
 
 @contextmanager
-def _translated(url: str) -> Iterator[None]:
+def translated(url: str) -> Iterator[None]:
+    """Redis errors as the farm's own (for every module that keeps state in Redis)."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as e:
@@ -72,42 +73,42 @@ class Store:
                                       socket_connect_timeout=5, health_check_interval=30)
         self.log_tail_lines = log_tail_lines
         self._renew = self.r.register_script(_RENEW)
-        self._release = self.r.register_script(_RELEASE)
+        self._release = self.r.register_script(RELEASE_IF_OWNER)
 
     def ping(self) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             self.r.ping()
 
     # -- runs -------------------------------------------------------------------------
     def save_run(self, run: Run) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline()
             pipe.set(_k("run", run.id), json.dumps(run.to_dict()))
             pipe.zadd(_k("runs"), {run.id: run.created_at})
             pipe.execute()
 
     def load_run(self, run_id: str) -> Run:
-        with _translated(self.url):
+        with translated(self.url):
             raw = self.r.get(_k("run", run_id))
         if raw is None:
             raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
         return Run.from_dict(json.loads(raw))
 
     def run_ids(self, limit: int = 100) -> list[str]:
-        with _translated(self.url):
+        with translated(self.url):
             return self.r.zrevrange(_k("runs"), 0, limit - 1)
 
     def load_runs(self, limit: int = 100) -> list[Run]:
         ids = self.run_ids(limit)
         if not ids:
             return []
-        with _translated(self.url):
+        with translated(self.url):
             raws = self.r.mget([_k("run", i) for i in ids])
         return [Run.from_dict(json.loads(r)) for r in raws if r]
 
     def find_run(self, prefix: str) -> Run:
         """A run by id or by an unambiguous id prefix."""
-        with _translated(self.url):
+        with translated(self.url):
             if self.r.exists(_k("run", prefix)):
                 return self.load_run(prefix)
             ids = [i for i in self.r.zrange(_k("runs"), 0, -1) if i.startswith(prefix)]
@@ -122,38 +123,38 @@ class Store:
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> str | None:
         """A token if this process now holds the run, None if another one does."""
         token = f"{owner}:{uuid.uuid4().hex[:8]}"
-        with _translated(self.url):
+        with translated(self.url):
             ok = self.r.set(_k("run", run_id, "lease"), token, nx=True, px=int(ttl * 1000))
         return token if ok else None
 
     def renew_lease(self, run_id: str, token: str, ttl: float) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             ok = self._renew(keys=[_k("run", run_id, "lease")], args=[token, int(ttl * 1000)])
         if not ok:
             raise LeaseLost(f"run {run_id} is no longer held by {token}")
 
     def release_lease(self, run_id: str, token: str) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             self._release(keys=[_k("run", run_id, "lease")], args=[token])
 
     def lease_holder(self, run_id: str) -> str | None:
-        with _translated(self.url):
+        with translated(self.url):
             return self.r.get(_k("run", run_id, "lease"))
 
     # -- cancel -----------------------------------------------------------------------
     def request_cancel(self, run_id: str) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             self.r.set(_k("run", run_id, "cancel"), str(time.time()))
 
     def cancel_requested(self, run_id: str) -> bool:
-        with _translated(self.url):
+        with translated(self.url):
             return bool(self.r.exists(_k("run", run_id, "cancel")))
 
     # -- live metrics, mAP and log tail -----------------------------------------------
     def record_progress(self, run_id: str, attempt: int, iterations: list, lines: list[str],
                         now: float) -> None:
         """One round trip for everything darknet printed since the last call."""
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
             for it in iterations:
                 pipe.xadd(_k("run", run_id, "metrics"),
@@ -174,26 +175,26 @@ class Store:
             pipe.execute()
 
     def record_map(self, run_id: str, result: dict[str, Any]) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             self.r.rpush(_k("run", run_id, "maps"), json.dumps(result))
 
     def maps(self, run_id: str) -> list[dict[str, Any]]:
-        with _translated(self.url):
+        with translated(self.url):
             return [json.loads(x) for x in self.r.lrange(_k("run", run_id, "maps"), 0, -1)]
 
     def live(self, run_id: str) -> dict[str, str]:
-        with _translated(self.url):
+        with translated(self.url):
             return self.r.hgetall(_k("run", run_id, "live"))
 
     def metrics(self, run_id: str, start: str = "-", count: int | None = None
                 ) -> list[tuple[str, dict[str, str]]]:
-        with _translated(self.url):
+        with translated(self.url):
             return self.r.xrange(_k("run", run_id, "metrics"), min=start, count=count)
 
     def log_since(self, run_id: str, seen: int = 0) -> tuple[list[str], int]:
         """Log lines after the first `seen` ever written (as far as the tail still holds
         them), and the new total to pass next time: what `farm logs -f` polls."""
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline()
             pipe.get(_k("run", run_id, "logn"))
             pipe.lrange(_k("run", run_id, "log"), 0, -1)
@@ -218,7 +219,7 @@ class Store:
         finish in any order on any worker agree on one best. `score` None: never best."""
         it = int(result["iteration"])
         doc = json.dumps(result)
-        with _translated(self.url):
+        with translated(self.url):
             script = self.r.register_script(_RECORD_EVALUATION)  # cheap: a sha, no I/O
             return bool(script(
                 keys=[_k("run", run_id, "evals"), _k("run", run_id, "best"),
@@ -228,18 +229,18 @@ class Store:
 
     def evaluations(self, run_id: str) -> list[dict[str, Any]]:
         """Every evaluation of the run, by iteration."""
-        with _translated(self.url):
+        with translated(self.url):
             raw = self.r.hvals(_k("run", run_id, "evals"))
         return sorted((json.loads(x) for x in raw), key=lambda e: e["iteration"])
 
     def best_evaluation(self, run_id: str) -> dict[str, Any] | None:
-        with _translated(self.url):
+        with translated(self.url):
             raw = self.r.get(_k("run", run_id, "best"))
         return json.loads(raw) if raw else None
 
     def chart_state(self, run_id: str) -> tuple[dict[str, Any] | None, int]:
         """The folded chart (None before the first fold) and the stream's length."""
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
             pipe.get(_k("run", run_id, "chart"))
             pipe.xlen(_k("run", run_id, "metrics"))
@@ -247,13 +248,13 @@ class Store:
         return (json.loads(raw) if raw else None), int(length)
 
     def save_chart_state(self, run_id: str, doc: dict[str, Any]) -> None:
-        with _translated(self.url):
+        with translated(self.url):
             self.r.set(_k("run", run_id, "chart"), json.dumps(doc, separators=(",", ":")))
 
     def metrics_after(self, run_id: str, after: str, count: int
                       ) -> list[tuple[str, dict[str, str]]]:
         """Up to `count` metric entries after stream id `after` ("0-0": from the start)."""
-        with _translated(self.url):
+        with translated(self.url):
             return self.r.xrange(_k("run", run_id, "metrics"), min=f"({after}", count=count)
 
     def board_runs(self, limit: int = 500) -> list[dict[str, Any]]:
@@ -266,7 +267,7 @@ class Store:
             return []
         keys = [_k("run", i) + suffix for i in ids
                 for suffix in ("", ":best", ":lasteval", ":live")]
-        with _translated(self.url):
+        with translated(self.url):
             flat = self.r.register_script(_BOARD_ROWS)(keys=keys, args=_LIVE_FIELDS)
         rows = []
         for n in range(0, len(flat), 3 + len(_LIVE_FIELDS)):
@@ -280,7 +281,7 @@ class Store:
     def board_run(self, run_id: str, log_lines: int = 200) -> dict[str, Any]:
         """Everything the run page shows, in one round trip."""
         key = _k("run", run_id)
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
             pipe.get(key)
             pipe.hgetall(f"{key}:live")
@@ -304,7 +305,7 @@ class Store:
 
     def log_tail(self, run_id: str, lines: int = 200) -> tuple[list[str], int]:
         """The last `lines` log lines and how many were ever written."""
-        with _translated(self.url):
+        with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
             pipe.get(_k("run", run_id, "logn"))
             pipe.lrange(_k("run", run_id, "log"), -lines, -1)

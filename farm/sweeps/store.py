@@ -22,44 +22,26 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import redis
-
-from farm.errors import NotFound, RedisUnreachable
-from farm.state import Store
+from farm.errors import NotFound
+from farm.state import RELEASE_IF_OWNER, Store, translated
 from farm.sweeps.model import Sweep, SweepState, Trial
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 def _k(*parts: str) -> str:
     return "farm:sweep:" + ":".join(parts)
 
 
-@contextmanager
-def _redis(url: str) -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise RedisUnreachable(f"cannot reach Redis for sweep state: {e}",
-                               hint="is the farm up? (`farm up`, or FARM_REDIS_URL)") from None
-
-
 class SweepStore:
     def __init__(self, store: Store):
         self.store = store
         self.r = store.r
-        self._release = self.r.register_script(_RELEASE)
+        self._release = self.r.register_script(RELEASE_IF_OWNER)
 
     # -- sweeps -------------------------------------------------------------------------
     def create(self, sweep: Sweep, trials: list[Trial]) -> None:
         """The sweep and all its trials in one transaction: a half-written sweep never
         exists for a controller to resume."""
-        with _redis(self.store.url):
+        with translated(self.store.url):
             pipe = self.r.pipeline(transaction=True)
             pipe.set(_k(sweep.id), json.dumps(sweep.to_dict()))
             pipe.hset(_k(sweep.id, "trials"),
@@ -69,7 +51,7 @@ class SweepStore:
             pipe.execute()
 
     def save(self, sweep: Sweep) -> None:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             pipe = self.r.pipeline(transaction=True)
             pipe.set(_k(sweep.id), json.dumps(sweep.to_dict()))
             if sweep.state is not SweepState.RUNNING:
@@ -77,7 +59,7 @@ class SweepStore:
             pipe.execute()
 
     def load(self, sweep_id: str) -> Sweep:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             raw = self.r.get(_k(sweep_id))
         if raw is None:
             raise NotFound(f"no sweep {sweep_id!r}", hint="`farm sweep list` lists the sweeps")
@@ -85,7 +67,7 @@ class SweepStore:
 
     def find(self, prefix: str) -> Sweep:
         """A sweep by id or by an unambiguous id prefix."""
-        with _redis(self.store.url):
+        with translated(self.store.url):
             if self.r.exists(_k(prefix)):
                 return self.load(prefix)
             ids = [i for i in self.r.zrange(_k("index"), 0, -1) if i.startswith(prefix)]
@@ -97,19 +79,19 @@ class SweepStore:
         raise NotFound(f"no sweep {prefix!r}", hint="`farm sweep list` lists the sweeps")
 
     def recent(self, limit: int = 50) -> list[Sweep]:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             ids = self.r.zrevrange(_k("index"), 0, limit - 1)
             raws = self.r.mget([_k(i) for i in ids]) if ids else []
         return [Sweep.from_dict(json.loads(r)) for r in raws if r]
 
     def active_ids(self) -> list[str]:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             return sorted(self.r.smembers(_k("active")))
 
     # -- trials -------------------------------------------------------------------------
     def trials(self, sweep_id: str) -> list[Trial]:
         """Every trial, with its run id from the write-once hash."""
-        with _redis(self.store.url):
+        with translated(self.store.url):
             pipe = self.r.pipeline(transaction=False)
             pipe.hgetall(_k(sweep_id, "trials"))
             pipe.hgetall(_k(sweep_id, "runs"))
@@ -120,24 +102,24 @@ class SweepStore:
         return sorted(trials, key=lambda t: t.index)
 
     def save_trial(self, sweep_id: str, trial: Trial) -> None:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             self.r.hset(_k(sweep_id, "trials"), str(trial.index), json.dumps(trial.to_dict()))
 
     def assign_run(self, sweep_id: str, index: int, run_id: str) -> bool:
         """Give trial `index` its run, once: False when it already has one."""
-        with _redis(self.store.url):
+        with translated(self.store.url):
             return bool(self.r.hsetnx(_k(sweep_id, "runs"), str(index), run_id))
 
     # -- observed objective -------------------------------------------------------------
     def curves(self, sweep_id: str) -> dict[int, dict[str, Any]]:
-        with _redis(self.store.url):
+        with translated(self.store.url):
             raw = self.r.hgetall(_k(sweep_id, "curves"))
         return {int(k): json.loads(v) for k, v in raw.items()}
 
     def save_curves(self, sweep_id: str, curves: dict[int, dict[str, Any]]) -> None:
         if not curves:
             return
-        with _redis(self.store.url):
+        with translated(self.store.url):
             self.r.hset(_k(sweep_id, "curves"),
                         mapping={str(k): json.dumps(v) for k, v in curves.items()})
 
@@ -150,7 +132,7 @@ class SweepStore:
         token = uuid.uuid4().hex
         key = _k(sweep_id, "lock")
         deadline = time.monotonic() + wait
-        with _redis(self.store.url):
+        with translated(self.store.url):
             while not (held := bool(self.r.set(key, token, nx=True, px=int(ttl * 1000)))):
                 if time.monotonic() >= deadline:
                     break
@@ -159,5 +141,5 @@ class SweepStore:
             yield held
         finally:
             if held:
-                with _redis(self.store.url):
+                with translated(self.store.url):
                     self._release(keys=[key], args=[token])

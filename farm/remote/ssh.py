@@ -439,13 +439,7 @@ class SSHHost:
                 dst.set_pipelined(True)
                 src.seek(resumed)
                 dst.seek(resumed)
-                done = resumed
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, size)
+                _copy(src, dst, h, resumed, size, progress)
             digest = h.hexdigest()
             there = self.sha256(part)
             if there != digest:
@@ -482,13 +476,7 @@ class SSHHost:
                 src.seek(resumed)
                 dst.seek(resumed)
                 src.prefetch(size)
-                done = resumed
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, size)
+                _copy(src, dst, h, resumed, size, progress)
             digest = h.hexdigest()
             there = self.sha256(remote)
             if there != digest:
@@ -580,3 +568,13 @@ class SSHHost:
                 raise RemoteFileError(f"{self.name}: renaming the sent files failed "
                                       f"(exit {code}): {(err or out).strip()[:300]}",
                                       hint="check the path and free space on that host")
+
+
+def _copy(src, dst, h, done: int, size: int, progress: Progress | None) -> None:
+    """Stream src to dst from where they stand, hashing what passes."""
+    while chunk := src.read(CHUNK):
+        dst.write(chunk)
+        h.update(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, size)

@@ -162,7 +162,10 @@ def score(detections: Iterable[Detection], truths: Iterable[Truth], *,
             dets_of[d.image].append(d)
 
     ranked, thr = _match(dets_of, truths_of, iou_thresh, conf_thresh, classes)
-    ranked.sort(key=lambda r: -r[0])  # stable: darknet's qsort leaves ties in any order
+    # darknet's qsort leaves ties in any order; the farm ranks them one fixed way, and
+    # compares confidences at the six decimals `detector valid` prints, so that two
+    # evaluators of the same weights rank alike even on an untrained net's near-ties
+    ranked.sort(key=lambda r: (-round(r[0], 6), r[1], r[2] or ("", -1)))
     per_class = _pr_curves(ranked, truth_count, classes)
     scores = []
     for c in range(classes):

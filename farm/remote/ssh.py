@@ -428,13 +428,9 @@ class SSHHost:
                 have = sftp.stat(part).st_size
             except FileNotFoundError:
                 have = 0
-            h, resumed, restarted = hashlib.sha256(), 0, False
-            if have:
-                prefix = _sha256_file(local, have) if have <= size else None
-                if prefix is not None and prefix.hexdigest() == self._prefix_sha256(part, have):
-                    h, resumed = prefix, have
-                else:
-                    restarted = True
+            h, resumed, restarted = _resume_point(
+                have, size, lambda: _sha256_file(local, have),
+                lambda: self._prefix_sha256(part, have))
             with open(local, "rb") as src, sftp.open(part, "r+b" if resumed else "wb") as dst:
                 dst.set_pipelined(True)
                 src.seek(resumed)
@@ -465,13 +461,8 @@ class SSHHost:
                 raise RemoteFileError(f"{self.name}:{remote} not found",
                                       hint=f"check the path on {self.name}") from None
             have = part.stat().st_size if part.exists() else 0
-            h, resumed, restarted = hashlib.sha256(), 0, False
-            if have:
-                prefix = _sha256_file(part) if have <= size else None
-                if prefix is not None and prefix.hexdigest() == self._prefix_sha256(remote, have):
-                    h, resumed = prefix, have
-                else:
-                    restarted = True
+            h, resumed, restarted = _resume_point(
+                have, size, lambda: _sha256_file(part), lambda: self._prefix_sha256(remote, have))
             with sftp.open(remote, "rb") as src, open(part, "r+b" if resumed else "wb") as dst:
                 src.seek(resumed)
                 dst.seek(resumed)
@@ -578,3 +569,14 @@ def _copy(src, dst, h, done: int, size: int, progress: Progress | None) -> None:
         done += len(chunk)
         if progress:
             progress(done, size)
+
+
+def _resume_point(have: int, size: int, here, there):
+    """(hash so far, bytes to skip, restarted): resume a `.part` of `have` bytes only when
+    its prefix hashes the same on both sides (`here()` is a hash object, `there()` a hex)."""
+    if not have:
+        return hashlib.sha256(), 0, False
+    prefix = here() if have <= size else None
+    if prefix is not None and prefix.hexdigest() == there():
+        return prefix, have, False
+    return hashlib.sha256(), 0, True

@@ -64,7 +64,8 @@ def preflight(run: Run, dialect: str) -> None:
     report.raise_for_errors()
 
 
-def _absolute_list(src: str, dst: Path, base_dir: str) -> None:
+def write_absolute_list(src: str, dst: Path, base_dir: str) -> None:
+    """A copy of the image list `src` with every entry absolute and blank lines dropped."""
     fallback = os.path.dirname(src)
     with open(src, encoding="utf-8-sig", errors="replace") as f, open(dst, "w") as out:
         for line in f:
@@ -88,7 +89,7 @@ def write_inputs(run: Run, runs_dir: Path) -> None:
             src = resolve(values[key], run.base_dir, data_dir)
             if not os.path.isfile(src):
                 raise BadInput(f"{key} list {src} does not exist", path=run.data)
-            _absolute_list(src, inputs / f"{key}.txt", run.base_dir)
+            write_absolute_list(src, inputs / f"{key}.txt", run.base_dir)
     names = resolve(values.get("names", ""), run.base_dir, data_dir) if "names" in values else ""
     if names and os.path.isfile(names):
         shutil.copyfile(names, inputs / "obj.names")

@@ -104,18 +104,11 @@ def _write_data(run: Run, out: Path) -> None:
     for key in ("train", "valid"):
         src = resolve(values[key], run.base_dir, data_dir) if key in values else ""
         if src and os.path.isfile(src):
-            _absolute_list(src, out / f"{key}.txt", run.base_dir)
+            workspace.write_absolute_list(src, out / f"{key}.txt", run.base_dir)
             rel[key] = f"{key}.txt"
     (out / "backup").mkdir(exist_ok=True)
     rel["backup"] = "backup/"
     write_obj_data(out / "obj.data", rel)
-
-
-def _absolute_list(src: str, dst: Path, base_dir: str) -> None:
-    fallback = os.path.dirname(src)
-    with open(src, encoding="utf-8-sig", errors="replace") as f:
-        entries = [resolve(line.strip(), base_dir, fallback) for line in f if line.strip()]
-    dst.write_text("".join(e + "\n" for e in entries))
 
 
 def _chart(store: Store, run: Run, path: Path, title: str) -> Path | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.test_ssh import LoopbackSSHD  # noqa: E402  (the tests' sshd)
+from tests.sshd import LoopbackSSHD  # noqa: E402  (the tests' sshd)
 
 
 def make_dataset(root: Path, size_mb: int, file_kb: int, seed: int = 7) -> list[Path]:

@@ -36,6 +36,9 @@ class Settings:
     redis_port: int = 6399
     #: This machine's name in queue names (`host.<name>`) and the inventory.
     host_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    #: The host inventory (YAML, farm.inventory); empty: ~/.config/farm/inventory.yaml.
+    #: Workers read it to reach the other hosts when a run's files live elsewhere.
+    inventory: str = ""
     #: The darknet binary (a name on PATH or a path).
     darknet: str = "darknet"
     #: `auto` (detect), `alexeyab`, `hankai` or `pjreddie`.
@@ -63,6 +66,10 @@ class Settings:
     loss_bound: float = 1e4
     crash_restarts: int = 1
     stall_restarts: int = 1
+    #: Seconds before a task waiting for an unreachable host tries again (runs wait for
+    #: ever; an evaluation gives up after host_retries tries).
+    host_retry_delay: float = 30.0
+    host_retries: int = 120
     #: Lines of each run's log kept in Redis for `farm logs` from any host.
     log_tail_lines: int = 2000
 

@@ -102,19 +102,23 @@ class Farm:
         return {**os.environ, **self.settings.to_env(),
                 "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None
+               ) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                cwd=str(REPO), start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                env={**self.env, **(env or {})}, cwd=str(REPO),
+                                start_new_session=True)
         self.procs[name] = proc
         return proc
 
-    def worker(self, name: str, queues: str = "gpu", concurrency: int = 1) -> subprocess.Popen:
+    def worker(self, name: str, queues: str = "gpu", concurrency: int = 1, *,
+               host: str = "testhost", env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A worker `name@host`; `env` adds FARM_* settings of its own (another host's)."""
         proc = self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                                  "-n", f"{name}@testhost", "-Q", queues, "-c", str(concurrency),
+                                  "-n", f"{name}@{host}", "-Q", queues, "-c", str(concurrency),
                                   "-P", "prefork", "--disable-prefetch",
-                                  "--prefetch-multiplier=1", "-E", "-l", "INFO"])
-        self.wait_ping(f"{name}@testhost")
+                                  "--prefetch-multiplier=1", "-E", "-l", "INFO"], env)
+        self.wait_ping(f"{name}@{host}")
         return proc
 
     def beat(self) -> subprocess.Popen:

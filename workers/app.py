@@ -18,10 +18,11 @@ ROUTES = {
     "farm.dataset.*": {"queue": "cpu"},
     "farm.eval.*": {"queue": "eval"},
     "farm.sweep.*": {"queue": "cpu"},
+    "farm.flow.*": {"queue": "cpu"},  # sent to a host's queue (host.<name>) by the CLI
 }
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
-                "workers.tasks.sweep"]
+                "workers.tasks.sweep", "workers.tasks.flow"]
 
 
 def host_queue(name: str) -> str:

@@ -310,19 +310,33 @@ def pin_checkpoint(runs_dir: str | os.PathLike, run_id: str, path: str | os.Path
     return pinned
 
 
+def unpin_evaluated(runs_dir: str | os.PathLike, run_id: str, iterations: set[int]) -> None:
+    """Drop pinned checkpoints whose evaluation is recorded: an eval worker on another
+    host pulled its own copy and cannot remove this one."""
+    for pinned in (eval_dir(runs_dir, run_id) / "queue").glob("iter-*.weights"):
+        if int(pinned.name.split("-")[1]) in iterations:
+            pinned.unlink(missing_ok=True)
+
+
 def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteration: int, *,
-                            evaluator: str = "auto", worker: str = "") -> dict[str, Any]:
+                            evaluator: str = "auto", worker: str = "",
+                            prepare=None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its valid list, record it, and keep `best.weights`.
 
     A checkpoint that cannot be evaluated (a poisoned one, bad input) is recorded with its
-    `error`, so the board shows why it has no mAP.
+    `error`, so the board shows why it has no mAP. `prepare(run)` makes the run's files
+    local first (farm.remote.flow.localize_run); what it raises is not recorded, so a
+    host that is away can be waited for.
     """
     run = store.load_run(run_id)
+    if prepare is not None:
+        prepare(run)
     folder = eval_dir(settings.runs_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     record = next((c for c in run.checkpoints if c.iteration == iteration), None)
     base = {"run_id": run_id, "iteration": iteration, "source": weights,
-            "attempt": record.attempt if record else None, "worker": worker}
+            "attempt": record.attempt if record else None, "worker": worker,
+            "host": settings.host_name}
     try:
         if record is not None and not record.finite:
             raise BadInput(f"the checkpoint at iteration {iteration} was written after the "

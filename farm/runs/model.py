@@ -100,6 +100,14 @@ class Run:
     sweep: str | None = None
     #: evaluate a finite checkpoint every this many iterations (and the final one)
     eval_every: int = 1000
+    #: the host whose files `data` and `weights` name; None: every worker sees them
+    #: (one machine, shared storage). A worker elsewhere fetches them first (farm.remote.flow).
+    origin: str | None = None
+    #: the Celery queue the run trains on (None: `gpu`); `host.<name>` pins a host
+    queue: str | None = None
+    #: the base cfg's text as submitted: a run trains what was asked even if the file is
+    #: edited later or lives on another machine
+    cfg_text: str | None = None
 
     @property
     def current(self) -> Attempt | None:

@@ -17,7 +17,7 @@ from farm.darknet import dialect as dialects
 from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
-from farm.errors import BadInput, FarmError, LeaseLost
+from farm.errors import BadInput, FarmError, HostUnreachable, LeaseLost
 from farm.runs import workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import Policy, Restart, next_attempt
@@ -38,24 +38,33 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
                sweep: str | None = None, eval_every: int = 1000,
-               task_id: str | None = None) -> Run:
-    """Check what can be checked on the submitting host and record the run as queued."""
-    data_path = _must_exist(data, "obj.data")
+               task_id: str | None = None, origin: str | None = None,
+               queue: str | None = None) -> Run:
+    """Check what can be checked on the submitting host and record the run as queued.
+
+    With `origin` (another host), `data` and `weights` are paths on that host: the worker
+    that trains fetches them (the caller checks they exist there)."""
+    remote = origin is not None and origin != settings.host_name
+    data_path = data if remote else _must_exist(data, "obj.data")
     cfg_path = _must_exist(cfg, "cfg")
-    weights_path = _must_exist(weights, "start weights file") if weights else None
+    weights_path = (weights if remote else _must_exist(weights, "start weights file")
+                    ) if weights else None
     sets = validate_net_overrides(dict(overrides or {}))
     pol = Policy.from_settings(settings, policy)
     parsed = Cfg.load(cfg_path)
+    cfg_text = parsed.dumps()
     for k, v in sets.items():
         parsed.set_net(k, v)
     if parsed.max_batches is None:
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
+    base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
-              base_dir=os.path.abspath(base_dir or os.getcwd()), overrides=sets,
+              base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
               max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
-              task_id=task_id)
+              task_id=task_id, origin=origin if remote else None, queue=queue,
+              cfg_text=cfg_text)
     store.ping()
     store.save_run(run)
     return run
@@ -89,6 +98,9 @@ class Hooks:
     attempt_started: Callable[[Run, Attempt], None] = lambda run, attempt: None
     #: a checkpoint was recorded (finite or not); evaluation is scheduled from here
     checkpoint: Callable[[Run, Checkpoint], None] = lambda run, checkpoint: None
+    #: make the run's files local (a run whose data is on another host); it changes the
+    #: run's paths in place and raises HostUnreachable while that host is away
+    fetch: Callable[[Run], None] = lambda run: None
 
 
 def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
@@ -119,6 +131,15 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: _Heart
     restart = _recover(run, policy)
     if restart is None and run.attempts:
         return _end_from_last(store, run)
+    try:
+        hooks.fetch(run)
+    except HostUnreachable as e:
+        run.message = f"waiting for a host: {e}"
+        store.save_run(run)
+        raise  # the task tries again later; the run stays queued meanwhile
+    except FarmError as e:
+        _record_refusal(run, settings, e)
+        return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     run.state, run.worker = RunState.RUNNING, worker
     store.save_run(run)
     try:
@@ -230,7 +251,7 @@ def _throttled(fn: Callable[[], Outcome | None], every: float) -> Callable[[], O
     return call
 
 
-def _record_refusal(run: Run, settings: Settings, e: BadInput) -> None:
+def _record_refusal(run: Run, settings: Settings, e: FarmError) -> None:
     run.attempts.append(Attempt(
         number=len(run.attempts) + 1, command=[], hyper={}, start_weights=run.weights,
         start_iteration=0, host=settings.host_name, workdir="", log_path="",

@@ -38,7 +38,7 @@ def checkpoints_dir(runs_dir: Path, run_id: str) -> Path:
 
 def training_cfg(run: Run, hyper: dict[str, str]) -> Cfg:
     """The base cfg with the run's overrides and this attempt's hyperparameters."""
-    cfg = Cfg.load(run.cfg)
+    cfg = Cfg.parse(run.cfg_text, run.cfg) if run.cfg_text is not None else Cfg.load(run.cfg)
     for key, value in {**run.overrides, **hyper}.items():
         cfg.set_net(key, value)
     return cfg

@@ -11,112 +11,23 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from farm.errors import BadInput, HostUnreachable
 from farm.remote import ssh as ssh_mod
 from farm.remote.ssh import RemoteTimeout, SSHHost, UnknownHostKey
 
-SSHD = "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                   check=True)
-
-
-class LoopbackSSHD:
-    """A real sshd on 127.0.0.1 with its own keys; also used by bench/bench_sftp.py."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.host_key = root / "host_ed25519"
-        self.user_key = root / "user_ed25519"
-        self.known_hosts = root / "known_hosts"
-        self.log = root / "sshd.log"
-        self.proc: subprocess.Popen | None = None
-        for key in (self.host_key, self.user_key):
-            if not key.exists():
-                _keygen(key)
-        (root / "authorized_keys").write_text(Path(f"{self.user_key}.pub").read_text())
-        self.config = root / "sshd_config"
-        self.config.write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
-            f"AuthorizedKeysFile {root / 'authorized_keys'}", f"PidFile {root / 'sshd.pid'}",
-            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-            "UseDNS no", "PrintMotd no", "MaxSessions 64", "MaxStartups 64",
-            "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
-        host_pub = Path(f"{self.host_key}.pub").read_text().split()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
-
-    def start(self) -> "LoopbackSSHD":
-        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
-        check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"sshd refused {self.config}: {check.stderr}")
-        log = open(self.log, "ab")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
-                    if s.recv(64).startswith(b"SSH-2.0"):
-                        return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-        raise RuntimeError(f"sshd did not start on port {self.port}: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        """Stop the listener and every session it forked: the host is gone."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        self.proc.kill()
-        self.proc.wait(10)
-        for child in children:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-    def host(self, *, name: str = "loopback", timeout: float = 5.0,
-             known_hosts: Path | None = None) -> SSHHost:
-        return SSHHost("127.0.0.1", self.port, "root", str(self.user_key),
-                       str(known_hosts or self.known_hosts), timeout, name=name)
-
-
-def _need_root_sshd() -> None:
-    if not os.path.exists(SSHD):
-        pytest.fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
-    if os.geteuid() != 0:
-        pytest.skip("a loopback sshd for these tests must run as root (as on CI)")
+from tests.conftest import free_port
+from tests.sshd import LoopbackSSHD, keygen, need_root_sshd
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    _need_root_sshd()
+    need_root_sshd()
     server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
     yield server
     server.stop()
@@ -257,7 +168,7 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(sshd, tmp_path):
 
 def test_a_changed_host_key_is_refused_with_both_fingerprints(sshd, tmp_path):
     other = tmp_path / "other_key"
-    _keygen(other)
+    keygen(other)
     pub = Path(f"{other}.pub").read_text().split()
     kh = tmp_path / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
@@ -269,7 +180,7 @@ def test_a_changed_host_key_is_refused_with_both_fingerprints(sshd, tmp_path):
 
 
 def test_a_host_that_goes_away_is_host_unreachable_with_its_name(tmp_path):
-    _need_root_sshd()
+    need_root_sshd()
     server = LoopbackSSHD(tmp_path / "sshd").start()
     h = server.host(name="lily2", timeout=2)
     try:
@@ -355,7 +266,7 @@ def test_hosts_check_reports_the_debian_darknet_as_pjreddie_and_free_disk(sshd, 
 
 def test_hosts_check_names_an_unreachable_host_and_exits_3(sshd, tmp_path, capsys):
     from workers.cli import main
-    inv = _inventory(tmp_path, sshd, port=_free_port())
+    inv = _inventory(tmp_path, sshd, port=free_port())
     code = main(["hosts", "check", "--inventory", str(inv), "--timeout", "2"])
     captured = capsys.readouterr()
     assert code == 3
@@ -386,11 +297,11 @@ def test_sync_dir_refuses_files_that_arrive_different_and_removes_them(host, tmp
     local.mkdir()
     (local / "good.txt").write_text("good\n")
     (local / "bad.txt").write_text("what is sent\n")
-    real = ssh_mod._sha256_file
+    real = ssh_mod.sha256_file
 
     def lying(path, limit=None):  # the local digest of bad.txt claims other content
         return hashlib.sha256(b"what was meant") if path.name == "bad.txt" else real(path, limit)
-    monkeypatch.setattr(ssh_mod, "_sha256_file", lying)
+    monkeypatch.setattr(ssh_mod, "sha256_file", lying)
     remote = tmp_path / "remote"
     with pytest.raises(ssh_mod.TransferFailed, match="1 file.* different sha256, e.g. .*bad.txt"):
         host.sync_dir(local, str(remote))

@@ -48,6 +48,21 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def wait_task(result, what: str, timeout: float) -> dict:
+    """The return value of a task sent to another host, or its error as a FarmError."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from farm.errors import FarmUnavailable
+    try:
+        value = result.get(timeout=timeout, propagate=False)
+    except CeleryTimeout:
+        raise FarmUnavailable(f"{what}: no answer within {timeout:g} s (task {result.id})",
+                              hint="is that host's worker up? `farm hosts workers`; the task "
+                                   "stays queued and runs when it is") from None
+    if result.failed():
+        raise FarmError(f"{what} failed: {type(value).__name__}: {value}")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", metavar="FILE", help="TOML config file.")
 @click.option("--data-dir", metavar="DIR", help="Farm data directory (FARM_DATA_DIR).")

@@ -18,6 +18,7 @@ import yaml
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
 from farm.errors import BadInput, FindingsError
+from workers.cli import pass_ctx, wait_task
 
 EXIT_FINDINGS = 2
 
@@ -297,3 +298,72 @@ def extract_cmd(tar_gz, dest) -> None:
     """Unpack an exported dataset safely, verify it, and point its lists at the new place."""
     path = pkg.extract_dataset(tar_gz, dest)
     click.echo(str(Path(path) / "obj.data"))
+
+
+# --------------------------------------------------------------------------- across hosts
+
+def _on_host(ctx, text: str, what: str) -> tuple[str, str]:
+    from farm.remote import flow
+    host, path = flow.remote_location(ctx.settings, text)
+    if host is None:
+        raise BadInput(f"{what} {text!r} is not HOST:/absolute/path with HOST in the inventory",
+                       hint="for example imglabeling:/srv/labelimg (hosts: `farm hosts list`)")
+    return host, path
+
+
+@dataset.command("pull-labels")
+@click.argument("source", metavar="HOST:DIR")
+@click.option("--names", required=True, metavar="FILE", help="obj.names: the class map.")
+@click.option("--on", "on_host", required=True, metavar="HOST",
+              help="The host that imports and packages (usually the augment host).")
+@click.option("--no-package", is_flag=True, help="Only pull and import.")
+@click.option("--valid-ratio", type=float, default=0.2, show_default=True)
+@click.option("--network", default="416x416", show_default=True)
+@click.option("--timeout", type=float, default=3600, show_default=True)
+@pass_ctx
+def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, network,
+                    timeout) -> None:
+    """Pull labelImg output from the label host, import and package it on --on HOST.
+
+    Prints the dataset as HOST:PATH/obj.data, ready for `farm train ... --host GPUHOST`.
+    """
+    label_host, remote_dir = _on_host(ctx, source, "SOURCE")
+    from farm.remote import flow
+    flow.inventory_of(ctx.settings).host(on_host)
+    classes = voc.read_names(names)
+    ctx.celery()
+    from workers.tasks.flow import pull_labels
+    result = pull_labels.apply_async(
+        args=[label_host, remote_dir, classes, not no_package, valid_ratio,
+              list(_size(network, "--network"))], queue=f"host.{on_host}")
+    out = wait_task(result, f"pulling {source} on {on_host}", timeout)
+    pulled = out["pulled"]
+    click.echo(f"pulled {pulled['fetched']} files ({pulled['bytes']} bytes) from {label_host}; "
+               f"{out['converted']} images, {out['objects']} objects imported on {on_host}")
+    if "obj_data" in out:
+        click.echo(f"dataset {out['dataset_id']}: {out['images']} images")
+        click.echo(f"{on_host}:{out['obj_data']}")
+
+
+@dataset.command("sync")
+@click.argument("source", metavar="HOST:DATASET_DIR")
+@click.option("--to", "to_host", required=True, metavar="HOST", help="The host that fetches it.")
+@click.option("--timeout", type=float, default=3600, show_default=True)
+@pass_ctx
+def sync_cmd(ctx, source, to_host, timeout) -> None:
+    """Fetch a packaged dataset to another host (only files it lacks, by content).
+
+    Training does this by itself when a run's data is on another host; sync stages it
+    ahead (before a night of runs)."""
+    from_host, remote_dir = _on_host(ctx, source, "SOURCE")
+    if remote_dir.endswith("/obj.data"):
+        remote_dir = remote_dir[:-len("/obj.data")]
+    from farm.remote import flow
+    flow.inventory_of(ctx.settings).host(to_host)
+    ctx.celery()
+    from workers.tasks.flow import fetch_dataset
+    result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=f"host.{to_host}")
+    out = wait_task(result, f"syncing {source} to {to_host}", timeout)
+    state = "already there" if out["already"] else (
+        f"{out['fetched']} files fetched ({out['bytes']} bytes), {out['linked']} linked")
+    click.echo(f"{to_host}:{out['path']}: {state}")

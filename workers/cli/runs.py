@@ -25,9 +25,9 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 @click.command()
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", metavar="DATA")
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.argument("weights", required=False, type=click.Path(dir_okay=False))
+@click.argument("weights", required=False, metavar="[WEIGHTS]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a [net] key of the cfg (repeatable).")
 @click.option("--policy", "policy", multiple=True, metavar="KEY=VALUE",
@@ -35,25 +35,55 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--eval-every", default=1000, show_default=True, metavar="N",
               help="Evaluate a finite checkpoint every N iterations (and the final one).")
 @click.option("--queue", metavar="QUEUE", help="Queue to train on (default gpu; host.<name> pins a host).")
+@click.option("--host", "on_host", metavar="HOST", help="Train on this inventory host (queue host.HOST).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 0 only if it completed.")
 @pass_ctx
-def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, wait) -> int:
+def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_host,
+          wait) -> int:
     """Queue a darknet training run of DATA (obj.data) and CFG, from WEIGHTS if given.
 
+    DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
+    obj.data): the training host fetches them first, only the files it lacks.
     Prints the run id. The run is watched: nan stops darknet, and it restarts from its
     newest good checkpoint with safer settings (see `farm status RUN`).
     """
+    from farm.remote import flow
     from farm.runs.service import submit_run
+    if queue and on_host:
+        raise BadInput("--queue and --host both choose the queue", hint="give one of them")
+    if on_host:
+        flow.inventory_of(ctx.settings).host(on_host)
+        queue = f"host.{on_host}"
+    origin, data = flow.remote_location(ctx.settings, data)
+    if weights:
+        weights_host, weights = flow.remote_location(ctx.settings, weights)
+        if weights_host != origin:
+            raise BadInput("DATA and WEIGHTS must be on the same host",
+                           hint="give both as HOST:/path of one host, or both local")
+    if origin and origin != ctx.settings.host_name:
+        _check_remote(ctx, origin, [p for p in (data, weights) if p])
     store = ctx.store()
     task_id = str(uuid.uuid4())
     run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
                      overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every, task_id=task_id)
+                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue)
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)
     click.echo(run.id)
     return follow(ctx, run.id) if wait else EXIT_OK
+
+
+def _check_remote(ctx: Context, host: str, paths: list[str]) -> None:
+    """Refuse now, not on the training host an hour later, a path missing on its host."""
+    from farm.remote import flow
+    with flow.connect(ctx.settings, host) as h:
+        for path in paths:
+            code, _, err = h.run(["test", "-f", path])
+            if code != 0:
+                raise BadInput(f"{host}:{path} does not exist",
+                               hint=f"check the path on {host} (`farm dataset package` "
+                                    "prints it)")
 
 
 def follow(ctx: Context, run_id: str, poll: float = 1.0) -> int:
@@ -207,4 +237,46 @@ def cancel(ctx: Context, run_id: str, timeout: float) -> int:
     return EXIT_FAILED
 
 
-COMMANDS = [train, runs_cmd, status, logs, cancel]
+@click.command()
+@click.argument("run_id")
+@click.option("--best", is_flag=True, help="The best evaluated weights (default: the newest good checkpoint).")
+@click.option("--iteration", type=int, help="The checkpoint at this iteration.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the weights.")
+@pass_ctx
+def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: str) -> None:
+    """Copy a run's weights here from whichever host holds them (sha256 verified)."""
+    from farm.remote import flow
+    store = ctx.store()
+    run = store.find_run(run_id)
+    host, path = _weights_location(store, run, best, iteration)
+    if host == ctx.settings.host_name or not host:
+        import shutil
+        shutil.copyfile(path, output)
+    else:
+        with flow.connect(ctx.settings, host) as h:
+            h.pull(path, output)
+    click.echo(f"{output} <- {host or 'here'}:{path}")
+
+
+def _weights_location(store, run: Run, best: bool, iteration: int | None) -> tuple[str, str]:
+    """(host, path) of the weights asked for; NotFound-style BadInput when there are none."""
+    if best:
+        held = store.best_evaluation(run.id)
+        if not held:
+            raise BadInput(f"run {run.id} has no evaluated checkpoint yet",
+                           hint="wait for an evaluation (`farm status RUN`), or fetch "
+                                "--iteration N")
+        return held.get("host", ""), held["best_weights"]
+    wanted = [c for c in run.checkpoints if c.finite and (
+        c.iteration == iteration if iteration is not None else c.path == run.good_checkpoint)]
+    if not wanted:
+        have = ", ".join(str(c.iteration) for c in run.checkpoints if c.finite) or "none"
+        raise BadInput(f"run {run.id} has no good checkpoint"
+                       + (f" at iteration {iteration}" if iteration is not None else ""),
+                       hint=f"good checkpoints: {have}")
+    c = wanted[-1]
+    return run.attempts[c.attempt - 1].host, c.path
+
+
+COMMANDS = [train, runs_cmd, status, logs, cancel, fetch]

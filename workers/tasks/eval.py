@@ -5,32 +5,60 @@ whichever host listens there (a CPU box, or the trainer itself), never pausing t
 """
 from __future__ import annotations
 
+import logging
 import os
 
-from farm.eval.evaluate import evaluate_run_checkpoint, pin_checkpoint
+from farm.errors import HostUnreachable
+from farm.eval.evaluate import (eval_dir, evaluate_run_checkpoint, pin_checkpoint,
+                                 unpin_evaluated)
+from farm.remote import flow
 from workers.app import app
 from workers.tasks import store
 
+log = logging.getLogger(__name__)
 
-def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = None) -> str:
+
+def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = None,
+                 host: str | None = None) -> str:
     """Queue the evaluation of a run's checkpoint; returns the task id.
 
     Call it where the checkpoint was written (the training task's checkpoint hook): the
     file is pinned under the run's eval/ folder first, because training replaces its own
-    copies long before a busy eval worker gets to it.
+    copies long before a busy eval worker gets to it. `host` is where that is: an eval
+    worker on another host pulls the file (and the run's dataset) from it.
     """
-    pinned = pin_checkpoint(app.farm_settings.runs_dir, run_id, path, iteration)
+    runs_dir = app.farm_settings.runs_dir
+    if host is not None:  # pins pulled by other hosts are dropped here once evaluated
+        done = {int(e["iteration"]) for e in store().evaluations(run_id)}
+        unpin_evaluated(runs_dir, run_id, done)
+    pinned = pin_checkpoint(runs_dir, run_id, path, iteration)
     options = {"shadow": f"farm.eval.checkpoint {run_id} @{iteration}"}
     if queue:
         options["queue"] = queue
-    return checkpoint.apply_async(args=[run_id, str(pinned), iteration], **options).id
+    return checkpoint.apply_async(args=[run_id, str(pinned), iteration, host], **options).id
 
 
 @app.task(name="farm.eval.checkpoint", bind=True)
-def checkpoint(self, run_id: str, path: str, iteration: int) -> dict:
+def checkpoint(self, run_id: str, path: str, iteration: int, host: str | None = None) -> dict:
     """Evaluate one checkpoint of a run, record it, keep the run's best.weights."""
+    s = app.farm_settings
     worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
-    result = evaluate_run_checkpoint(store(), app.farm_settings, run_id, path, int(iteration),
-                                     worker=worker)
+    remote = host is not None and host != s.host_name
+    try:
+        local = _fetch_checkpoint(run_id, path, host) if remote else path
+        result = evaluate_run_checkpoint(store(), s, run_id, local, int(iteration),
+                                         worker=worker,
+                                         prepare=lambda run: flow.localize_run(run, s))
+    except HostUnreachable as e:
+        log.warning("evaluation of %s @%s waits for a host: %s", run_id, iteration, e)
+        raise self.retry(exc=e, countdown=s.host_retry_delay, max_retries=s.host_retries)
     return {k: result.get(k) for k in ("run_id", "iteration", "map", "evaluator", "seconds",
                                        "error")}
+
+
+def _fetch_checkpoint(run_id: str, path: str, host: str) -> str:
+    """Pull a pinned checkpoint from the training host into this host's eval queue."""
+    with flow.connect(app.farm_settings, host) as src:
+        queue = eval_dir(app.farm_settings.runs_dir, run_id) / "queue"
+        return str(flow.fetch_file(src, path, queue))
+

@@ -11,9 +11,10 @@ import uuid
 import os
 import time
 
-from farm.errors import FarmError
+from farm.errors import FarmError, HostUnreachable
 from farm.eval import should_evaluate
 from farm.runs.model import RunState
+from farm.remote.flow import localize_run
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
 from workers.tasks import store
@@ -64,7 +65,7 @@ def train(self, run_id: str) -> dict:
                         if k is not c and k.iteration < c.iteration), default=0)
         if should_evaluate(c.iteration, run.max_batches, run.eval_every, last=previous):
             try:
-                enqueue_eval(run.id, c.path, c.iteration)
+                enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
             except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
                 log.exception("could not queue the evaluation of %s", c.path)
 
@@ -72,13 +73,22 @@ def train(self, run_id: str) -> dict:
         self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
                         run_id=run_id)
 
+    def fetch(run) -> None:
+        got = localize_run(run, app.farm_settings)
+        if got is not None:
+            log.info("run %s: dataset %s here (%d files fetched, %d linked, %d bytes)",
+                     run_id, got.path, got.fetched, got.linked, got.bytes)
+
     # A worker's cold shutdown sends SIGTERM here; billiard turns it into SystemExit, so
     # darknet's group is killed and the lease released: beat resubmits the run and it
     # resumes from its newest good checkpoint. Cancelling is `farm cancel` (a Redis flag).
     try:
         run = execute_run(st, app.farm_settings, run_id, worker=worker,
                           hooks=Hooks(progress=progress, attempt_started=started,
-                                      checkpoint=checkpoint))
+                                      checkpoint=checkpoint, fetch=fetch))
+    except HostUnreachable as e:  # the run stays queued and waits for that host
+        log.warning("run %s waits for a host: %s", run_id, e)
+        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay, max_retries=None)
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
@@ -100,7 +110,7 @@ def reap() -> list[str]:
         run.state, run.task_id = RunState.QUEUED, str(uuid.uuid4())
         run.message = f"lease of {run.worker} expired; resubmitted"
         st.save_run(run)
-        enqueue_train(run.id, task_id=run.task_id)
+        enqueue_train(run.id, run.queue, task_id=run.task_id)
         log.warning("run %s lost its worker %s; resubmitted as task %s", run.id, run.worker,
                     run.task_id)
         resumed.append(run.id)

@@ -1,0 +1,217 @@
+"""Data flow between the farm's hosts: each host's worker pulls what it needs over SSH.
+
+Pull, never push: the host that needs files knows where it keeps them (its data_dir)
+and rewrites the lists for that place. Three flows:
+
+- labelImg output is mirrored from the label host (`fetch_tree`) and then imported;
+- a packaged dataset is fetched by content (`fetch_dataset`): files that some dataset
+  on this host already has (same sha256 in its manifest) are hard-linked, only the rest
+  travel, in one tar stream; a changed dataset (a new id) moves only what changed;
+- a run whose data lives on another host (`Run.origin`) is made local before training
+  (`localize_run`), and a checkpoint is pulled by the host that evaluates it.
+
+A fetch builds in `.fetch-<id>` beside the final folder and renames it when complete,
+so a cut transfer leaves no half dataset; the next fetch reuses what already arrived.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from farm.datasets.package import FORMAT, MANIFEST, relocate
+from farm.errors import BadInput
+from farm.inventory import Inventory, default_inventory_path, load_inventory
+from farm.remote.ssh import Progress, SSHHost, check_relative, sha256_file
+from farm.settings import Settings
+
+DATASETS = "datasets"
+#: The location-dependent files of a dataset, rewritten by relocate() after a fetch.
+LISTS = ("train.txt", "valid.txt", "obj.data")
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """What one fetch did."""
+
+    path: str        # the local folder (or file)
+    fetched: int     # files that travelled
+    linked: int      # files taken from what this host already had
+    bytes: int       # bytes that travelled
+    already: bool    # it was all here before
+
+
+def inventory_of(settings: Settings) -> Inventory:
+    return load_inventory(settings.inventory or default_inventory_path())
+
+
+def connect(settings: Settings, host: str, inventory: Inventory | None = None) -> SSHHost:
+    """An SSHHost for an inventory host (not yet connected)."""
+    return SSHHost.from_host((inventory or inventory_of(settings)).host(host))
+
+
+def parse_location(text: str, hosts) -> tuple[str | None, str]:
+    """`HOST:/abs/path` with HOST in `hosts` -> (HOST, path); anything else is local."""
+    name, sep, path = text.partition(":")
+    if sep and name in hosts and path.startswith("/"):
+        return name, path
+    return None, text
+
+
+def remote_location(settings: Settings, text: str) -> tuple[str | None, str]:
+    """parse_location against the inventory, read only when `text` may name a host."""
+    if ":" not in text or text.startswith("/"):
+        return None, text
+    path = Path(settings.inventory or default_inventory_path())
+    if not path.is_file():
+        return None, text
+    return parse_location(text, load_inventory(path).hosts)
+
+
+def datasets_root(settings: Settings) -> Path:
+    return Path(settings.data_dir) / DATASETS
+
+
+def fetch_dataset(src: SSHHost, remote_dir: str, root: str | os.PathLike,
+                  progress: Progress | None = None) -> Fetch:
+    """Make root/<id>/ a verified copy of the packaged dataset `remote_dir` on `src`."""
+    root = Path(root)
+    raw = src.read_file(posixpath.join(remote_dir, MANIFEST))
+    manifest = _manifest(raw, src, remote_dir)
+    final = root / manifest["id"]
+    if (final / MANIFEST).is_file():
+        return Fetch(str(final), 0, 0, 0, True)
+    staging = root / f".fetch-{manifest['id']}"
+    staging.mkdir(parents=True, exist_ok=True)
+    known = _local_content(root, skip=final)
+    wanted = {rel: e["sha256"] for rel, e in manifest["files"].items()}
+    wanted.update({name: manifest["lists"][name] for name in LISTS})
+    todo, linked = {}, 0
+    for rel, digest in wanted.items():
+        check_relative(rel)
+        have = staging / rel
+        if have.is_file():
+            continue  # arrived (and was verified) before a cut
+        source = known.get(digest)
+        if source is not None and rel not in LISTS:
+            have.parent.mkdir(parents=True, exist_ok=True)
+            _link(source, have)
+            linked += 1
+        else:
+            todo[rel] = digest
+    moved = src.fetch_files(remote_dir, todo, staging, progress)
+    (staging / MANIFEST).write_bytes(raw)
+    relocate(staging, final)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not (final / MANIFEST).is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # a twin fetch finished first
+    return Fetch(str(final), moved.files, linked, moved.bytes, False)
+
+
+def _manifest(raw: bytes, src: SSHHost, remote_dir: str) -> dict:
+    where = f"{src.name}:{remote_dir}/{MANIFEST}"
+    try:
+        manifest = json.loads(raw)
+        ok = (manifest.get("format") == FORMAT and isinstance(manifest.get("files"), dict)
+              and all(k in manifest.get("lists", {}) for k in LISTS)
+              and posixpath.basename(str(manifest.get("id", ""))) == manifest.get("id"))
+    except ValueError:
+        ok = False
+    if not ok or not manifest["id"] or manifest["id"].startswith("."):
+        raise BadInput(f"{where} is not the manifest of a packaged dataset",
+                       hint="package the folder with `farm dataset package` on that host")
+    return manifest
+
+
+def _local_content(root: Path, skip: Path) -> dict[str, Path]:
+    """{sha256: file} over the datasets already on this host, from their manifests."""
+    known: dict[str, Path] = {}
+    if not root.is_dir():
+        return known
+    for manifest in root.glob(f"*/{MANIFEST}"):
+        ds = manifest.parent
+        if ds == skip:
+            continue
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for rel, entry in files.items():
+            path = ds / rel
+            if entry["sha256"] not in known and path.is_file() \
+                    and path.stat().st_size == entry.get("bytes"):
+                known[entry["sha256"]] = path
+    return known
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def fetch_tree(src: SSHHost, remote_dir: str, local_dir: str | os.PathLike,
+               progress: Progress | None = None) -> Fetch:
+    """Make `local_dir` a mirror of `remote_dir` (a labelImg folder): files missing or
+    different by sha256 travel; local files the host no longer has are removed, so a
+    deleted annotation is not imported again."""
+    local = Path(local_dir)
+    theirs = src.manifest(remote_dir)
+    if not theirs:
+        raise BadInput(f"{src.name}:{remote_dir} is empty or missing",
+                       hint=f"check the folder labelImg saves into on {src.name}")
+    mine = {p.relative_to(local).as_posix(): p for p in local.rglob("*") if p.is_file()} \
+        if local.is_dir() else {}
+    for rel, path in mine.items():
+        if rel not in theirs:
+            path.unlink()
+    todo = {rel: d for rel, d in theirs.items()
+            if rel not in mine or sha256_file(mine[rel]).hexdigest() != d}
+    moved = src.fetch_files(remote_dir, todo, local, progress)
+    return Fetch(str(local), moved.files, 0, moved.bytes, not todo)
+
+
+def localize_run(run, settings: Settings, *, connect_to: Callable[[str], SSHHost] | None = None,
+                 progress: Progress | None = None) -> Fetch | None:
+    """Fetch a run's dataset and start weights from `run.origin` to this host and point
+    the run at the local copies (in place); None when they are already here.
+
+    Only packaged datasets travel: their manifest says what every file must hash to.
+    """
+    if not run.origin or run.origin == settings.host_name:
+        return None
+    src = (connect_to or (lambda name: connect(settings, name)))(run.origin)
+    try:
+        if posixpath.basename(run.data) != "obj.data":
+            raise BadInput(f"the run's data {run.origin}:{run.data} is not a packaged "
+                           "dataset's obj.data", hint="package it with `farm dataset package` "
+                           f"on {run.origin}, then train on <dataset>/obj.data")
+        got = fetch_dataset(src, posixpath.dirname(run.data), datasets_root(settings), progress)
+        if run.weights:
+            run.weights = str(fetch_file(src, run.weights,
+                                         Path(settings.data_dir) / "weights", progress))
+    finally:
+        src.close()
+    run.data = str(Path(got.path) / "obj.data")
+    run.base_dir = got.path
+    run.origin = settings.host_name
+    return got
+
+
+def fetch_file(src: SSHHost, remote: str, folder: str | os.PathLike,
+               progress: Progress | None = None) -> Path:
+    """A big file (start weights, a checkpoint) under `folder`, named by its sha256 so
+    a second fetch of the same content is free and a changed one never collides."""
+    digest = src.sha256(remote)
+    local = Path(folder) / f"{digest[:16]}-{posixpath.basename(remote)}"
+    if not local.is_file():
+        src.pull(remote, local, progress)
+    return local

@@ -154,7 +154,8 @@ def test_the_example_inventory_in_ops_loads(tmp_path, monkeypatch):
     path.write_text(text)
     inv = load_inventory(path)
     assert {n: h.roles for n, h in inv.hosts.items()} == {
-        "lily2": ("gpu",), "augmentation": ("augment", "cpu"), "imglabeling": ("label",)}
+        "lily2": ("gpu",), "augmentation": ("augment", "cpu", "eval"),
+        "imglabeling": ("label",)}
     assert inv.hosts["lily2"].gpus == 1
 
 

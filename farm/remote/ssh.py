@@ -526,6 +526,10 @@ class SSHHost:
                 feeder.join(self.timeout)
                 code = chan.recv_exit_status()
                 err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+            except tarfile.TarError as e:  # the stream ended inside a file
+                self.close()
+                raise HostUnreachable(f"lost the SSH connection to {self.name} while "
+                                      f"{action}: {e}", hint=self._hint) from None
             finally:
                 chan.close()
         if todo or code != 0:

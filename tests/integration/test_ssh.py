@@ -307,3 +307,58 @@ def test_sync_dir_refuses_files_that_arrive_different_and_removes_them(host, tmp
         host.sync_dir(local, str(remote))
     assert not (remote / "bad.txt").exists() and not (remote / "bad.txt.part").exists()
     assert not list(remote.glob(".farm-sync-*"))  # the checklist is gone too
+
+
+# -- fetch by content (farm.remote.flow) ------------------------------------------------------
+
+def _packaged(root: Path, seed: int = 2, size: int = 64) -> Path:
+    from farm.datasets.package import package
+    from farm.micro import micro_dataset
+    src = micro_dataset(root / f"src{seed}", images=40, seed=seed, size=size).parent
+    return Path(package([src], root / "there", names=["close"], network=(64, 64)).path)
+
+
+def test_a_dataset_fetch_cut_in_the_middle_resumes_and_verifies(tmp_path):
+    from farm.datasets.package import verify_dataset
+    from farm.remote.flow import fetch_dataset
+    need_root_sshd()
+    server = LoopbackSSHD(tmp_path / "sshd").start()
+    remote = _packaged(tmp_path, size=768)  # ~20 MB: more than SSH and sockets buffer
+    here = tmp_path / "here"
+
+    def cut(done, total):  # the host vanishes after 10 of the 84 files
+        if done == 10:
+            server.stop()
+    try:
+        with server.host(name="augmentation", timeout=2) as h, \
+                pytest.raises(HostUnreachable, match="augmentation"):
+            fetch_dataset(h, str(remote), here, progress=cut)
+        staging = here / f".fetch-{remote.name}"
+        arrived = [p for p in staging.rglob("*") if p.is_file() and p.suffix != ".part"]
+        assert 10 <= len(arrived) < 84 and not (here / remote.name).exists()
+        assert len(list(staging.rglob("*.part"))) <= 1  # the file the cut went through
+        server.start()
+        with server.host(name="augmentation") as h:
+            got = fetch_dataset(h, str(remote), here)
+        assert got.fetched == 84 - len(arrived) and not got.already
+        assert verify_dataset(here / remote.name)["id"] == remote.name
+        assert (here / remote.name / "valid.txt").read_text().startswith(f"{here / remote.name}/")
+        assert not (here / f".fetch-{remote.name}").exists()
+    finally:
+        server.stop()
+
+
+def test_fetch_refuses_names_that_leave_the_folder_and_bad_content(host, tmp_path):
+    from farm.remote.flow import fetch_dataset
+    remote = _packaged(tmp_path, seed=3)
+    with pytest.raises(BadInput, match="not a plain relative path"):
+        host.fetch_files(str(remote), {"../../etc/passwd": "0" * 64}, tmp_path / "x")
+    manifest = json.loads((remote / "manifest.json").read_text())
+    rel = next(r for r in manifest["files"] if r.endswith(".jpg"))
+    with pytest.raises(ssh_mod.TransferFailed, match="differs from its manifest"):
+        host.fetch_files(str(remote), {rel: "0" * 64}, tmp_path / "y")
+    assert not list((tmp_path / "y").rglob("*.jpg*"))  # nothing unverified is left
+    (remote / "manifest.json").write_text(json.dumps({"format": "farm-dataset/1", "id": "../x",
+                                                      "files": {}, "lists": {}}))
+    with pytest.raises(BadInput, match="not the manifest of a packaged dataset"):
+        fetch_dataset(host, str(remote), tmp_path / "z")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from farm.darknet.cfg import NET_KEYS, Cfg, check_cfg
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
+from farm.sweeps import recipe as rcp
 from farm.sweeps.model import Trial, TrialState
 from farm.sweeps.spec import JOINT, Param, SweepSpec
 
@@ -51,13 +52,16 @@ def _draw(p: Param, rng: random.Random) -> str:
         x = math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
     else:
         x = rng.uniform(p.low, p.high)
-    return str(round(x)) if NET_KEYS[p.name] == "int" else f"{x:.4g}"
+    kind = rcp.numeric_kind(p.name) if rcp.is_recipe_parameter(p.name) else NET_KEYS[p.name]
+    return str(round(x)) if kind == "int" else f"{x:.4g}"
 
 
 def _trial(spec: SweepSpec, index: int, params: dict[str, str]) -> Trial:
     overrides = dict(spec.fixed)
     cfg = spec.cfg
     for name, value in params.items():
+        if rcp.is_recipe_parameter(name):
+            continue  # the dataset: see recipe_of
         if name == "cfg":
             cfg = value
         elif name in JOINT:
@@ -66,7 +70,23 @@ def _trial(spec: SweepSpec, index: int, params: dict[str, str]) -> Trial:
             overrides[name] = value
     if spec.budget.iterations and "max_batches" not in overrides:
         overrides["max_batches"] = str(spec.budget.iterations)
-    return Trial(index=index, params=dict(params), cfg=cfg, overrides=overrides)
+    recipe = recipe_of(spec, params)
+    return Trial(index=index, params=dict(params), cfg=cfg, overrides=overrides,
+                 recipe_key=rcp.recipe_key(recipe) if recipe else None)
+
+
+def recipe_of(spec: SweepSpec, params: dict[str, str]) -> dict | None:
+    """The dataset recipe of a trial with `params` (None when base.data names one)."""
+    return rcp.apply(spec.recipe, params) if spec.recipe else None
+
+
+def recipes(spec: SweepSpec, trials: list[Trial]) -> dict[str, dict]:
+    """key -> recipe of every distinct dataset the trials train on."""
+    out: dict[str, dict] = {}
+    for t in trials:
+        if t.recipe_key and t.recipe_key not in out:
+            out[t.recipe_key] = recipe_of(spec, t.params)
+    return out
 
 
 def fit_schedule(trial: Trial, base: Cfg) -> None:
@@ -132,13 +152,20 @@ class TrialView:
     ended_at: float | None = None
     stop_reason: str = ""
     message: str = ""
+    recipe_key: str | None = None   # its dataset recipe, if the farm builds its dataset
+    dataset: str | None = None      # the built dataset's id, once ready
 
 
-def trial_state(trial: Trial, run: Run | None) -> TrialState:
+def trial_state(trial: Trial, run: Run | None, build: dict | None = None) -> TrialState:
+    """`build`: the record of the trial's recipe build (RecipeStore.load), if it has one."""
     if trial.error:
         return TrialState.FAILED
     if run is None:
-        return TrialState.CANCELLED if trial.cancelled else TrialState.PENDING
+        if trial.cancelled:
+            return TrialState.CANCELLED
+        if trial.recipe_key and (build or {}).get("state") != "ready":
+            return TrialState.BUILDING
+        return TrialState.PENDING
     if not run.state.finished:
         if trial.stop_reason:
             return TrialState.STOPPING
@@ -150,8 +177,8 @@ def trial_state(trial: Trial, run: Run | None) -> TrialState:
     return TrialState.FAILED
 
 
-def _facts(trial: Trial, run: Run | None) -> dict:
-    return {"state": trial_state(trial, run).value,
+def _facts(trial: Trial, run: Run | None, build: dict | None = None) -> dict:
+    return {"state": trial_state(trial, run, build).value,
             "iteration": run.last_iteration if run else 0,
             "attempts": len(run.attempts) if run else 0,
             "divergences": sum(a.outcome is Outcome.DIVERGED for a in run.attempts)
@@ -168,16 +195,21 @@ def snapshot(trial: Trial, run: Run) -> dict | None:
 
 
 def view(trial: Trial, run: Run | None, *, iteration: int = 0, curve: Points = (),
-         maps: Points = ()) -> TrialView:
+         maps: Points = (), build: dict | None = None, waiting: str = "") -> TrialView:
     """The view of a trial from its records and its observed curves; a trial with a
-    `result` (its run ended) needs no run."""
-    r = trial.result or _facts(trial, run)
+    `result` (its run ended) needs no run. `build`: its recipe's build record;
+    `waiting`: what a trial waiting for that build shows (farm.sweeps.builds.status)."""
+    r = trial.result or _facts(trial, run, build)
+    message = trial.error or r["message"]
+    if r["state"] == TrialState.BUILDING.value:
+        message = f"waiting for dataset {trial.recipe_key}: {waiting or 'building'}"
     return TrialView(
         index=trial.index, params=trial.params, state=TrialState(r["state"]),
         run_id=trial.run_id, iteration=max(iteration, r["iteration"]), curve=curve,
         maps=maps, attempts=r["attempts"], divergences=r["divergences"],
         started_at=r["started_at"], ended_at=r["ended_at"], stop_reason=trial.stop_reason,
-        message=trial.error or r["message"])
+        message=message, recipe_key=trial.recipe_key,
+        dataset=(build or {}).get("dataset_id") or None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,6 +221,20 @@ def next_to_start(views: list[TrialView], concurrency: int) -> list[int]:
     active = sum(v.state.active for v in views)
     pending = sorted(v.index for v in views if v.state is TrialState.PENDING)
     return pending[:max(0, concurrency - active)]
+
+
+def builds_wanted(views: list[TrialView], concurrency: int) -> list[str]:
+    """Recipes to have built now: those of the next 2 x concurrency trials not started
+    yet, in trial order, so a GPU that frees up finds a dataset ready without the whole
+    sweep's datasets filling the disk at once. Trials whose dataset is ready start
+    meanwhile (next_to_start skips the waiting ones)."""
+    ahead = sorted((v for v in views if v.state in (TrialState.PENDING, TrialState.BUILDING)),
+                   key=lambda v: v.index)[:max(2 * concurrency, 1)]
+    keys: list[str] = []
+    for v in ahead:
+        if v.state is TrialState.BUILDING and v.recipe_key not in keys:
+            keys.append(v.recipe_key)
+    return keys
 
 
 def finished(views: list[TrialView]) -> bool:
@@ -309,13 +355,16 @@ class Row:
     divergences: int
     wall_time: float | None
     note: str = ""
+    recipe: str | None = None    # its dataset recipe's key (recipe sweeps)
+    dataset: str | None = None   # the id of the dataset built from it, once ready
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "trial": self.trial, "run_id": self.run_id,
                 "params": self.params, "state": self.state, "best": self.best,
                 "best_iteration": self.best_iteration, "iterations": self.iterations,
                 "restarts": self.restarts, "divergences": self.divergences,
-                "wall_time": self.wall_time, "note": self.note}
+                "wall_time": self.wall_time, "note": self.note, "recipe": self.recipe,
+                "dataset": self.dataset}
 
 
 def _note(v: TrialView) -> str:
@@ -336,7 +385,8 @@ def leaderboard(spec: SweepSpec, views: list[TrialView], now: float) -> list[Row
                         state=v.state.value, best=b[0] if b else None,
                         best_iteration=b[1] if b else None, iterations=v.iteration,
                         restarts=max(v.attempts - 1, 0), divergences=v.divergences,
-                        wall_time=wall, note=_note(v)))
+                        wall_time=wall, note=_note(v), recipe=v.recipe_key,
+                        dataset=v.dataset))
     sign = -1 if spec.goal == "max" else 1
     rows.sort(key=lambda r: (r.best is None, sign * (r.best or 0.0), r.trial))
     return [replace(r, rank=n if r.best is not None else None) for n, r in enumerate(rows, 1)]

@@ -21,6 +21,7 @@ class SweepState(str, Enum):
 
 class TrialState(str, Enum):
     PENDING = "pending"      # not submitted yet
+    BUILDING = "building"    # not submitted yet: waits for its recipe's dataset
     QUEUED = "queued"        # its run waits for a GPU worker
     RUNNING = "running"
     STOPPING = "stopping"    # asked to stop (early stopping or budget); darknet not dead yet
@@ -50,6 +51,7 @@ class Trial:
     params: dict[str, str]         # what the spec chose, for people: {"learning_rate": "0.002"}
     cfg: str                       # base cfg (absolute)
     overrides: dict[str, str]      # every [net] value the run is submitted with
+    recipe_key: str | None = None  # its dataset recipe (farm.sweeps.recipe), if any
     run_id: str | None = None      # written once (see store.assign_run)
     claimed_at: float | None = None  # a controller began submitting it (service._submit)
     enqueued_at: float | None = None

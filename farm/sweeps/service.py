@@ -20,11 +20,13 @@ from farm.runs.model import Run, RunState
 from farm.runs.service import submit_run
 from farm.settings import Settings
 from farm.state import Store
+from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
+from farm.sweeps import recipe as rcp
 from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
-from farm.sweeps.store import SweepStore
+from farm.sweeps.store import RecipeStore, SweepStore
 
 #: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker.
 Enqueue = Callable[[str, "str | None"], str]
@@ -39,11 +41,12 @@ class Tick:
     started: list[tuple[int, str]] = field(default_factory=list)  # (trial, run id)
     stopped: list[ctl.Stop] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    builds: list[tuple[str, str]] = field(default_factory=list)  # (recipe, what was done)
     busy: bool = False  # another controller held the sweep
 
     def to_dict(self) -> dict:
         return {"sweep": self.sweep_id, "state": self.state, "busy": self.busy,
-                "started": self.started, "resent": self.resent,
+                "started": self.started, "resent": self.resent, "builds": self.builds,
                 "stopped": [[s.index, s.run_id, s.reason] for s in self.stopped]}
 
 
@@ -57,7 +60,8 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
                   name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
                   warnings=[warning] if warning else [])
     store.ping()
-    SweepStore(store).create(sweep, trials)
+    SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
+                                             in ctl.recipes(spec, trials).items()})
     return sweep
 
 
@@ -72,10 +76,12 @@ def _dialect(settings: Settings) -> str:
 
 def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue,
             now: Callable[[], float] = time.time, early_stop: bool = True,
-            wait: float = 0.0) -> Tick:
-    """Move one sweep on: re-send runs a dead controller never sent, start trials up to
-    the concurrency, stop hopeless ones (`early_stop`), and close the sweep when every
-    trial has ended. Safe to call at any time, from anywhere, any number of times."""
+            wait: float = 0.0, build: bld.EnqueueBuild | None = None) -> Tick:
+    """Move one sweep on: re-send runs a dead controller never sent, have the datasets
+    of the next trials built (`build` sends one; without it, only trials whose dataset
+    is ready move), start trials up to the concurrency, stop hopeless ones
+    (`early_stop`), and close the sweep when every trial has ended. Safe to call at any
+    time, from anywhere, any number of times."""
     sweeps = SweepStore(store)
     observed = _observe(store, sweeps, sweep_id) if early_stop else None
     with sweeps.lock(sweep_id, wait=wait) as held:
@@ -91,15 +97,24 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
         _record_results(sweeps, sweep_id, trials, runs)
         _cancel_orphans(store, sweep_id, trials)
         tick.resent = _resend_unsent(sweeps, sweep_id, spec, trials, runs, enqueue)
-        views = _views(trials, runs, observed)
-        tick.started = _start(store, settings, sweeps, sweep, spec, trials, views, enqueue)
+        recipes = RecipeStore(store)
+        builds = _builds(recipes, trials)
+        _fail_unbuildable(sweeps, sweep_id, trials, builds)
+        views = _views(trials, runs, observed, builds, now())
+        if build is not None:
+            for key in ctl.builds_wanted(views, spec.concurrency):
+                done = bld.request(recipes, key, builds.get(key, {}), build, now())
+                if done:
+                    tick.builds.append((key, done))
+        tick.started = _start(store, settings, sweeps, sweep, spec, trials, views, enqueue,
+                              builds)
         if observed is not None:
             tick.stopped = ctl.decide_stops(spec, views, now())
             _stop(store, sweeps, sweep_id, trials, tick.stopped, now())
         if not tick.started and ctl.finished(views):
             if observed is None:  # the summary names the best trial
                 observed = observe(store, sweeps, sweep_id, spec.objective, trials, runs)
-                views = _views(trials, runs, observed)
+                views = _views(trials, runs, observed, builds, now())
             _close(sweeps, sweep, spec, views, now())
         tick.state = sweep.state.value
         return tick
@@ -150,8 +165,10 @@ def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
     runs = _runs(store, trials)
     observed = observe(store, sweeps, sweep.id, spec.objective, trials, runs,
                        reread_maps=True)
-    views = _views(trials, runs, observed)
-    return sweep, spec, ctl.leaderboard(spec, views, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    builds = RecipeStore(store).load_many(t.recipe_key for t in trials if t.recipe_key)
+    views = _views(trials, runs, observed, builds, now)
+    return sweep, spec, ctl.leaderboard(spec, views, now)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,21 +200,41 @@ def _record_results(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
             sweeps.save_trial(sweep_id, trial)
 
 
-def _views(trials: list[Trial], runs: dict[str, Run],
-           observed: dict[int, Observed] | None) -> list[ctl.TrialView]:
+def _builds(recipes: RecipeStore, trials: list[Trial]) -> dict[str, dict[str, str]]:
+    """The build records of the recipes that trials not submitted yet wait for."""
+    return recipes.load_many(t.recipe_key for t in trials if t.recipe_key and not t.run_id
+                             and not t.error and not t.cancelled)
+
+
+def _fail_unbuildable(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
+                      builds: dict[str, dict[str, str]]) -> None:
+    """Trials whose dataset could not be built fail with the build's message."""
+    for trial in trials:
+        rec = builds.get(trial.recipe_key or "")
+        if rec and rec.get("state") == "failed" and not trial.run_id and not trial.error \
+                and not trial.cancelled:
+            trial.error = f"dataset {trial.recipe_key} could not be built: {rec.get('error')}"
+            sweeps.save_trial(sweep_id, trial)
+
+
+def _views(trials: list[Trial], runs: dict[str, Run], observed: dict[int, Observed] | None,
+           builds: dict[str, dict[str, str]] | None = None, now: float = 0.0
+           ) -> list[ctl.TrialView]:
     views = []
     for t in trials:
         seen = (observed or {}).get(t.index)
+        rec = (builds or {}).get(t.recipe_key or "")
         views.append(ctl.view(t, runs.get(t.run_id or ""),
                               iteration=seen.iteration if seen else 0,
                               curve=seen.curve if seen else (),
-                              maps=seen.maps if seen else ()))
+                              maps=seen.maps if seen else (), build=rec,
+                              waiting=bld.status(rec, now) if t.recipe_key else ""))
     return views
 
 
 def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
            spec: SweepSpec, trials: list[Trial], views: list[ctl.TrialView],
-           enqueue: Enqueue) -> list[tuple[int, str]]:
+           enqueue: Enqueue, builds: dict[str, dict[str, str]]) -> list[tuple[int, str]]:
     """Submit pending trials until `concurrency` hold GPUs. A trial that cannot be
     submitted (its files vanished, say) fails with the reason and frees its place."""
     by_index = {t.index: t for t in trials}
@@ -207,7 +244,11 @@ def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
         if not picks:
             return started
         trial = by_index[picks[0]]
-        run = _submit(store, settings, sweeps, sweep, spec, trial, enqueue)
+        built = builds[trial.recipe_key] if trial.recipe_key else {}
+        # a dataset built on another host is fetched from it by the GPU host that trains
+        origin = built.get("host") or None if not spec.weights else None
+        run = _submit(store, settings, sweeps, sweep, spec, trial, enqueue,
+                      built.get("data", spec.data), origin)
         state = TrialState.FAILED if trial.error else TrialState.QUEUED  # (or another's)
         views = [replace(v, state=state) if v.index == trial.index else v for v in views]
         if run:
@@ -215,14 +256,15 @@ def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
 
 
 def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
-            spec: SweepSpec, trial: Trial, enqueue: Enqueue) -> Run | None:
+            spec: SweepSpec, trial: Trial, enqueue: Enqueue, data: str,
+            origin: str | None = None) -> Run | None:
     trial.claimed_at = time.time()  # see _cancel_orphans
     sweeps.save_trial(sweep.id, trial)
     try:
-        run = submit_run(store, settings, data=spec.data, cfg=trial.cfg, weights=spec.weights,
+        run = submit_run(store, settings, data=data, cfg=trial.cfg, weights=spec.weights,
                          overrides=trial.overrides, policy=spec.policy,
                          base_dir=os.path.dirname(spec.path), sweep=sweep.id,
-                         eval_every=spec.eval_every)
+                         eval_every=spec.eval_every, origin=origin)
     except BadInput as e:
         trial.error = f"could not be submitted: {e}"
         sweeps.save_trial(sweep.id, trial)

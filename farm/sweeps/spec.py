@@ -42,12 +42,22 @@ there the farm's evaluations are the only mAP, and a trial ranks once one has la
 `min_avg_loss` is the lowest finite `avg loss` in the trial's metrics stream, which every
 dialect prints: use it where no mAP is available, or to rank before the first evaluation.
 
-Not yet: `base.recipe` (a dataset recipe that synthesises the dataset per trial, with
-synthesis parameters in `parameters`) is refused with a message; build the dataset with
-`farm dataset` first and name its obj.data in `base.data`.
+A dataset recipe instead of `base.data` (farm.sweeps.recipe): the farm synthesizes and
+packages the dataset itself, once per distinct recipe, and `synth.*` / `package.*`
+parameters vary it per trial like any other parameter:
+
+    base:
+      recipe:
+        synth: {n: 96, seed: 1, canvas: [96, 96], mark_px: [14, 30], negatives: 0.05}
+        package: {valid_ratio: 0.25, network: [64, 64]}
+      cfg: micro.cfg
+    parameters:
+      synth.blur: [0.0, 0.5]            # two recipes: two datasets, each built once
+      learning_rate: [0.001, 0.002]     # four trials; each pair shares a dataset
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -58,6 +68,7 @@ from farm.darknet.cfg import NET_KEYS, validate_net_overrides
 from farm.errors import BadInput
 from farm.runs.policy import Policy
 from farm.settings import Settings
+from farm.sweeps import recipe as rcp
 from farm.sweeps.yamldoc import YamlDoc, closest
 
 OBJECTIVES = {"map50": "max", "min_avg_loss": "min"}
@@ -68,10 +79,14 @@ PARAMETERS = sorted(set(NET_KEYS) | set(JOINT) | {"cfg"})
 MAX_TRIALS = 10_000
 
 _PARAMETERS_HINT = ("parameters are [net] keys (learning_rate, burn_in, momentum, "
-                    "max_batches, ...), batch/subdivisions, width/height or cfg")
+                    "max_batches, ...), batch/subdivisions, width/height, cfg, or with "
+                    "base.recipe synth.<setting> and package.<setting>")
 _TOP = ("name", "base", "search", "parameters", "trials", "seed", "concurrency", "queue",
         "budget", "objective", "early_stopping", "policy", "eval_every")
 _BASE = ("data", "cfg", "weights", "set", "recipe")
+_RECIPE = ("synth", "package")
+#: combinations of recipe values checked as whole recipes before anything is built
+MAX_RECIPE_CHECKS = 1000
 _BUDGET = ("iterations", "wall_time")
 _EARLY = ("zero_map_after", "median")
 _MEDIAN = ("grace", "min_trials")
@@ -109,7 +124,7 @@ class EarlyStopping:
 @dataclass(frozen=True)
 class SweepSpec:
     path: str                       # the spec file (absolute)
-    data: str                       # obj.data (absolute)
+    data: str | None                # obj.data (absolute); None when `recipe` makes it
     cfg: str | None                 # base cfg (absolute); None when parameters.cfg chooses
     weights: str | None
     fixed: dict[str, str]           # base.set, validated
@@ -125,6 +140,8 @@ class SweepSpec:
     policy: dict[str, str] = field(default_factory=dict)
     eval_every: int = 1000
     name: str = ""
+    #: base.recipe in full (farm.sweeps.recipe), when the farm builds the dataset
+    recipe: dict[str, Any] | None = None
 
     @property
     def goal(self) -> str:
@@ -179,11 +196,10 @@ def parse_spec(text: str, path: str) -> SweepSpec:
     doc = YamlDoc(text, path)
     top = doc.mapping((), _TOP, required=True)
     base = doc.mapping(("base",), _BASE, required=True)
-    if "recipe" in base:
-        raise doc.error(("base", "recipe"), "dataset recipes are not supported yet",
-                        "build the dataset with `farm dataset` and give its obj.data as "
-                        "base.data")
-    params = _parameters(doc)
+    recipe = _recipe(doc, base)
+    params = _parameters(doc, recipe)
+    if recipe is not None:
+        _check_recipes(doc, recipe, params)
     budget = _budget(doc)
     search = _search(doc, params)
     cfg_choice = any(p.name == "cfg" for p in params)
@@ -194,7 +210,8 @@ def parse_spec(text: str, path: str) -> SweepSpec:
     _check_max_batches(doc, params, budget)
     return SweepSpec(
         path=path, name=str(top.get("name") or ""),
-        data=doc.file(("base", "data"), "obj.data", required=True),
+        data=None if recipe is not None else doc.file(("base", "data"), "obj.data"),
+        recipe=recipe,
         cfg=None if cfg_choice else doc.file(("base", "cfg"), "base cfg", required=True),
         weights=doc.file(("base", "weights"), "start weights file"),
         fixed=fixed, parameters=params, search=search,
@@ -210,21 +227,82 @@ def parse_spec(text: str, path: str) -> SweepSpec:
 # Sections
 
 
-def _parameters(doc: YamlDoc) -> tuple[Param, ...]:
+def _recipe(doc: YamlDoc, base: dict) -> dict[str, Any] | None:
+    """base.recipe in full (defaults filled in), each setting checked at its line; or
+    None when base.data names the dataset."""
+    if "recipe" not in base:
+        if "data" not in base:
+            raise doc.error(("base",), "base needs the dataset: data: (an obj.data) or "
+                                       "recipe: (synthesis and packaging settings)",
+                            "e.g. `data: ds/obj.data`, or `recipe: {synth: {n: 1000}}`")
+        return None
+    if "data" in base:
+        raise doc.error(("base", "recipe"), "base.data and base.recipe both give the "
+                                            "dataset", "keep one of them: data: names a "
+                                                       "built obj.data, recipe: makes one")
+    doc.mapping(("base", "recipe"), _RECIPE, required=True)
+    recipe = rcp.default_recipe()
+    for step, known in (("synth", rcp.SYNTH_FIELDS), ("package", rcp.PACKAGE_FIELDS)):
+        for key, raw in doc.mapping(("base", "recipe", step), known).items():
+            where = ("base", "recipe", step, key)
+            try:
+                recipe[step][key] = rcp.normalize(f"{step}.{key}", raw, doc.folder)
+            except BadInput as e:
+                raise doc.error(where, f"base.recipe.{e.reason}", e.hint) from None
+    try:
+        rcp.check(recipe)
+    except BadInput as e:
+        given = [(step, k) for step in _RECIPE for k in (doc.get(("base", "recipe", step))
+                                                         or {})]
+        named = [w for w in given if re.search(rf"\b{re.escape(w[1])}\b", e.reason)]
+        where = ("base", "recipe") + (named[0] if len(named) == 1 else ())
+        raise doc.error(where, f"base.recipe: {e.reason}", e.hint) from None
+    return recipe
+
+
+def _check_recipes(doc: YamlDoc, recipe: dict, params: tuple[Param, ...]) -> None:
+    """Every combination of recipe values (range ends for ranges) as a whole recipe, so
+    settings that only clash together (mark_px too big for a canvas) fail here, at the
+    first recipe parameter's line, not in a build hours later."""
+    varied = [p for p in params if rcp.is_recipe_parameter(p.name)]
+    if not varied:
+        return
+    options = [p.values or tuple(_fmt_kind(p, x) for x in (p.low, p.high)) for p in varied]
+    for n, combo in enumerate(itertools.product(*options)):
+        if n >= MAX_RECIPE_CHECKS:
+            return
+        chosen = dict(zip((p.name for p in varied), combo))
+        try:
+            rcp.check(rcp.apply(recipe, chosen))
+        except BadInput as e:
+            what = " ".join(f"{k}={v}" for k, v in chosen.items())
+            raise doc.error(("parameters", varied[0].name),
+                            f"the recipe of trials with {what} is refused: {e.reason}",
+                            e.hint) from None
+
+
+def _fmt_kind(p: Param, x: float) -> str:
+    return str(round(x)) if rcp.numeric_kind(p.name) == "int" else _fmt(x)
+
+
+def _parameters(doc: YamlDoc, recipe: dict | None) -> tuple[Param, ...]:
     raw = doc.mapping(("parameters",), None)
     if not raw:
         raise doc.error(("parameters",) if "parameters" in doc.data else (),
                         "the sweep has no parameters",
                         "add e.g. `parameters: {learning_rate: [0.001, 0.002]}`")
-    return tuple(_param(doc, str(name), value) for name, value in raw.items())
+    return tuple(_param(doc, str(name), value, recipe) for name, value in raw.items())
 
 
-def _param(doc: YamlDoc, name: str, raw: Any) -> Param:
+def _param(doc: YamlDoc, name: str, raw: Any, recipe: dict | None = None) -> Param:
     where = ("parameters", name)
+    if rcp.is_recipe_parameter(name):
+        return _recipe_param(doc, name, raw, recipe)
     if name not in PARAMETERS:
         raise doc.error(where, f"unknown parameter {name!r}: not a [net] key darknet reads "
                                f"nor one of {', '.join(sorted(JOINT))}, cfg",
-                        closest(name, PARAMETERS, _PARAMETERS_HINT))
+                        closest(name, PARAMETERS + (list(rcp.PARAMETERS) if "." in name
+                                                    else []), _PARAMETERS_HINT))
     if isinstance(raw, dict):
         return _range(doc, name, raw)
     values = raw if isinstance(raw, list) else [raw]
@@ -236,6 +314,44 @@ def _param(doc: YamlDoc, name: str, raw: Any) -> Param:
     return Param(name, values=tuple(canon))
 
 
+def _recipe_param(doc: YamlDoc, name: str, raw: Any, recipe: dict | None) -> Param:
+    """synth.<setting> / package.<setting>: each value is another recipe."""
+    where = ("parameters", name)
+    step = name.partition(".")[0]
+    if name not in rcp.PARAMETERS:
+        raise doc.error(where, f"unknown parameter {name!r}: not a {step} setting of a "
+                               f"dataset recipe",
+                        closest(name, rcp.PARAMETERS, "see farm/sweeps/recipe.py"))
+    if recipe is None:
+        raise doc.error(where, f"parameter {name} changes the dataset recipe, but base has "
+                               f"no recipe: (it names a built dataset with data:)",
+                        "give base.recipe instead of base.data, or drop this parameter")
+    if isinstance(raw, dict):
+        if rcp.numeric_kind(name) is None:
+            raise doc.error(where, f"parameter {name}: ranges are for numeric settings",
+                            f"give {name} a list of values")
+        return _range(doc, name, raw)
+    # a list is a grid, except where one value is a list itself: [[14, 30], [20, 40]]
+    listy = isinstance(raw, list) and (not raw or isinstance(raw[0], list) or
+                                       not rcp.list_valued(name) or
+                                       (rcp.sized(name) and isinstance(raw[0], str)))
+    values = raw if listy else [raw]
+    if not values:
+        raise doc.error(where, f"parameter {name}: the grid is empty",
+                        "give at least one value")
+    canon = []
+    for i, v in enumerate(values):
+        at = where + ((i,) if listy else ())
+        try:
+            value = rcp.normalize(name, v, doc.folder)
+            rcp.check(rcp.apply(recipe, {name: rcp.as_param(name, value)}))
+        except BadInput as e:
+            raise doc.error(at, f"parameter {e.reason}" if e.reason.startswith(name)
+                            else f"parameter {name}: {e.reason}", e.hint) from None
+        canon.append(rcp.as_param(name, value))
+    return Param(name, values=tuple(canon))
+
+
 def _range(doc: YamlDoc, name: str, raw: dict) -> Param:
     where = ("parameters", name)
     kinds = [k for k in raw if k in RANGES]
@@ -244,7 +360,9 @@ def _range(doc: YamlDoc, name: str, raw: dict) -> Param:
                                f"{' or '.join(RANGES)}: [low, high]",
                         f"or give grid values as a list: {name}: [{_example(name)}]")
     kind = kinds[0]
-    if name not in NET_KEYS or NET_KEYS[name] not in ("int", "float"):
+    if rcp.is_recipe_parameter(name):
+        pass  # numeric: checked by _recipe_param; the ends are checked as whole recipes
+    elif name not in NET_KEYS or NET_KEYS[name] not in ("int", "float"):
         raise doc.error(where, f"parameter {name}: ranges are for numeric [net] keys",
                         f"give {name} a list of values")
     bounds = raw[kind]
@@ -260,7 +378,14 @@ def _range(doc: YamlDoc, name: str, raw: dict) -> Param:
         raise doc.error(where + (kind,), f"parameter {name}: log_uniform needs low > 0, "
                                          f"got {bounds[0]}", "use uniform, or a positive low")
     for i, bound in enumerate((low, high)):
-        _value(doc, name, _fmt(bound), where + (kind, i))
+        if rcp.is_recipe_parameter(name):
+            try:
+                rcp.normalize(name, round(bound) if rcp.numeric_kind(name) == "int"
+                              else bound, doc.folder)
+            except BadInput as e:
+                raise doc.error(where + (kind, i), f"parameter {e.reason}", e.hint) from None
+        else:
+            _value(doc, name, _fmt(bound), where + (kind, i))
     return Param(name, range=kind, low=low, high=high)
 
 

@@ -1,5 +1,5 @@
 """Sweep state in Redis, beside the runs (farm.state.Store owns the connection; this
-module borrows its client, and imports redis only to translate its errors).
+module borrows its client, and imports redis only for its WatchError).
 
 Everything a controller needs to resume after the whole farm restarted is here; the
 spec file is read once, at submission. Keys (prefix `farm:sweep:`):
@@ -13,6 +13,18 @@ spec file is read once, at submission. Keys (prefix `farm:sweep:`):
     farm:sweep:<id>:curves     hash: trial index -> JSON objective seen so far (stream
                                cursor and points), so each tick reads only new metrics
     farm:sweep:<id>:lock       token of the controller advancing the sweep (SET NX PX)
+
+Datasets built from recipes (farm.sweeps.recipe) are the farm's, not one sweep's: two
+sweeps with the same recipe share one build. Keys (prefix `farm:recipe:`):
+
+    farm:recipe:<key>          hash: `recipe` (canonical JSON, written at submission),
+                               `claimed` (HSETNX: the one controller that sends the build),
+                               `task_id`, `enqueued_at`, `state` (queued | building |
+                               ready | failed), `step`, `worker`, `attempts`, `started_at`,
+                               `ended_at`, `dataset_id`, `data` (its obj.data), `error`
+    farm:recipe:<key>:lease    token of the worker building it (SET NX PX, renewed): one
+                               build at a time; a builder that died lets it expire
+    farm:recipe:<key>:sweeps   set of sweeps waiting for it (ticked when the build ends)
 """
 from __future__ import annotations
 
@@ -21,6 +33,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+import redis
 
 from farm.errors import NotFound
 from farm.state import RELEASE_IF_OWNER, Store, translated
@@ -31,6 +45,19 @@ def _k(*parts: str) -> str:
     return "farm:sweep:" + ":".join(parts)
 
 
+#: extend a lease's TTL only while this token holds it
+RENEW_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _rk(*parts: str) -> str:
+    return "farm:recipe:" + ":".join(parts)
+
+
 class SweepStore:
     def __init__(self, store: Store):
         self.store = store
@@ -38,11 +65,16 @@ class SweepStore:
         self._release = self.r.register_script(RELEASE_IF_OWNER)
 
     # -- sweeps -------------------------------------------------------------------------
-    def create(self, sweep: Sweep, trials: list[Trial]) -> None:
+    def create(self, sweep: Sweep, trials: list[Trial],
+               recipes: dict[str, str] | None = None) -> None:
         """The sweep and all its trials in one transaction: a half-written sweep never
-        exists for a controller to resume."""
+        exists for a controller to resume. `recipes`: key -> canonical JSON of each
+        dataset recipe its trials use (kept if another sweep wrote it first)."""
         with translated(self.store.url):
             pipe = self.r.pipeline(transaction=True)
+            for key, text in (recipes or {}).items():
+                pipe.hsetnx(_rk(key), "recipe", text)
+                pipe.sadd(_rk(key, "sweeps"), sweep.id)
             pipe.set(_k(sweep.id), json.dumps(sweep.to_dict()))
             pipe.hset(_k(sweep.id, "trials"),
                       mapping={str(t.index): json.dumps(t.to_dict()) for t in trials})
@@ -143,3 +175,95 @@ class SweepStore:
             if held:
                 with translated(self.store.url):
                     self._release(keys=[key], args=[token])
+
+
+class RecipeStore:
+    """The builds of recipe datasets (keys above). Writers touch their own fields of the
+    hash: the controller `claimed`/`task_id`/`enqueued_at`, the builder the rest."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.r = store.r
+        self._release = self.r.register_script(RELEASE_IF_OWNER)
+        self._renew = self.r.register_script(RENEW_IF_OWNER)
+
+    def load(self, key: str) -> dict[str, str]:
+        """The build record and, as `lease`, the builder holding it now ("" if none),
+        read in one transaction (a builder writes its end state before letting go)."""
+        with translated(self.store.url):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hgetall(_rk(key))
+            pipe.get(_rk(key, "lease"))
+            rec, lease = pipe.execute()
+        return {**rec, "lease": lease or ""} if rec else {}
+
+    def load_many(self, keys) -> dict[str, dict[str, str]]:
+        keys = sorted(set(keys))
+        if not keys:
+            return {}
+        with translated(self.store.url):
+            pipe = self.r.pipeline(transaction=True)
+            for key in keys:
+                pipe.hgetall(_rk(key))
+                pipe.get(_rk(key, "lease"))
+            raw = pipe.execute()
+        return {k: {**raw[2 * i], "lease": raw[2 * i + 1] or ""}
+                for i, k in enumerate(keys) if raw[2 * i]}
+
+    def recipe(self, key: str) -> dict[str, Any]:
+        with translated(self.store.url):
+            text = self.r.hget(_rk(key), "recipe")
+        if text is None:
+            raise NotFound(f"no dataset recipe {key!r}",
+                           hint="recipes are recorded when a sweep that uses them is "
+                                "submitted")
+        return json.loads(text)
+
+    def claim(self, key: str, now: float) -> bool:
+        """True for the one caller that is to send the build (HSETNX: build once)."""
+        with translated(self.store.url):
+            return bool(self.r.hsetnx(_rk(key), "claimed", repr(now)))
+
+    def update(self, key: str, **values: Any) -> None:
+        with translated(self.store.url):
+            self.r.hset(_rk(key), mapping={k: "" if v is None else str(v)
+                                           for k, v in values.items()})
+
+    def set_state_if(self, key: str, expected: str, **values: Any) -> bool:
+        """Write `values` only while `state` is still `expected` (WATCH/MULTI): a stale
+        reader never overwrites an end state a builder wrote meanwhile."""
+        with translated(self.store.url):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(_rk(key))
+                    if (pipe.hget(_rk(key), "state") or "") != expected:
+                        return False
+                    pipe.multi()
+                    pipe.hset(_rk(key), mapping={k: str(v) for k, v in values.items()})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    return False
+
+    def attempt(self, key: str) -> int:
+        with translated(self.store.url):
+            return int(self.r.hincrby(_rk(key), "attempts", 1))
+
+    def waiting(self, key: str) -> list[str]:
+        with translated(self.store.url):
+            return sorted(self.r.smembers(_rk(key, "sweeps")))
+
+    # -- the builder's lease --------------------------------------------------------------
+    def acquire(self, key: str, owner: str, ttl: float) -> str | None:
+        token = f"{owner}:{uuid.uuid4().hex[:8]}"
+        with translated(self.store.url):
+            ok = self.r.set(_rk(key, "lease"), token, nx=True, px=int(ttl * 1000))
+        return token if ok else None
+
+    def renew(self, key: str, token: str, ttl: float) -> bool:
+        with translated(self.store.url):
+            return bool(self._renew(keys=[_rk(key, "lease")], args=[token, int(ttl * 1000)]))
+
+    def release(self, key: str, token: str) -> None:
+        with translated(self.store.url):
+            self._release(keys=[_rk(key, "lease")], args=[token])

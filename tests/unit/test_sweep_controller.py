@@ -228,3 +228,58 @@ def test_trial_state_and_view_come_from_the_trial_and_its_run():
     assert ctl.snapshot(trial, make_run(RunState.RUNNING)) is None
     kept = replace(trial, result=ctl.snapshot(trial, run))
     assert ctl.view(kept, None, curve=((5, 1.0),)) == replace(view, curve=((5, 1.0),))
+
+
+# -- dataset recipes -------------------------------------------------------------------
+
+RECIPE = """\
+base:
+  recipe: {synth: {n: 40, canvas: [96, 96], mark_px: [14, 30]}, package: {network: 64}}
+  cfg: micro.cfg
+parameters:
+  learning_rate: [0.001, 0.002]
+  synth.negatives: [0.0, 0.2]
+"""
+
+
+def test_trials_with_the_same_recipe_share_its_key_and_recipes_are_not_net_overrides(
+        tmp_path):
+    micro_cfg(tmp_path / "micro.cfg", max_batches=200)
+    (tmp_path / "sweep.yaml").write_text(RECIPE)
+    spec = load_spec(tmp_path / "sweep.yaml")
+    trials = ctl.plan(spec)
+    keys = [t.recipe_key for t in trials]
+    assert keys[0] == keys[2] != keys[1] == keys[3]
+    assert all("synth.negatives" not in t.overrides for t in trials)
+    recipes = ctl.recipes(spec, trials)
+    assert sorted(recipes) == sorted(set(keys))
+    assert recipes[keys[1]]["synth"]["negatives"] == 0.2
+    assert recipes[keys[0]]["synth"]["n"] == 40
+    again = ctl.plan(spec)  # content-addressed: the same recipe, the same key
+    assert [t.recipe_key for t in again] == keys
+
+
+def test_a_trial_waits_for_its_dataset_without_holding_back_the_others():
+    trial = Trial(index=0, params={}, cfg="/c", overrides={}, recipe_key="rk")
+    assert ctl.trial_state(trial, None, None) is S.BUILDING
+    assert ctl.trial_state(trial, None, {"state": "building"}) is S.BUILDING
+    assert ctl.trial_state(trial, None, {"state": "ready"}) is S.PENDING
+    waiting = ctl.view(trial, None, build={"state": "queued"}, waiting="queued for an "
+                                                                      "augment worker")
+    assert waiting.state is S.BUILDING and not waiting.state.active
+    assert waiting.message == "waiting for dataset rk: queued for an augment worker"
+    views = [v(0, S.BUILDING, recipe_key="ra"), v(1, S.BUILDING, recipe_key="ra"),
+             v(2, S.PENDING, recipe_key="rb"), v(3, S.BUILDING, recipe_key="rc")]
+    assert ctl.next_to_start(views, concurrency=1) == [2]  # trial 2's data is ready
+    assert not ctl.finished(views)
+    # datasets wanted: those of the next 2 x concurrency trials not started, once each
+    assert ctl.builds_wanted(views, concurrency=1) == ["ra"]
+    assert ctl.builds_wanted(views, concurrency=2) == ["ra", "rc"]
+
+
+def test_the_leaderboard_carries_each_trials_recipe_and_dataset(spec_file):
+    spec = spec_file("parameters: {learning_rate: [0.001]}\n")
+    rows = ctl.leaderboard(spec, [v(0, S.COMPLETED, curve=[(10, 0.5)], recipe_key="ra",
+                                    dataset="d1"), v(1, S.BUILDING, recipe_key="rb")], 0.0)
+    assert [(r.trial, r.recipe, r.dataset) for r in rows] == [(0, "ra", "d1"), (1, "rb", None)]
+    assert rows[0].to_dict()["dataset"] == "d1" and rows[1].to_dict()["recipe"] == "rb"

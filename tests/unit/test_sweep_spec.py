@@ -160,11 +160,12 @@ def test_each_mistake_gets_one_message_at_its_line(folder, extra, where, reason)
     assert e.line == line_of(folder / "sweep.yaml", where)
 
 
-def test_a_missing_dataset_and_an_unsupported_recipe_say_what_to_do(folder):
+def test_a_missing_dataset_and_a_misplaced_recipe_key_say_what_to_do(folder):
     e = refused(folder, GOOD.replace("data: obj.data", "data: gone/obj.data"))
     assert "obj.data gone/obj.data does not exist" in e.reason
     e = refused(folder, GOOD.replace("data: obj.data", "recipe: {marks: 100}"))
-    assert "dataset recipes are not supported yet" in e.reason and "farm dataset" in e.hint
+    assert "unknown key 'marks' in base.recipe" in e.reason  # marks go in recipe.synth
+    assert e.hint == "known: synth, package" and e.line == 2
 
 
 def test_yaml_syntax_errors_and_duplicate_keys_name_the_line(folder):
@@ -184,3 +185,90 @@ def test_batch_must_be_a_multiple_of_subdivisions(folder):
 def test_max_batches_above_the_iteration_budget_is_refused(folder):
     e = refused(folder, GOOD + "  max_batches: [100, 500]\nbudget: {iterations: 200}\n")
     assert "max_batches 500 is above budget.iterations 200" in e.reason
+
+
+# -- dataset recipes (farm.sweeps.recipe) ------------------------------------------------
+
+RECIPE = """
+base:
+  recipe:
+    synth:
+      n: 40
+      seed: 3
+      canvas: 96x96
+      mark_px: [14, 30]
+    package: {valid_ratio: 0.25, network: 64}
+  cfg: micro.cfg
+parameters:
+  learning_rate: [0.001]
+  synth.blur: [0.0, 0.5]
+"""
+
+
+def test_a_recipe_loads_in_full_and_its_parameters_are_canonical(folder):
+    spec = load_spec(write(folder, RECIPE))
+    assert spec.data is None and spec.trials == 2
+    synth, package = spec.recipe["synth"], spec.recipe["package"]
+    assert (synth["n"], synth["seed"], synth["canvas"], synth["mark_px"]) == \
+        (40, 3, [96, 96], [14, 30])
+    assert synth["flip"] == "hv" and synth["rotation"] == 10  # defaults written out
+    assert package == {"valid_ratio": 0.25, "network": [64, 64], "seed": 0}
+    assert spec.parameters[1].values == ("0", "0.5")  # 0.0 and 0 are one recipe
+    assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_list_settings_take_a_list_of_lists_and_sizes_their_spellings(folder):
+    spec = load_spec(write(folder, RECIPE.replace("synth.blur: [0.0, 0.5]", """\
+synth.mark_px: [[14, 30], [20, 40]]
+  synth.canvas: ["96x96", 128]
+  synth.flip: [h, hv]
+  synth.negatives: {uniform: [0.0, 0.3]}""") + "search: random\ntrials: 3\n"))
+    px, canvas, flip, negatives = spec.parameters[1:]
+    assert px.values == ("[14,30]", "[20,40]") and canvas.values == ("[96,96]", "[128,128]")
+    assert flip.values == ("h", "hv") and (negatives.range, negatives.high) == ("uniform", 0.3)
+
+
+def test_an_unknown_synthesis_key_names_its_line_and_the_closest(folder):
+    e = refused(folder, RECIPE.replace("seed: 3", "blurr: 0.3"))
+    assert e.line == line_of(folder / "sweep.yaml", "blurr")
+    assert "unknown key 'blurr' in base.recipe.synth" in e.reason and "blur" in e.hint
+    e = refused(folder, RECIPE.replace("synth.blur:", "synth.blurr:"))
+    assert e.line == line_of(folder / "sweep.yaml", "synth.blurr")
+    assert "unknown parameter 'synth.blurr': not a synth setting" in e.reason
+    assert e.hint.startswith("closest: synth.blur")
+
+
+def test_data_and_recipe_together_are_refused_at_the_recipe(folder):
+    e = refused(folder, RECIPE.replace("  recipe:", "  data: obj.data\n  recipe:"))
+    assert e.line == line_of(folder / "sweep.yaml", "recipe:")
+    assert "base.data and base.recipe both give the dataset" in e.reason
+    e = refused(folder, GOOD.replace("  data: obj.data\n", ""))
+    assert "base needs the dataset: data:" in e.reason and e.line == 1
+
+
+def test_a_negative_n_is_refused_in_the_base_and_in_a_parameter(folder):
+    e = refused(folder, RECIPE.replace("n: 40", "n: -5"))
+    assert e.line == line_of(folder / "sweep.yaml", "n: -5")
+    assert e.reason == "base.recipe.synth.n: -5 is below 1"
+    e = refused(folder, RECIPE.replace("synth.blur: [0.0, 0.5]", "synth.n: [20,\n    -3]"))
+    assert e.line == line_of(folder / "sweep.yaml", "-3]")
+    assert e.reason == "parameter synth.n: -3 is below 1"
+
+
+def test_recipe_values_are_checked_alone_and_together(folder):
+    e = refused(folder, RECIPE.replace("seed: 3", "blur: 3"))
+    assert e.line == line_of(folder / "sweep.yaml", "blur: 3")
+    assert "blur=3 is not a probability" in e.reason
+    e = refused(folder, RECIPE.replace("synth.blur: [0.0, 0.5]", "synth.canvas: [64x64, 96x96]\n"
+                                       "  synth.mark_px: [[14, 30], [40, 60]]"))
+    assert e.line == line_of(folder / "sweep.yaml", "synth.canvas")  # only together
+    assert "synth.canvas=[64,64] synth.mark_px=[40,60] is refused" in e.reason
+    assert "do not fit on a 64x64 canvas" in e.reason
+    e = refused(folder, RECIPE.replace("network: 64", "network: 100"))
+    assert "package.network 100x100 is not a darknet network size" in e.reason
+
+
+def test_synthesis_parameters_need_a_recipe(folder):
+    e = refused(folder, GOOD + "  synth.blur: [0.1]\n")
+    assert e.line == line_of(folder / "sweep.yaml", "synth.blur")
+    assert "changes the dataset recipe, but base has no recipe" in e.reason

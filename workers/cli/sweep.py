@@ -38,6 +38,16 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
       objective: map50            # or min_avg_loss where no mAP exists
       early_stopping: {zero_map_after: 1000, median: {grace: 500}}
 
+    \b
+    A dataset recipe instead of base.data (built once per distinct recipe):
+      base:
+        recipe:
+          synth: {n: 3000, seed: 1, canvas: [416, 416], mark_px: [24, 48]}
+          package: {valid_ratio: 0.2, network: [416, 416]}
+        cfg: yolov4-tiny-custom.cfg
+      parameters:
+        synth.blur: [0.0, 0.3]    # any synthesis setting; package.* too
+
     Prints the sweep id. Every error names the spec's file and line.
     """
     from farm.sweeps.service import advance, submit_sweep
@@ -50,8 +60,10 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
                       gpu_workers=_workers_on(app, spec.queue or "gpu"))
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
+    from workers.tasks.sweep import enqueue_recipe_build
     from workers.tasks.train import enqueue_train
-    advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False)
+    advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
+            build=enqueue_recipe_build)
     click.echo(sw.id)
     return follow(ctx, sw.id) if wait else EXIT_OK
 
@@ -87,7 +99,8 @@ def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:
 @click.option("--json", "as_json", is_flag=True, help="The sweep and its leaderboard as JSON.")
 @pass_ctx
 def show(ctx: Context, sweep_id: str, as_json: bool) -> None:
-    """The leaderboard: trials, states, best objective, iterations, restarts, wall time."""
+    """The leaderboard: trials, states, best objective, iterations, restarts, wall time
+    (and, for a recipe sweep, the dataset each trial trains on)."""
     from farm.sweeps.service import leaderboard_of
     sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
     if as_json:
@@ -107,17 +120,22 @@ def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
                f"{spec.objective} ({better} is better)")
     for warning in sw.warnings:
         click.echo(f"  warning: {warning}")
+    recipes = spec.recipe is not None  # then each trial's dataset id is a column
     click.echo(f"{'RANK':>4} {'TRIAL':>5} {'RUN':<16} {'STATE':<10} {label:>10} {'AT':>6} "
-               f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  PARAMS")
+               f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  "
+               + (f"{'DATASET':<16}  " if recipes else "") + "PARAMS")
     for r in rows:
         at = "-" if r.best_iteration is None else str(r.best_iteration)
         restarts = f"{r.restarts}" + (f" ({r.divergences} nan)" if r.divergences else "")
         click.echo(f"{r.rank or '-':>4} {r.trial:>5} {r.run_id or '-':<16} {r.state:<10} "
                    f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} "
                    f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
-                   f"{ctl.describe(r.params)}")
+                   + (f"{r.dataset or '-':<16}  " if recipes else "")
+                   + ctl.describe(r.params))
         if r.note and r.state in ("stopped", "stopping", "failed"):
             click.echo(f"{'':>12}why: {r.note}")
+        elif r.note and r.state == "building":
+            click.echo(f"{'':>12}{r.note}")
 
 
 def _duration(seconds: float | None) -> str:

@@ -4,16 +4,24 @@ Routing is central (workers.app.ROUTES): `farm.dataset.synth*` goes to the `augm
 queue, the other `farm.dataset.*` tasks to `cpu`. A big synthesis is split into chunks
 (`synth_group`); every image is seeded from (seed, index), so the chunking and the hosts
 that run it do not change a byte of the output.
+
+`farm.dataset.synth_recipe` builds a sweep's recipe dataset (farm.sweeps.builds): one
+task synthesizes and packages it into the worker's data dir, then ticks the sweeps that
+wait for it so their trials start at once.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 
 from celery import group
 
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile as tiling, voc
 from workers.app import app
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name="farm.dataset.synth_chunk")
@@ -61,3 +69,33 @@ def package(sources: list[str], root: str, names: str | list[str] | None = None,
                          valid_list=valid_list, network=tuple(network or (416, 416)),
                          dialect=dialect, check_images=check_images)
     return {**dataclasses.asdict(result), "warnings": list(result.warnings)}
+
+
+@app.task(name="farm.dataset.synth_recipe", bind=True)
+def synth_recipe(self, key: str) -> dict:
+    """Build the dataset of recipe `key` (no-op if built, failed or being built)."""
+    from farm.darknet import dialect as dialects
+    from farm.errors import FarmError
+    from farm.sweeps.builds import build_recipe
+    from farm.sweeps.store import RecipeStore
+    from workers.tasks import store
+    s = app.farm_settings
+    try:
+        dialect = dialects.detect(s.darknet, s.darknet_dialect).value
+    except FarmError:  # an augment host without darknet: the strictest layout rules
+        dialect = "pjreddie"
+    st = store()
+    worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
+    rec = build_recipe(st, s.data_dir, key, worker=worker, host=s.host_name,
+                       dialect=dialect)
+    if rec.get("state") in ("ready", "failed"):
+        for sweep_id in RecipeStore(st).waiting(key):  # start their trials now
+            app.send_task("farm.sweep.tick", args=[sweep_id])
+    log.info("recipe %s: %s %s", key, rec.get("state"), rec.get("error") or
+             rec.get("dataset_id") or "")
+    return {k: v for k, v in rec.items() if k != "recipe"}
+
+
+def enqueue_recipe_build(key: str) -> str:
+    """Send the build of recipe `key` to the `augment` queue; returns the task id."""
+    return synth_recipe.delay(key).id

@@ -5,7 +5,8 @@ Three things move a sweep on, and any of them may run at the same time as anothe
 - `farm.sweep.tick_all`, on beat every few seconds: start, stop, close, for every sweep;
 - `on_run_finished(run)`, called by `farm.train` when a sweep's run ends: starts the next
   trial at once, so a GPU does not wait for beat between two trials;
-- `farm.sweep.tick`, sent by `farm sweep submit` to start the first trials.
+- `farm.sweep.tick`, sent by `farm sweep submit` to start the first trials, and by
+  `farm.dataset.synth_recipe` when a dataset its trials wait for is built.
 """
 from __future__ import annotations
 
@@ -27,10 +28,18 @@ def _enqueue(run_id: str, queue: str | None) -> str:
     return enqueue_train(run_id, queue)
 
 
+def enqueue_recipe_build(key: str) -> str:
+    """A recipe's dataset build, to the `augment` queue (imported here, when a sweep needs
+    one: the dataset tasks may be absent on a GPU-only host)."""
+    from workers.tasks.dataset import enqueue_recipe_build as send
+    return send(key)
+
+
 @app.task(name="farm.sweep.tick")
 def tick(sweep_id: str) -> dict:
     """Advance one sweep (idempotent)."""
-    result = advance(store(), app.farm_settings, sweep_id, enqueue=_enqueue, wait=2.0)
+    result = advance(store(), app.farm_settings, sweep_id, enqueue=_enqueue, wait=2.0,
+                     build=enqueue_recipe_build)
     for stop in result.stopped:
         log.info("sweep %s: stopping trial %d (%s): %s", sweep_id, stop.index, stop.run_id,
                  stop.reason)
@@ -45,7 +54,8 @@ def tick_all() -> list[dict]:
     results = []
     for sweep_id in SweepStore(st).active_ids():
         try:
-            results.append(advance(st, app.farm_settings, sweep_id, enqueue=_enqueue).to_dict())
+            results.append(advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
+                                   build=enqueue_recipe_build).to_dict())
         except Exception:  # one broken sweep must not starve the others
             log.exception("sweep %s: tick failed", sweep_id)
     return results
@@ -59,7 +69,7 @@ def on_run_finished(run: Run) -> None:
         return
     try:
         advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue, early_stop=False,
-                wait=HOOK_LOCK_WAIT)
+                wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build)
     except Exception:
         log.exception("sweep %s: could not start the next trial after run %s", run.sweep,
                       run.id)

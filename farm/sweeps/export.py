@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, NotFound
@@ -30,21 +31,41 @@ from farm.sweeps.service import leaderboard_of
 
 
 def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
-                trial: int | None = None) -> Path:
-    """Write the bundle of the best trial (or of `trial`) into `out_dir`; returns it."""
+                trial: int | None = None, *, here: str = "",
+                fetch: Callable[[str, str, Path], None] | None = None) -> Path:
+    """Write the bundle of the best trial (or of `trial`) into `out_dir`; returns it.
+
+    `here` is this host's name; weights on another host are copied by `fetch(host,
+    path, destination)` (farm.remote over SSH)."""
     sweep, spec, rows = leaderboard_of(store, sweep_id)
     row = _pick(rows, trial, store)
     run = store.load_run(row.run_id)
-    weights = best_weights(store, run)
-    if not weights or not os.path.isfile(weights):
-        raise NotFound(f"the weights of trial {row.trial} ({run.id}) are not on this host: "
-                       f"{weights}", hint="export on the host that trained it")
+    found = weights_location(store, run, here)
+    if found is None:
+        raise NotFound(f"trial {row.trial} ({run.id}) has no weights yet",
+                       hint="wait for its first good checkpoint")
+    host, weights = found
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if host and host != here and fetch is not None:
+        fetch(host, weights, out / "best.weights")
+    elif os.path.isfile(weights):
+        shutil.copyfile(weights, out / "best.weights")
+    else:
+        raise NotFound(f"the weights of trial {row.trial} ({run.id}) are on {host or 'another host'}"
+                       f": {weights}", hint="give the inventory (FARM_INVENTORY) so the farm "
+                       "can fetch them, or export on that host")
     hyper = run.attempts[-1].hyper if run.attempts else {}
     workspace.training_cfg(run, hyper).save(out / "best.cfg")
-    shutil.copyfile(weights, out / "best.weights")
-    _write_data(run, out)
+    if run.origin and run.origin != here and fetch is not None:
+        # the dataset is on the training host: its names travel, its lists name files there
+        fetch(run.origin, os.path.join(os.path.dirname(run.data), "obj.names"),
+              out / "obj.names")
+        write_obj_data(out / "obj.data", {"classes": str(len(_names(out / "obj.names"))),
+                                          "names": "obj.names", "backup": "backup/"})
+        (out / "backup").mkdir(exist_ok=True)
+    else:
+        _write_data(run, out)
     chart_png = _chart(store, run, out / "chart.png", f"trial {row.trial} ({run.id})")
     maps = map50_points(store, run.id)
     result = {
@@ -71,19 +92,25 @@ def _pick(rows: list[ctl.Row], trial: int | None, store: Store) -> ctl.Row:
             raise BadInput(f"trial {trial} has no run", hint="`farm sweep show ID` lists them")
         return row
     for row in rows:  # best first; the first that has weights
-        if row.run_id and best_weights(store, store.load_run(row.run_id)):
+        if row.run_id and weights_location(store, store.load_run(row.run_id)):
             return row
     raise NotFound("no trial of this sweep has weights yet",
                    hint="wait for a trial to write its first checkpoint")
 
 
-def best_weights(store: Store, run: Run) -> str | None:
-    """The weights of the run's best evaluation (farm.eval keeps them as the run's
-    best.weights), else the newest checkpoint written while the loss was finite."""
+def weights_location(store: Store, run: Run, here: str = "") -> tuple[str, str] | None:
+    """(host, path) of the run's best weights: its best evaluation's (farm.eval keeps
+    them as the run's best.weights, on the host that evaluated), else the newest
+    checkpoint written while the loss was finite (on the host that trained it)."""
     best = store.best_evaluation(run.id)
-    if best and best.get("best_weights") and os.path.isfile(best["best_weights"]):
-        return best["best_weights"]
-    return run.good_checkpoint
+    if best and best.get("best_weights"):
+        host = best.get("host", "")
+        if (host and host != here) or os.path.isfile(best["best_weights"]):
+            return host, best["best_weights"]
+    c = next((c for c in run.checkpoints if c.path == run.good_checkpoint), None)
+    if c is None:
+        return None
+    return run.attempts[c.attempt - 1].host, c.path
 
 
 def _iteration_of(store: Store, run: Run, weights: str) -> int | None:
@@ -109,6 +136,10 @@ def _write_data(run: Run, out: Path) -> None:
     (out / "backup").mkdir(exist_ok=True)
     rel["backup"] = "backup/"
     write_obj_data(out / "obj.data", rel)
+
+
+def _names(path: Path) -> list[str]:
+    return [n for n in path.read_text().splitlines() if n.strip()]
 
 
 def _chart(store: Store, run: Run, path: Path, title: str) -> Path | None:

@@ -48,6 +48,13 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
+    """Copy a file from an inventory host (sha256 checked on both sides)."""
+    from farm.remote import flow
+    with flow.connect(ctx.settings, host) as h:
+        h.pull(path, dest)
+
+
 def wait_task(result, what: str, timeout: float) -> dict:
     """The return value of a task sent to another host, or its error as a FarmError."""
     from celery.exceptions import TimeoutError as CeleryTimeout

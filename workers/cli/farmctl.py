@@ -137,7 +137,7 @@ def demo(ctx: Context, workdir: str | None) -> int:
         advance(store, s, sw.id, enqueue=enqueue_train, early_stop=False)
         code = follow(ctx, sw.id)
         click.echo("4/4 the best trial, as a bundle ready for darknet")
-        bundle = export_best(store, sw.id, root / "best")
+        bundle = export_best(store, sw.id, root / "best", here=s.host_name)
         click.echo(f"    {bundle} (best.cfg, best.weights, obj.data, result.json, chart.png)")
         chart = bundle / "chart.png"
         if chart.exists():

@@ -246,7 +246,6 @@ def cancel(ctx: Context, run_id: str, timeout: float) -> int:
 @pass_ctx
 def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: str) -> None:
     """Copy a run's weights here from whichever host holds them (sha256 verified)."""
-    from farm.remote import flow
     store = ctx.store()
     run = store.find_run(run_id)
     host, path = _weights_location(store, run, best, iteration)
@@ -254,8 +253,8 @@ def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: 
         import shutil
         shutil.copyfile(path, output)
     else:
-        with flow.connect(ctx.settings, host) as h:
-            h.pull(path, output)
+        from workers.cli import pull_from_host
+        pull_from_host(ctx, host, path, output)
     click.echo(f"{output} <- {host or 'here'}:{path}")
 
 

@@ -198,7 +198,9 @@ def export(ctx: Context, sweep_id: str, out_dir: str, trial: int | None) -> None
     """Write the best trial as a darknet bundle: best.cfg, best.weights, obj.names,
     obj.data (relative paths), result.json (objective, mAP) and the chart if any."""
     from farm.sweeps.export import export_best
-    out = export_best(ctx.store(), sweep_id, out_dir, trial)
+    from workers.cli import pull_from_host
+    out = export_best(ctx.store(), sweep_id, out_dir, trial, here=ctx.settings.host_name,
+                      fetch=lambda host, path, dest: pull_from_host(ctx, host, path, dest))
     result = json.loads((out / "result.json").read_text())
     click.echo(f"trial {result['trial']} ({result['run_id']}) -> {out}")
 

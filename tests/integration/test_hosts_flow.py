@@ -228,11 +228,16 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     ds = Path(package([src], aug.data / "datasets", names=["close"],
                       network=(64, 64)).path)
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=300)
+    # a host with no worker: refused at once, nothing sent
+    code, out, err = _cli(capsys, "dataset", "sync", f"augmentation:{ds}", "--to", "lily2")
+    assert code == 3 and "no worker listens on host.lily2" in err, err
+    assert "farm hosts plan lily2" in err
     start("augmentation")
     farm.beat()  # resubmits runs whose worker vanished
     code, out, err = _cli(capsys, "train", f"augmentation:{ds}/obj.data", str(cfg),
                           "--host", "lily2", "--eval-every", "100")
     assert code == 0, err
+    assert "no worker listens on host.lily2 now: the run waits queued" in err
     run_id = out.strip()
     store = Store(farm.settings.effective_redis_url)
 

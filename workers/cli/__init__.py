@@ -55,6 +55,23 @@ def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
         h.pull(path, dest)
 
 
+def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:
+    """The workers consuming `queue` now (they answer within `timeout`)."""
+    replies = ctx.celery().control.inspect(timeout=timeout).active_queues() or {}
+    return sorted(node for node, queues in replies.items()
+                  if any(q.get("name") == queue for q in queues or ()))
+
+
+def require_listener(ctx: Context, host: str) -> None:
+    """Refuse now, not after an hour's wait, to send work to a host with no worker up."""
+    from farm.errors import FarmUnavailable
+    if not listeners(ctx, f"host.{host}"):
+        raise FarmUnavailable(f"no worker listens on host.{host}: {host}'s worker is not "
+                              "running, or cannot reach Redis",
+                              hint=f"start it on {host} (`farm hosts plan {host}` prints the "
+                                   "command), then `farm hosts workers`")
+
+
 def wait_task(result, what: str, timeout: float) -> dict:
     """The return value of a task sent to another host, or its error as a FarmError."""
     from celery.exceptions import TimeoutError as CeleryTimeout

@@ -18,7 +18,7 @@ import yaml
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
 from farm.errors import BadInput, FindingsError
-from workers.cli import pass_ctx, wait_task
+from workers.cli import pass_ctx, require_listener, wait_task
 
 EXIT_FINDINGS = 2
 
@@ -331,7 +331,7 @@ def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, networ
     from farm.remote import flow
     flow.inventory_of(ctx.settings).host(on_host)
     classes = voc.read_names(names)
-    ctx.celery()
+    require_listener(ctx, on_host)
     from workers.tasks.flow import pull_labels
     result = pull_labels.apply_async(
         args=[label_host, remote_dir, classes, not no_package, valid_ratio,
@@ -360,7 +360,7 @@ def sync_cmd(ctx, source, to_host, timeout) -> None:
         remote_dir = remote_dir[:-len("/obj.data")]
     from farm.remote import flow
     flow.inventory_of(ctx.settings).host(to_host)
-    ctx.celery()
+    require_listener(ctx, to_host)
     from workers.tasks.flow import fetch_dataset
     result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=f"host.{to_host}")
     out = wait_task(result, f"syncing {source} to {to_host}", timeout)

@@ -10,7 +10,7 @@ import click
 
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
+from workers.cli import EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -70,6 +70,9 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)
+    if on_host and not listeners(ctx, queue):
+        click.echo(f"farm: warning: no worker listens on {queue} now: the run waits queued "
+                   f"until {on_host}'s worker is up (`farm hosts workers`)", err=True)
     click.echo(run.id)
     return follow(ctx, run.id) if wait else EXIT_OK
 

@@ -86,23 +86,24 @@ def fetch_dataset(src: SSHHost, remote_dir: str, root: str | os.PathLike,
     if (final / MANIFEST).is_file():
         return Fetch(str(final), 0, 0, 0, True)
     staging = root / f".fetch-{manifest['id']}"
+    resumed = staging.is_dir()
     staging.mkdir(parents=True, exist_ok=True)
+    # what arrived (and was verified) before a cut; .part files are fetched again
+    present = {p.relative_to(staging).as_posix() for p in staging.rglob("*")
+               if p.is_file() and p.suffix != ".part"} if resumed else set()
     known = _local_content(root, skip=final)
-    wanted = {rel: e["sha256"] for rel, e in manifest["files"].items()}
-    wanted.update({name: manifest["lists"][name] for name in LISTS})
-    todo, linked = {}, 0
-    for rel, digest in wanted.items():
+    wanted = {rel: (e["sha256"], e.get("bytes")) for rel, e in manifest["files"].items()}
+    todo, linked, made = {}, 0, set()
+    for rel, (digest, size) in wanted.items():
         check_relative(rel)
-        have = staging / rel
-        if have.is_file():
-            continue  # arrived (and was verified) before a cut
-        source = known.get(digest)
-        if source is not None and rel not in LISTS:
-            have.parent.mkdir(parents=True, exist_ok=True)
-            _link(source, have)
+        if rel in present:
+            continue
+        if _link(known.get(digest), size, os.path.join(staging, rel), made):
             linked += 1
         else:
             todo[rel] = digest
+    # the lists always travel: a cut after relocate() left them naming this host's place
+    todo.update({name: manifest["lists"][name] for name in LISTS})
     moved = src.fetch_files(remote_dir, todo, staging, progress)
     (staging / MANIFEST).write_bytes(raw)
     relocate(staging, final)
@@ -130,32 +131,41 @@ def _manifest(raw: bytes, src: SSHHost, remote_dir: str) -> dict:
     return manifest
 
 
-def _local_content(root: Path, skip: Path) -> dict[str, Path]:
-    """{sha256: file} over the datasets already on this host, from their manifests."""
-    known: dict[str, Path] = {}
+def _local_content(root: Path, skip: Path) -> dict[str, str]:
+    """{sha256: file} over the datasets already on this host, from their manifests
+    (datasets are immutable; _link still checks the size of what it links)."""
+    known: dict[str, str] = {}
     if not root.is_dir():
         return known
     for manifest in root.glob(f"*/{MANIFEST}"):
-        ds = manifest.parent
-        if ds == skip:
+        ds = str(manifest.parent)
+        if manifest.parent == skip:
             continue
         try:
             files = json.loads(manifest.read_text())["files"]
         except (OSError, ValueError, KeyError):
             continue
         for rel, entry in files.items():
-            path = ds / rel
-            if entry["sha256"] not in known and path.is_file() \
-                    and path.stat().st_size == entry.get("bytes"):
-                known[entry["sha256"]] = path
+            known.setdefault(entry["sha256"], os.path.join(ds, rel))
     return known
 
 
-def _link(src: Path, dst: Path) -> None:
+def _link(src: str | None, size: int | None, dst: str, made: set) -> bool:
+    """Hard-link (else copy) a file this host already has; False when it has not."""
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        if src is None or os.stat(src).st_size != size:
+            return False
+        folder = os.path.dirname(dst)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def fetch_tree(src: SSHHost, remote_dir: str, local_dir: str | os.PathLike,

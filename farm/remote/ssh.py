@@ -23,7 +23,6 @@ import select
 import shlex
 import socket
 import stat
-import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from typing import Callable, Iterable, Iterator
 import paramiko
 
 from farm.errors import BadInput, FarmError, HostUnreachable
+from farm.remote.tarstream import TarFormatError, TarStream
 
 CHUNK = 256 * 1024
 #: sync_dir sends files at least this big one by one with push(), which can resume them.
@@ -514,19 +514,22 @@ class SSHHost:
                                               "-cf", "-"]))
                 feeder = threading.Thread(target=_feed, args=(chan, names), daemon=True)
                 feeder.start()
-                with tarfile.open(fileobj=chan.makefile("rb"), mode="r|") as stream:
-                    for member in stream:
-                        if member.name not in todo or not member.isfile():
-                            continue  # folders, or anything not asked for
-                        moved += _receive(stream.extractfile(member), local_dir / member.name,
-                                          expected[member.name], self.name)
-                        todo.discard(member.name)
-                        if progress:
-                            progress(len(names) - len(todo), len(names))
+                stream, made = TarStream(chan.recv), set()
+                for name, kind, _ in stream.members():
+                    if kind != "0" or name not in todo:
+                        continue  # folders, or anything not asked for
+                    moved += _receive(stream.chunks(), local_dir / name, expected[name],
+                                      self.name, made)
+                    todo.discard(name)
+                    if progress:
+                        progress(len(names) - len(todo), len(names))
                 feeder.join(self.timeout)
                 code = chan.recv_exit_status()
                 err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-            except tarfile.TarError as e:  # the stream ended inside a file
+            except TarFormatError as e:
+                if client.get_transport().is_active():  # the link is fine: the data is not
+                    raise TransferFailed(f"{action}: {e}", hint="is GNU tar installed there?"
+                                         ) from None
                 self.close()
                 raise HostUnreachable(f"lost the SSH connection to {self.name} while "
                                       f"{action}: {e}", hint=self._hint) from None
@@ -657,13 +660,16 @@ def _feed(chan: paramiko.Channel, names: list[str]) -> None:
         pass  # the reader sees the broken stream and says so
 
 
-def _receive(src, dest: Path, digest: str, host: str) -> int:
-    """Write one member to `dest.part`, check its sha256, rename; bytes written."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _receive(chunks: Iterable, dest: Path, digest: str, host: str, made: set) -> int:
+    """Write one member to `dest.part`, check its sha256, rename; bytes written.
+    `made`: folders already created by this fetch (one mkdir per folder, not per file)."""
+    if dest.parent not in made:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        made.add(dest.parent)
     part = dest.with_name(dest.name + ".part")
     h, n = hashlib.sha256(), 0
     with open(part, "wb") as out:
-        while chunk := src.read(CHUNK):
+        for chunk in chunks:
             out.write(chunk)
             h.update(chunk)
             n += len(chunk)

@@ -295,6 +295,21 @@ def best_weights_path(runs_dir: str | os.PathLike, run_id: str) -> Path:
     return Path(runs_dir) / run_id / "best.weights"
 
 
+def best_weights_location(store, run, here: str = "") -> tuple[str, str] | None:
+    """(host, path) of the run's best weights: its best evaluation's (farm.eval keeps
+    them as the run's best.weights, on the host that evaluated), else the newest
+    checkpoint written while the loss was finite (on the host that trained it)."""
+    best = store.best_evaluation(run.id)
+    if best and best.get("best_weights"):
+        host = best.get("host", "")
+        if (host and host != here) or os.path.isfile(best["best_weights"]):
+            return host, best["best_weights"]
+    c = next((c for c in run.checkpoints if c.path == run.good_checkpoint), None)
+    if c is None:
+        return None
+    return run.attempts[c.attempt - 1].host, c.path
+
+
 def pin_checkpoint(runs_dir: str | os.PathLike, run_id: str, path: str | os.PathLike,
                    iteration: int) -> Path:
     """A private name for a checkpoint waiting for its evaluation: training replaces its

@@ -22,6 +22,7 @@ from typing import Callable
 
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, NotFound
+from farm.eval.evaluate import best_weights_location
 from farm.runs import workspace
 from farm.runs.model import Run
 from farm.state import Store
@@ -40,7 +41,7 @@ def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
     sweep, spec, rows = leaderboard_of(store, sweep_id)
     row = _pick(rows, trial, store)
     run = store.load_run(row.run_id)
-    found = weights_location(store, run, here)
+    found = best_weights_location(store, run, here)
     if found is None:
         raise NotFound(f"trial {row.trial} ({run.id}) has no weights yet",
                        hint="wait for its first good checkpoint")
@@ -92,25 +93,10 @@ def _pick(rows: list[ctl.Row], trial: int | None, store: Store) -> ctl.Row:
             raise BadInput(f"trial {trial} has no run", hint="`farm sweep show ID` lists them")
         return row
     for row in rows:  # best first; the first that has weights
-        if row.run_id and weights_location(store, store.load_run(row.run_id)):
+        if row.run_id and best_weights_location(store, store.load_run(row.run_id)):
             return row
     raise NotFound("no trial of this sweep has weights yet",
                    hint="wait for a trial to write its first checkpoint")
-
-
-def weights_location(store: Store, run: Run, here: str = "") -> tuple[str, str] | None:
-    """(host, path) of the run's best weights: its best evaluation's (farm.eval keeps
-    them as the run's best.weights, on the host that evaluated), else the newest
-    checkpoint written while the loss was finite (on the host that trained it)."""
-    best = store.best_evaluation(run.id)
-    if best and best.get("best_weights"):
-        host = best.get("host", "")
-        if (host and host != here) or os.path.isfile(best["best_weights"]):
-            return host, best["best_weights"]
-    c = next((c for c in run.checkpoints if c.path == run.good_checkpoint), None)
-    if c is None:
-        return None
-    return run.attempts[c.attempt - 1].host, c.path
 
 
 def _iteration_of(store: Store, run: Run, weights: str) -> int | None:

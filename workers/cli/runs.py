@@ -251,7 +251,7 @@ def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: 
     """Copy a run's weights here from whichever host holds them (sha256 verified)."""
     store = ctx.store()
     run = store.find_run(run_id)
-    host, path = _weights_location(store, run, best, iteration)
+    host, path = _weights_location(store, run, best, iteration, ctx.settings.host_name)
     if host == ctx.settings.host_name or not host:
         import shutil
         shutil.copyfile(path, output)
@@ -261,15 +261,16 @@ def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: 
     click.echo(f"{output} <- {host or 'here'}:{path}")
 
 
-def _weights_location(store, run: Run, best: bool, iteration: int | None) -> tuple[str, str]:
-    """(host, path) of the weights asked for; NotFound-style BadInput when there are none."""
+def _weights_location(store, run: Run, best: bool, iteration: int | None,
+                      here: str) -> tuple[str, str]:
+    """(host, path) of the weights asked for; BadInput when there are none."""
     if best:
-        held = store.best_evaluation(run.id)
-        if not held:
-            raise BadInput(f"run {run.id} has no evaluated checkpoint yet",
-                           hint="wait for an evaluation (`farm status RUN`), or fetch "
-                                "--iteration N")
-        return held.get("host", ""), held["best_weights"]
+        from farm.eval.evaluate import best_weights_location
+        found = best_weights_location(store, run, here)
+        if found is None:
+            raise BadInput(f"run {run.id} has no weights yet",
+                           hint="wait for its first good checkpoint (`farm status RUN`)")
+        return found
     wanted = [c for c in run.checkpoints if c.finite and (
         c.iteration == iteration if iteration is not None else c.path == run.good_checkpoint)]
     if not wanted:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -44,6 +46,7 @@ _P_SUBS = (("images", "labels"), ("JPEGImages", "labels"), ("raw", "labels"),
 
 _BOM = b"\xef\xbb\xbf"
 _READ_CHUNK = 1 << 16
+_LIST_BLOCK = 1 << 18  # image lists are read this much at a time
 
 
 # ---------------------------------------------------------------------------------------
@@ -61,7 +64,19 @@ class LintReport:
     negatives: int = 0  # images whose label file is empty (background only)
     class_counts: Counter = field(default_factory=Counter)  # boxes per class id
     class_images: Counter = field(default_factory=Counter)  # images per class id
-    paths: dict[str, int] = field(default_factory=dict, repr=False)  # image → list line
+    # hash() of each image path in list order: 8 bytes an image, all the lint keeps to find
+    # duplicates and train/valid overlap (process-local: str hashes are salted per process)
+    digests: array = field(default_factory=lambda: array("q"), repr=False)
+    source: tuple | None = field(default=None, repr=False)  # (list path, _Rules) of lint_list
+
+    @property
+    def paths(self) -> dict[str, int]:
+        """image → its first line in the list, read again from the list when asked: a
+        table of every path made the lint's memory grow with the list (0.3 KB an image)."""
+        first: dict[str, int] = {}
+        for lineno, _, image in _list_images(*self.source) if self.source else ():
+            first.setdefault(image, lineno)
+        return first
 
     @property
     def errors(self) -> list[Finding]:
@@ -271,35 +286,76 @@ def lint_list(list_path: str | os.PathLike, *, classes: int, dialect="pjreddie",
                    float(min_object_px))
     report = LintReport()
     out = _Findings(max_findings_per_rule)
-    text = _read_list(list_path, out)
-    if text is not None:
-        _lint_entries(list_path, text, rules, report, out)
+    if _check_list(list_path, out):
+        report.source = (list_path, rules)
+        _lint_entries(list_path, rules, report, out)
         _summarise(list_path, rules, report, out, min_images_per_class)
     report.findings = out.done(list_path)
     return report
 
 
-def _read_list(list_path: str, out: _Findings) -> str | None:
+def _check_list(list_path: str, out: _Findings) -> bool:
+    """Whether there are lines to lint: the list exists, opens and holds more than
+    whitespace. A BOM is reported here; _list_lines drops it."""
     try:
-        data = _read_bytes(list_path)
+        with open(list_path, "rb") as f:
+            data = f.read(len(_BOM))
+            if data == _BOM:
+                out.add("list.bom", list_path, 1, "the list starts with a byte-order mark "
+                        "(BOM): darknet takes it as part of the first image's path ('Cannot "
+                        "load image')", "save the list as UTF-8 without BOM")
+                data = b""
+            while not data.strip():
+                data = f.read(_LIST_BLOCK)
+                if not data:
+                    out.add("list.empty", list_path, None, "the list holds no images",
+                            "list one image path per line")
+                    return False
     except FileNotFoundError:
         out.add("list.missing", list_path, None, "the image list does not exist",
                 "check the train=/valid= path in obj.data")
-        return None
+        return False
     except OSError as e:
         out.add("list.unreadable", list_path, None, f"cannot read the image list "
                 f"({e.strerror})", "check its permissions")
-        return None
-    if data.startswith(_BOM):
-        out.add("list.bom", list_path, 1, "the list starts with a byte-order mark (BOM): "
-                "darknet takes it as part of the first image's path ('Cannot load image')",
-                "save the list as UTF-8 without BOM")
-        data = data[3:]
-    if not data.strip():
-        out.add("list.empty", list_path, None, "the list holds no images",
-                "list one image path per line")
-        return None
-    return data.decode("utf-8", errors="surrogateescape")
+        return False
+    return True
+
+
+def _list_lines(list_path: str) -> Iterator[str]:
+    """The list's lines without a BOM or the final newline, read block by block: the whole
+    text and its split copy held most of the lint's memory on a long list."""
+    with open(list_path, "rb") as f:
+        rest = f.read(len(_BOM))
+        if rest == _BOM:
+            rest = b""
+        while block := f.read(_LIST_BLOCK):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                lines = block[:cut].decode("utf-8", errors="surrogateescape").split("\n")
+                lines.pop()
+                yield from lines
+        if rest:
+            yield rest.decode("utf-8", errors="surrogateescape")
+
+
+def _list_images(list_path: str, rules: _Rules) -> Iterator[tuple[int, str, str]]:
+    """(line, entry, image) of each image entry, resolved by the code _lint_entries uses,
+    findings dropped: the second pass that names the lines behind repeated digests."""
+    quiet, scratch = _Findings(0), LintReport()
+    may_fall_back = rules.check_images and rules.fallback_dir
+    for lineno, entry in enumerate(_list_lines(list_path), 1):
+        if entry[-1:] == "\r":
+            entry = entry[:-1]
+        image = _entry_image(list_path, lineno, entry, rules, scratch, quiet)
+        if image is None:
+            continue
+        if may_fall_back and not os.path.isabs(entry.strip()) \
+                and image_problem(image) == "missing":
+            image = _fallback(entry, image, rules)[0]
+        yield lineno, entry, image
 
 
 def _read_bytes(path: str) -> bytes:
@@ -311,37 +367,28 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def _lint_entries(list_path: str, text: str, rules: _Rules, report: LintReport,
+def _lint_entries(list_path: str, rules: _Rules, report: LintReport,
                   out: _Findings) -> None:
     """The hot loop: one pass over the list, every check inline for a good entry, a helper
-    (which writes the finding) only when something is wrong."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    (which writes the finding) only when something is wrong. Memory stays flat in the
+    list's length: lines are streamed, and each image leaves only its digest behind."""
     derive = _LABEL_RULES[rules.dialect]
-    base, paths, check_images = rules.base_dir, report.paths, rules.check_images
-    crlf = 0
+    check_images, digest = rules.check_images, report.digests.append
+    crlf = first_crlf = 0
     missing_hint: list[str | None] = []
     batch = _LabelBatch(rules, report, out)
-    for lineno, entry in enumerate(lines, 1):
+    for lineno, entry in enumerate(_list_lines(list_path), 1):
         if entry[-1:] == "\r":
             entry = entry[:-1]
             crlf += 1
-        dot = entry.rfind(".")
-        if (not entry or entry[0] in " \t" or entry[-1] in " \t"
-                or entry[dot:].lower() not in IMAGE_EXTENSIONS or entry.rfind("/") > dot):
-            image = _check_entry(list_path, lineno, entry, rules, report, out)
-            if image is None:
-                continue
-        else:
-            image = entry if entry[0] == "/" and "/." not in entry and "//" not in entry \
-                else os.path.normpath(os.path.join(base, entry))
-            report.images += 1
+            first_crlf = first_crlf or lineno
+        image = _entry_image(list_path, lineno, entry, rules, report, out)
+        if image is None:
+            continue
         problem = image_problem(image) if check_images else None
         if problem == "missing" and rules.fallback_dir and not os.path.isabs(entry.strip()):
             image, problem = _fallback(entry, image, rules)
-        if paths.setdefault(image, lineno) != lineno:
-            _report_duplicate(list_path, lineno, entry, paths[image], out)
+        digest(hash(image))
         if problem:
             _report_image(list_path, lineno, entry, image, problem, rules, out,
                           missing_hint)
@@ -370,8 +417,47 @@ def _lint_entries(list_path: str, text: str, rules: _Rules, report: LintReport,
         if not batch.offer(label, data):
             _parse_label(label, data, rules, report, out)
     batch.flush()
+    _report_duplicates(list_path, rules, report.digests, out)
     if crlf:
-        _report_crlf_list(list_path, lines, crlf, rules, out)
+        _report_crlf_list(list_path, first_crlf, crlf, rules, out)
+
+
+def _entry_image(list_path: str, lineno: int, entry: str, rules: _Rules,
+                 report: LintReport, out: _Findings) -> str | None:
+    """The image path of a list line (counted in report.images), or None with a finding."""
+    dot = entry.rfind(".")
+    if (not entry or entry[0] in " \t" or entry[-1] in " \t"
+            or entry[dot:].lower() not in IMAGE_EXTENSIONS or entry.rfind("/") > dot):
+        return _check_entry(list_path, lineno, entry, rules, report, out)
+    report.images += 1
+    if entry[0] == "/" and "/." not in entry and "//" not in entry:
+        return entry
+    return os.path.normpath(os.path.join(rules.base_dir, entry))
+
+
+def _repeated(*digest_arrays: array) -> set[int]:
+    """Digests found more than once within one array, or (given two) in both."""
+    views = [np.frombuffer(d, np.int64) if len(d) else np.empty(0, np.int64)
+             for d in digest_arrays]
+    if len(views) == 2:
+        return set(np.intersect1d(*views).tolist())
+    ordered = np.sort(views[0])
+    return set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+
+
+def _report_duplicates(list_path: str, rules: _Rules, digests: array,
+                       out: _Findings) -> None:
+    """Every line naming an image an earlier line names. Only digests that repeat send the
+    lint over the list a second time, and only their images are kept while it looks."""
+    repeated = _repeated(digests)
+    if not repeated:
+        return
+    first: dict[str, int] = {}
+    for lineno, entry, image in _list_images(list_path, rules):
+        if hash(image) in repeated:
+            seen = first.setdefault(image, lineno)
+            if seen != lineno:
+                _report_duplicate(list_path, lineno, entry, seen, out)
 
 
 def _read_rest(fd: int) -> bytes:
@@ -449,9 +535,8 @@ def _base_dir_hint(entry: str, base_dir: str) -> str | None:
     return None
 
 
-def _report_crlf_list(list_path: str, lines: list[str], crlf: int, rules: _Rules,
+def _report_crlf_list(list_path: str, first: int, crlf: int, rules: _Rules,
                       out: _Findings) -> None:
-    first = next(i for i, raw in enumerate(lines, 1) if raw.endswith("\r"))
     if rules.dialect == "pjreddie":
         out.add("list.crlf", list_path, first, f"Windows (CRLF) line endings on {crlf} "
                 "lines: pjreddie's darknet keeps the '\\r' in each path ('Cannot load image', "
@@ -888,9 +973,18 @@ def _check_backup(path: str, values: dict, base: str, data_dir: str,
 
 
 def _overlap(lists: dict[str, str], reports: dict[str, LintReport], cap: int) -> list[Finding]:
-    train, valid = reports["train"].paths, reports["valid"].paths
-    both = [(line, p) for p, line in valid.items() if p in train]
-    both.sort()
+    """Valid images also in the train list, by their first lines in each; the lists are
+    read again only when some digest is in both."""
+    common = _repeated(reports["train"].digests, reports["valid"].digests)
+    if not common:
+        return []
+    train: dict[str, int] = {}
+    valid: dict[str, int] = {}
+    for lines, report in ((train, reports["train"]), (valid, reports["valid"])):
+        for lineno, _, image in _list_images(*report.source):
+            if hash(image) in common:
+                lines.setdefault(image, lineno)
+    both = sorted((line, p) for p, line in valid.items() if p in train)
     found = [Finding(lists["valid"], line, f"{p} is also in the training list (line "
                      f"{train[p]}): its mAP measures memory, not detection",
                      "keep every image in one list only") for line, p in both[:cap]]

@@ -14,10 +14,12 @@ import functools
 import json
 import math
 import os
+import random
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -176,9 +178,19 @@ def synthesize(spec: SynthSpec, out_dir: str | os.PathLike, n: int, seed: int, s
     return records
 
 
-def render(spec: SynthSpec, index: int, seed: int) -> tuple[np.ndarray, list[tuple]]:
-    """Draw one image in memory: (BGR canvas, [(class, x0, y0, x1, y1), ...])."""
-    return _render(spec, _assets(spec), np.random.default_rng([seed, index]))
+def render(spec: SynthSpec, index: int, seed: int, out: np.ndarray | None = None
+           ) -> tuple[np.ndarray, list[tuple]]:
+    """Draw one image in memory: (BGR canvas, [(class, x0, y0, x1, y1), ...]).
+
+    `out`, a C-contiguous (height, width, 3) uint8 array, is drawn over and returned as the
+    canvas instead of a new one: synthesize reuses one per thread, because fresh
+    half-megabyte arrays cost page faults worth a fifth of the render time.
+    """
+    w, h = spec.canvas
+    if out is not None and (out.shape != (h, w, 3) or out.dtype != np.uint8
+                            or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous ({h}, {w}, 3) uint8 array")
+    return _render(spec, _assets(spec), _Rand.of(seed, index), out)
 
 
 def make_close_mark(size: int = 64, style: str = "circle", fg=(255, 255, 255),
@@ -192,10 +204,12 @@ def make_close_mark(size: int = 64, style: str = "circle", fg=(255, 255, 255),
     if style not in PROCEDURAL_STYLES:
         raise BadInput(f"unknown close-mark style {style!r}",
                        hint=f"use one of {', '.join(PROCEDURAL_STYLES)}")
-    masks, core = _masks(style, float(thickness))
+    levels, core = _masks(style, float(thickness))
     k = size / max(core)
-    pm = _paint(masks, k, k, tuple(fg)[::-1], tuple(bg)[::-1], style)
-    return _unpremultiply(_tight(pm)[0])
+    fg, bg = tuple(fg)[::-1], tuple(bg)[::-1]
+    masks = _warp(levels, k, k, 0.0, 0.0)
+    colour = _paint(masks, fg, fg if style in ("ring", "plain") else bg).colour
+    return _unpremultiply(_tight(np.dstack([colour, masks[:, :, 0]]))[0])
 
 
 def contact_sheet(image_label_pairs: Iterable[tuple[str, str]], out_png: str | os.PathLike,
@@ -225,10 +239,10 @@ def contact_sheet(image_label_pairs: Iterable[tuple[str, str]], out_png: str | o
 # --------------------------------------------------------------------------- writing
 
 def _write_sample(spec, assets, out: str, i: int, seed: int, width: int) -> SampleRecord:
-    gen = np.random.default_rng([seed, i])
-    canvas, boxes = _render(spec, assets, gen)
-    q_lo, q_hi = spec.jpeg_quality
-    quality = q_lo + int(gen.random() * (q_hi + 1 - q_lo))
+    r = _Rand.of(seed, i)
+    w, h = spec.canvas
+    canvas, boxes = _render(spec, assets, r, _scratch("canvas", (h, w, 3)))
+    quality = r.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)
     _, jpg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
     name = f"{i:0{width}d}"
     image, label = f"{out}/images/{name}.jpg", f"{out}/labels/{name}.txt"
@@ -257,6 +271,18 @@ def yolo_line(cls: int, x0: float, y0: float, x1: float, y1: float, w: int, h: i
     return f"{cls} {cx / 1e6:.6f} {cy / 1e6:.6f} {bw / 1e6:.6f} {bh / 1e6:.6f}\n"
 
 
+_LOCAL = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A work image kept per thread and reused (see render's `out`)."""
+    pool = _LOCAL.__dict__.setdefault("scratch", {})
+    img = pool.get(name)
+    if img is None or img.shape != shape:
+        img = pool[name] = np.empty(shape, np.uint8)
+    return img
+
+
 def _write_once(path: Path, text: str) -> None:
     """Write a shared file atomically; concurrent chunks write identical content."""
     if path.exists() and path.read_text() == text:
@@ -270,7 +296,7 @@ def _write_once(path: Path, text: str) -> None:
 
 @dataclass
 class _Assets:
-    templates: list[tuple[np.ndarray, tuple[int, int]]]  # premultiplied BGRA, core (w, h)
+    templates: list[tuple[list[np.ndarray], tuple[int, int]]]  # BGRA pyramid, core (w, h)
     backgrounds: list[str]
 
 
@@ -291,7 +317,8 @@ def _assets(spec: SynthSpec) -> _Assets:
     if key not in _ASSET_CACHE:
         _ASSET_CACHE.clear()
         _ASSET_CACHE[key] = _Assets(
-            [load_template(p, spec.colour_key, spec.key_tolerance) for p in spec.templates],
+            [_pyramid_of(load_template(p, spec.colour_key, spec.key_tolerance))
+             for p in spec.templates],
             _background_files(spec.backgrounds))
     return _ASSET_CACHE[key]
 
@@ -369,24 +396,14 @@ def _load_background(path: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- rendering
 
-class _Rand:
-    """Uniform draws from a buffer: numpy's per-call cost dominated the many small choices."""
+class _Rand(random.Random):
+    """The draws of one image. Python's Mersenne Twister: seeding it costs a quarter of
+    creating a numpy Generator, and each of the ~80 small draws is one C call."""
 
-    __slots__ = ("gen", "_it")
-
-    def __init__(self, gen: np.random.Generator):
-        self.gen = gen  # for whole arrays
-        self._it = iter(())
-
-    def random(self) -> float:
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.gen.random(256).tolist())
-            return next(self._it)
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.random()
+    @classmethod
+    def of(cls, seed: int, index: int) -> "_Rand":
+        """Image `index` of a seed's set: its draws depend on nothing else."""
+        return cls(seed << 64 | index)
 
     def integers(self, lo: int, hi: int) -> int:
         """An int in [lo, hi) like numpy's; lo when the range is empty."""
@@ -399,21 +416,21 @@ class _Rand:
                 lo + ((v >> 16) * span >> 8))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pasted:
     x: int
     y: int
-    core: np.ndarray  # uint8 0/1 mask of the mark's visible-alpha pixels (patch coordinates)
-    visible: np.ndarray  # same, minus what is occluded
+    core: np.ndarray  # uint8 0/255 mask of the mark's visible-alpha pixels (patch coordinates)
+    visible: np.ndarray  # same, minus what is occluded (core itself until something is)
     cls: int
 
 
-def _render(spec: SynthSpec, assets: _Assets, gen: np.random.Generator):
-    r = _Rand(gen)
+def _render(spec: SynthSpec, assets: _Assets, r: _Rand, out: np.ndarray | None = None):
     w, h = spec.canvas
     tone = _Tone(1 + r.uniform(-spec.contrast, spec.contrast),
                  r.uniform(-spec.brightness, spec.brightness) * 255)
-    canvas = _background(r, assets, w, h)
+    canvas = np.empty((h, w, 3), np.uint8) if out is None else out
+    _background(r, assets, canvas)
     if assets.backgrounds:  # generated canvases have random colours: tone the marks only
         tone.apply_lut(canvas)
     for _ in range(r.integers(spec.distractors[0], spec.distractors[1] + 1)):
@@ -422,12 +439,11 @@ def _render(spec: SynthSpec, assets: _Assets, gen: np.random.Generator):
     negative = r.random() < spec.negatives
     for _ in range(0 if negative else r.integers(spec.marks[0], spec.marks[1] + 1)):
         patch, cls = _mark(r, spec, assets, tone)
-        spot = _free_spot(r, patch.shape, pasted, w, h)
+        spot = _free_spot(r, patch.core.shape, pasted, w, h)
         if spot is None:
             continue
         _composite(canvas, patch, *spot)
-        core = (patch[:, :, 3] >= VISIBLE_ALPHA).view(np.uint8)
-        pasted.append(_Pasted(spot[0], spot[1], core, core.copy(), cls))
+        pasted.append(_Pasted(spot[0], spot[1], patch.core, patch.core, cls))
         if r.random() < spec.occlusion:
             _occlude(r, canvas, pasted[-1], pasted)
     _photometric(r, spec, canvas)
@@ -443,10 +459,13 @@ def _boxes(pasted: list[_Pasted], w: int, h: int, min_visible: float) -> list[tu
         if x1 <= x0 or y1 <= y0:
             continue
         vis = p.visible[y0 - p.y:y1 - p.y, x0 - p.x:x1 - p.x]
-        total = cv2.countNonZero(p.core)
-        if total == 0 or cv2.countNonZero(vis) < min_visible * total:
-            continue
+        if p.visible is not p.core or vis.shape != p.core.shape:  # occluded, or cut off
+            total = cv2.countNonZero(p.core)
+            if total == 0 or cv2.countNonZero(vis) < min_visible * total:
+                continue
         bx, by, bw, bh = cv2.boundingRect(vis)
+        if bw == 0:  # no pixel reaches VISIBLE_ALPHA
+            continue
         boxes.append((p.cls, x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh))
     return boxes
 
@@ -463,17 +482,28 @@ def _free_spot(r: _Rand, shape, pasted: list[_Pasted], w: int, h: int, tries: in
     return None
 
 
-def _composite(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
-    """Alpha-blend a premultiplied BGRA patch onto the canvas in place, clipped to its edges."""
+class _Patch(NamedTuple):
+    """A mark ready to paste: premultiplied BGR, the share of the background it keeps
+    (255 − alpha, three channels) and its core (alpha ≥ VISIBLE_ALPHA, 0/255). Both blend
+    operands come ready-made from one cv2.transform each, so a paste is two saturating
+    OpenCV calls and no conversions."""
+
+    colour: np.ndarray
+    keep: np.ndarray
+    core: np.ndarray
+
+
+def _composite(canvas: np.ndarray, patch: _Patch, x: int, y: int) -> None:
+    """Alpha-blend a patch onto the canvas in place, clipped to its edges."""
     h, w = canvas.shape[:2]
-    ph, pw = patch.shape[:2]
+    ph, pw = patch.core.shape
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + pw, w), min(y + ph, h)
     if x1 <= x0 or y1 <= y0:
         return
-    p = patch[y0 - y:y1 - y, x0 - x:x1 - x]
+    inside = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
     roi = canvas[y0:y1, x0:x1]
-    cv2.multiply(roi, cv2.cvtColor(255 - p[:, :, 3], cv2.COLOR_GRAY2BGR), dst=roi, scale=1 / 255)
-    cv2.add(roi, cv2.cvtColor(p, cv2.COLOR_BGRA2BGR), dst=roi)
+    cv2.multiply(roi, patch.keep[inside], dst=roi, scale=1 / 255)
+    cv2.add(roi, patch.colour[inside], dst=roi)
 
 
 def _occlude(r: _Rand, canvas: np.ndarray, target: _Pasted, pasted: list[_Pasted]) -> None:
@@ -497,10 +527,11 @@ def _occlude(r: _Rand, canvas: np.ndarray, target: _Pasted, pasted: list[_Pasted
         ax0, ay0 = max(x0 - p.x, 0), max(y0 - p.y, 0)
         ax1, ay1 = min(x1 - p.x, qw), min(y1 - p.y, qh)
         if ax1 > ax0 and ay1 > ay0:
+            if p.visible is p.core:
+                p.visible = p.core.copy()
             p.visible[ay0:ay1, ax0:ax1] = 0
 
 
-@dataclass(frozen=True)
 class _Tone:
     """Contrast (about mid-grey) and brightness of one image: v -> gain * v + offset.
 
@@ -508,111 +539,142 @@ class _Tone:
     is applied to the marks' colours instead, which is the same where it matters.
     """
 
-    contrast: float
-    brightness: float
+    __slots__ = ("contrast", "offset")
 
-    @property
-    def offset(self) -> float:
-        return 128 * (1 - self.contrast) + self.brightness
+    def __init__(self, contrast: float, brightness: float):
+        self.contrast = contrast
+        self.offset = 128 * (1 - contrast) + brightness
 
     def colour(self, bgr) -> tuple[int, int, int]:
-        return tuple(min(255, max(0, int(v * self.contrast + self.offset + 0.5))) for v in bgr)
+        g, o = self.contrast, self.offset + 0.5
+        b, gr, r = bgr
+        return (min(255, max(0, int(b * g + o))), min(255, max(0, int(gr * g + o))),
+                min(255, max(0, int(r * g + o))))
 
     def apply_lut(self, img: np.ndarray) -> None:
         lut = np.clip(np.arange(256) * self.contrast + self.offset + 0.5, 0, 255).astype(np.uint8)
         flat = img.reshape(img.shape[0], -1)  # one-channel view: cv2.LUT is faster on it
         cv2.LUT(flat, lut, dst=flat)
 
-    def apply_premultiplied(self, pm: np.ndarray) -> np.ndarray:
-        """v' = gain*v + offset on straight colour is gain*pm + offset*alpha premultiplied."""
-        a = pm[:, :, 3:4].astype(np.float32) * (1 / 255)
-        out = pm.copy()
-        out[:, :, :3] = np.clip(pm[:, :, :3] * self.contrast + self.offset * a + 0.5, 0, 255)
-        return out
+    def premultiplied(self) -> np.ndarray:
+        """cv2.transform matrix from premultiplied BGRA to toned premultiplied BGR:
+        v' = gain*v + offset on straight colour is gain*pm + offset*alpha premultiplied."""
+        m = np.zeros((3, 4), np.float32)
+        m[:, :3] = np.eye(3) * self.contrast
+        m[:, 3] = self.offset / 255
+        return m
 
 
 def _photometric(r: _Rand, spec: SynthSpec, canvas: np.ndarray) -> None:
     """Whole-image blur and noise, in place."""
     h, w = canvas.shape[:2]
-    if r.random() < spec.blur:
-        cv2.GaussianBlur(canvas, (3, 3), 0, dst=canvas)  # fixed-point fast path: sigma 0
+    if r.random() < spec.blur:  # sigma 0: the fixed-point fast path; in place would
+        copy = _scratch("blur", canvas.shape)  # make OpenCV clone the image every time
+        np.copyto(copy, canvas)
+        cv2.GaussianBlur(copy, (3, 3), 0, dst=canvas)
     if r.random() < spec.noise and spec.noise_level > 0:
-        up, down = _noise_bank(spec.noise_level, w, h)
+        grain = _noise_bank(spec.noise_level, w, h)
         dx, dy = r.integers(0, _NOISE_PAD), r.integers(0, _NOISE_PAD)
-        cv2.add(canvas, up[dy:dy + h, dx:dx + w], dst=canvas)
-        cv2.subtract(canvas, down[dy:dy + h, dx:dx + w], dst=canvas)
+        ex, ey = r.integers(1, _NOISE_PAD), r.integers(0, _NOISE_PAD)  # another window
+        cv2.add(canvas, grain[dy:dy + h, dx:dx + w], dst=canvas)
+        ex = (dx + ex) % _NOISE_PAD
+        cv2.subtract(canvas, grain[ey:ey + h, ex:ex + w], dst=canvas)
 
 
 _NOISE_PAD = 64
 
 
 @functools.lru_cache(maxsize=4)
-def _noise_bank(level: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed grain field (same in every process); images use shifted windows of it.
+def _noise_bank(level: int, w: int, h: int) -> np.ndarray:
+    """A fixed grain field of 0..level (same in every process). An image adds one window
+    of it and subtracts another (never the same): noise in ±level, triangular.
 
-    Drawing fresh noise per image cost more than the JPEG encoding itself.
+    Drawing fresh noise per image cost more than the JPEG encoding itself; one field,
+    not a positive and a negative one, halves what the noise reads from memory.
     """
     grain = np.random.default_rng(0x5EED).integers(
-        -level, level + 1, (h + _NOISE_PAD, w + _NOISE_PAD), dtype=np.int16)
-    up = cv2.merge([np.clip(grain, 0, 255).astype(np.uint8)] * 3)
-    down = cv2.merge([np.clip(-grain, 0, 255).astype(np.uint8)] * 3)
-    return up, down
+        0, level + 1, (h + _NOISE_PAD, w + _NOISE_PAD), dtype=np.uint8)
+    return cv2.merge([grain] * 3)
 
 
 # --------------------------------------------------------------------------- one mark
 
-def _mark(r: _Rand, spec: SynthSpec, assets: _Assets, tone: _Tone) -> tuple[np.ndarray, int]:
-    """A transformed premultiplied BGRA patch, tight to its pixels, and its class."""
+def _mark(r: _Rand, spec: SynthSpec, assets: _Assets, tone: _Tone) -> tuple[_Patch, int]:
+    """A transformed mark ready to paste, and its class."""
     size = r.uniform(*spec.mark_px)
     stretch = math.sqrt(1 + r.uniform(-spec.aspect, spec.aspect))
     if assets.templates:
         k = r.integers(0, len(assets.templates))
-        template, core = assets.templates[k]
+        levels, core = assets.templates[k]
         cls = spec.template_classes[k] if spec.template_classes else 0
-        scale = size / max(core)
-        patch = _resize(template, scale * stretch, scale / stretch)
-        patch = tone.apply_premultiplied(_recolour(r, patch, spec.hue))
     else:
         style = spec.procedural if spec.procedural != "mixed" else PROCEDURAL_STYLES[
             r.integers(0, len(PROCEDURAL_STYLES))]
-        masks, core = _masks(style, r.integers(0, len(_THICKNESS)))
-        scale = size / max(core)
+        levels, core = _masks(style, r.integers(0, len(_THICKNESS)))
         fg, bg = (tone.colour(c) for c in _mark_colours(r))
-        patch = _paint(masks, scale * stretch, scale / stretch, fg, bg, style)
+        bg = fg if style in ("ring", "plain") else bg  # one colour: the × (and ring) is the mark
         cls = 0
-    if "h" in spec.flip and r.random() < 0.5:
-        patch = cv2.flip(patch, 1)
-    if "v" in spec.flip and r.random() < 0.5:
-        patch = cv2.flip(patch, 0)
+    scale = size / max(core)
+    fx = scale * stretch * (-1 if "h" in spec.flip and r.random() < 0.5 else 1)
+    fy = scale / stretch * (-1 if "v" in spec.flip and r.random() < 0.5 else 1)
     angle = r.uniform(-spec.rotation, spec.rotation)
     shear = r.uniform(-spec.shear, spec.shear)
-    if angle or shear:
-        patch = _tight(_warp(patch, angle, shear))[0]
-    return patch, cls
+    warped = _warp(levels, fx, fy, angle, shear)
+    if not assets.templates:
+        return _paint(warped, fg, bg), cls
+    bgra = _recolour(r, warped, spec.hue)
+    return _Patch(cv2.transform(bgra, tone.premultiplied()), cv2.transform(bgra, _KEEP_BGRA),
+                  cv2.inRange(bgra, (0, 0, 0, VISIBLE_ALPHA), (255, 255, 255, 255))), cls
 
 
-def _resize(img: np.ndarray, fx: float, fy: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    size = (max(1, round(w * fx)), max(1, round(h * fy)))
-    interp = cv2.INTER_AREA if fx * fy < 1 else cv2.INTER_LINEAR
-    return cv2.resize(img, size, interpolation=interp)
+_KEEP_BGRA = np.array([[0, 0, 0, -1, 255]] * 3, np.float32)  # BGRA -> 255 - alpha, thrice
+_KEEP_MASK = np.array([[-1, 0, 0, 255]] * 3, np.float32)  # (alpha, ...) -> the same
 
 
-def _warp(patch: np.ndarray, angle: float, shear: float) -> np.ndarray:
-    """Rotate and shear about the centre onto a canvas big enough; transparent borders.
+def _warp(levels: list[np.ndarray], fx: float, fy: float, angle: float,
+          shear: float) -> np.ndarray:
+    """Scale by (fx, fy) (negative: mirror), shear and rotate about the centre in one
+    resampling, onto a patch that just holds the result; transparent borders.
 
+    The source is the pyramid level at most twice the output size, so bilinear sampling
+    stays smooth; one warp of the mark's own pixels replaces resize, flip and rotate.
     BORDER_CONSTANT with zero alpha: nothing outside the mark is smeared in (ds7).
     """
-    h, w = patch.shape[:2]
+    h0, w0 = levels[0].shape[:2]
+    need_w, need_h = abs(fx) * w0, abs(fy) * h0
+    src = levels[0]
+    for m in levels[1:]:
+        if m.shape[1] < need_w or m.shape[0] < need_h:
+            break
+        src = m
+    h, w = src.shape[:2]
+    fx, fy = fx * w0 / w, fy * h0 / h
     c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    m00, m01, m10, m11 = c, c * shear + s, -s, -s * shear + c  # rotation · shear
-    ow = int(math.ceil(abs(m00) * w + abs(m01) * h)) + 2
-    oh = int(math.ceil(abs(m10) * w + abs(m11) * h)) + 2
-    tx = ow / 2 - (m00 * w + m01 * h) / 2
-    ty = oh / 2 - (m10 * w + m11 * h) / 2
-    full = np.array([[m00, m01, tx], [m10, m11, ty]])
-    return cv2.warpAffine(patch, full, (ow, oh), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    m00, m01, m10, m11 = c * fx, (c * shear + s) * fy, -s * fx, (c - s * shear) * fy
+    # bilinear support reaches half a source pixel past the edges; an even margin keeps
+    # an unscaled, unrotated mark on whole pixels (no needless half-pixel blur)
+    pad = 2 * math.ceil(max(abs(m00) + abs(m01), abs(m10) + abs(m11)) / 2)
+    ow = math.ceil(abs(m00) * w + abs(m01) * h) + pad
+    oh = math.ceil(abs(m10) * w + abs(m11) * h) + pad
+    tx = (ow - 1) / 2 - (m00 * (w - 1) + m01 * (h - 1)) / 2
+    ty = (oh - 1) / 2 - (m10 * (w - 1) + m11 * (h - 1)) / 2
+    return cv2.warpAffine(src, np.array([[m00, m01, tx], [m10, m11, ty]]), (ow, oh),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0, 0))
+
+
+def _pyramid_of(template: tuple[np.ndarray, tuple[int, int]]):
+    return _pyramid(template[0]), template[1]
+
+
+def _pyramid(img: np.ndarray) -> list[np.ndarray]:
+    """The image and its area-averaged halvings down to about 16 px."""
+    levels = [img]
+    while min(levels[-1].shape[:2]) >= 32:
+        m = levels[-1]
+        levels.append(cv2.resize(m, (m.shape[1] // 2, m.shape[0] // 2),
+                                 interpolation=cv2.INTER_AREA))
+    return levels
 
 
 def _recolour(r: _Rand, patch: np.ndarray, hue: float) -> np.ndarray:
@@ -652,14 +714,16 @@ def _unpremultiply(pm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- procedural ×
 
 _THICKNESS = (0.10, 0.13, 0.16, 0.19)  # stroke width as a fraction of the mark
-_MASK_PX = 128  # enough for antialiased edges; resizing it is per-paste cost
+_MASK_PX = 128  # enough for antialiased edges; pastes warp a smaller pyramid level
 
 
-@functools.cache  # few keys (style x stroke); never evicted, so ids in _PYRAMIDS stay valid
-def _masks(style: str, thickness: int | float):
-    """High-resolution (alpha, cross) masks of a × button, cropped tight; and the core size.
+@functools.cache  # few keys (style x stroke width)
+def _masks(style: str, thickness: int | float) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """A × button as a pyramid of (alpha, alpha·cross, 0) masks, cropped tight; its core size.
 
-    Drawn once per style and stroke width; each paste only resizes and colours them.
+    Drawn once per style and stroke width. Colour is linear in the two masks, so each
+    paste warps them once and colours the result with one cv2.transform (_paint); the
+    third channel is there because OpenCV's 3-channel paths are the vectorised ones.
     """
     t_frac = _THICKNESS[thickness] if isinstance(thickness, int) else thickness
     s = _MASK_PX
@@ -681,62 +745,20 @@ def _masks(style: str, thickness: int | float):
     cv2.line(cross, (c - arm, c + arm), (c + arm, c - arm), 255, t, cv2.LINE_AA)
     if style in ("ring", "plain"):
         np.maximum(alpha, cross, out=alpha)
-    both = np.dstack([alpha, cross])
+    both = cv2.merge([alpha, cv2.multiply(alpha, cross, scale=1 / 255), np.zeros_like(alpha)])
     x, y, w, h = cv2.boundingRect(alpha)
     both = np.ascontiguousarray(both[y:y + h, x:x + w])
     _, _, cw, ch = cv2.boundingRect((both[:, :, 0] >= VISIBLE_ALPHA).view(np.uint8))
-    return both, (cw, ch)
+    return _pyramid(both), (cw, ch)
 
 
-def _paint(masks: np.ndarray, fx: float, fy: float, fg, bg, style: str) -> np.ndarray:
-    """Colour the masks at the mark's size: premultiplied BGRA."""
-    h, w = masks.shape[:2]
-    size = (max(1, round(w * fx)), max(1, round(h * fy)))
-    alpha, weights = _sized_masks(masks, *size)
-    if style in ("ring", "plain"):
-        bg = fg  # one colour: the × (and ring) is the mark
-    pm = (weights @ np.array([bg, fg], np.float32) + 0.5).astype(np.uint8)
-    return cv2.merge([pm.reshape(size[1], size[0], 3), alpha])
-
-
-_SIZED: OrderedDict = OrderedDict()
-
-
-def _sized_masks(masks: np.ndarray, w: int, h: int):
-    """The masks at (w, h): uint8 alpha and per-pixel (background, ×) colour weights.
-
-    Premultiplied colour = weights @ [bg, fg]; memoised because sizes repeat.
-    """
-    key = (id(masks), w, h)
-    hit = _SIZED.get(key)
-    if hit is None:
-        src = next((m for m in reversed(_pyramid(masks)) if m.shape[1] >= w and m.shape[0] >= h),
-                   masks)  # at most 2x larger: bilinear is as good as area there, 3x cheaper
-        small = cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR)
-        a, x = (small.reshape(-1, 2).astype(np.float32) * (1 / 255)).T
-        weights = np.stack([a * (1 - x), a * x], axis=1)
-        hit = _SIZED[key] = (small[:, :, 0].copy(), weights)
-        if len(_SIZED) > 4096:
-            _SIZED.popitem(last=False)
-    else:
-        _SIZED.move_to_end(key)
-    return hit
-
-
-_PYRAMIDS: dict[int, list[np.ndarray]] = {}
-
-
-def _pyramid(masks: np.ndarray) -> list[np.ndarray]:
-    """The masks halved (area-averaged) down to about 16 px; memoised per mask."""
-    levels = _PYRAMIDS.get(id(masks))
-    if levels is None:
-        levels = [masks]
-        while min(levels[-1].shape[:2]) >= 32:
-            m = levels[-1]
-            levels.append(cv2.resize(m, (m.shape[1] // 2, m.shape[0] // 2),
-                                     interpolation=cv2.INTER_AREA))
-        _PYRAMIDS[id(masks)] = levels  # masks live in _masks' cache: ids stay valid
-    return levels
+def _paint(masks: np.ndarray, fg, bg) -> _Patch:
+    """Colour warped masks: premultiplied colour = alpha·bg + alpha·cross·(fg − bg)."""
+    k = 1 / 255
+    m = np.array(((bg[0] * k, (fg[0] - bg[0]) * k, 0), (bg[1] * k, (fg[1] - bg[1]) * k, 0),
+                  (bg[2] * k, (fg[2] - bg[2]) * k, 0)), np.float32)
+    return _Patch(cv2.transform(masks, m), cv2.transform(masks, _KEEP_MASK),
+                  cv2.inRange(masks, (VISIBLE_ALPHA, 0, 0), (255, 255, 255)))
 
 
 def _mark_colours(r: _Rand) -> tuple[tuple, tuple]:
@@ -761,31 +783,33 @@ def _rounded_rect(img, x0, y0, x1, y1, radius, colour, line=cv2.LINE_AA) -> None
 
 # --------------------------------------------------------------------------- backgrounds
 
-def _background(r: _Rand, assets: _Assets, w: int, h: int) -> np.ndarray:
+def _background(r: _Rand, assets: _Assets, canvas: np.ndarray) -> None:
     if assets.backgrounds:
-        return _crop_background(r, _load_background(
-            assets.backgrounds[r.integers(0, len(assets.backgrounds))]), w, h)
-    return _ui_canvas(r, w, h)
+        _crop_background(r, _load_background(
+            assets.backgrounds[r.integers(0, len(assets.backgrounds))]), canvas)
+    else:
+        _ui_canvas(r, canvas)
 
 
-def _crop_background(r: _Rand, img: np.ndarray, w: int, h: int) -> np.ndarray:
+def _crop_background(r: _Rand, img: np.ndarray, canvas: np.ndarray) -> None:
     """A canvas-sized window of a real background at its own scale (scaled up only if small)."""
+    h, w = canvas.shape[:2]
     bh, bw = img.shape[:2]
     if bw < w or bh < h:
         k = max(w / bw, h / bh)
         img = cv2.resize(img, (max(w, round(bw * k)), max(h, round(bh * k))))
         bh, bw = img.shape[:2]
     x, y = r.integers(0, bw - w + 1), r.integers(0, bh - h + 1)
-    return img[y:y + h, x:x + w].copy()
+    np.copyto(canvas, img[y:y + h, x:x + w])
 
 
-def _ui_canvas(r: _Rand, w: int, h: int) -> np.ndarray:
+def _ui_canvas(r: _Rand, img: np.ndarray) -> None:
     """A phone-game-like screen: flat or gradient, panels, text-like strokes and icons."""
-    img = np.empty((h, w, 3), np.uint8)
+    h, w = img.shape[:2]
     if r.random() < 0.5:
         cv2.rectangle(img, (0, 0), (w, h), r.colour(), -1)  # 30x faster than numpy's fill
     else:
-        _gradient(img, r.colour(), r.colour())
+        _gradient(r.colour(), r.colour(), img)
     area = max(1, round(w * h / (416 * 416)))
     unit = min(w, h)
     for _ in range(r.integers(1, 3 + area)):
@@ -796,16 +820,22 @@ def _ui_canvas(r: _Rand, w: int, h: int) -> np.ndarray:
         _text_line(r, img, w, h)
     for _ in range(r.integers(0, 3 + area)):
         _icon(r, img, w, h)
-    return img
 
 
-def _gradient(img: np.ndarray, top, bottom, steps: int = 24) -> None:
-    """A vertical gradient in bands: a third cheaper than resizing a 2-pixel image."""
+def _gradient(top, bottom, img: np.ndarray, steps: int = 24) -> None:
+    """A vertical gradient in bands, flat over its first and last quarter: the bands are
+    a two-pixel image resized (one call), copied down by np.take (mode="clip" keeps take
+    from buffering). Drawing the bands as rectangles cost twice as much."""
     h, w = img.shape[:2]
-    for k in range(steps):
-        t = k / (steps - 1)
-        colour = tuple(int(a + (b - a) * t) for a, b in zip(top, bottom))
-        cv2.rectangle(img, (0, k * h // steps), (w, (k + 1) * h // steps - 1), colour, -1)
+    rows = cv2.resize(np.array([[top], [bottom]], np.uint8), (w, steps),
+                      interpolation=cv2.INTER_LINEAR)
+    np.take(rows.reshape(steps, -1), _band_of_row(steps, h), axis=0, out=img.reshape(h, -1),
+            mode="clip")
+
+
+@functools.lru_cache(maxsize=8)
+def _band_of_row(steps: int, h: int) -> np.ndarray:
+    return np.arange(h) * steps // h
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwyzABCDEFGHIJKLMNOPQRSTUVWYZ0123456789 "  # no x/X on purpose
@@ -845,8 +875,9 @@ def _draw_distractor(r: _Rand, img: np.ndarray, mark_px) -> None:
         _spokes(img, c, rad, (a, a + math.pi / 2), col, t)
     elif kind == 1:
         cv2.circle(img, c, rad, col, -1, cv2.LINE_AA)
-    elif kind == 2:
-        cv2.circle(img, c, rad, col, t, cv2.LINE_AA)
+    elif kind == 2:  # ring: an annulus filled in one call, 5x cheaper than a thick AA circle
+        outer, inner = (cv2.ellipse2Poly(c, (q, q), 0, 0, 360, 5) for q in (rad, max(1, rad - t)))
+        cv2.fillPoly(img, [outer, inner], col, cv2.LINE_AA)
     elif kind == 3:  # tick
         pts = np.array([[x, y + rad], [x + rad * 2 // 3, y + s], [x + s, y]], np.int32)
         cv2.polylines(img, [pts], False, col, t, cv2.LINE_AA)

@@ -373,3 +373,89 @@ def test_box_sizes_for_anchors(tmp_path):
     path = make_set(tmp_path, {"a": "0 0.5 0.5 0.1 0.2\n0 0.5 0.5 0.3 0.4\n", "b": "bad\n"})
     sizes, images = box_sizes(path, dialect="alexeyab")
     assert images == 2 and sizes.tolist() == [[0.1, 0.2], [0.3, 0.4]]
+
+
+# -- memory flat in the list's length: digests, a second pass, lines streamed ----------------
+
+
+def unlabelled_list(path: Path, n: int, extra=()) -> Path:
+    """n distinct image paths (nothing on disk: images unchecked, labels missing)."""
+    lines = [f"/nowhere/img/{i:06d}.jpg" for i in range(n)] + list(extra)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_duplicates_in_a_long_list_name_both_lines(tmp_path):
+    listed = [f"i{k}.jpg" for k in range(3000)]
+    listed[2499] = "./i16.jpg"  # line 2500 repeats line 17, spelled differently
+    listed[2999] = str(tmp_path / "i1199.jpg")  # line 3000 repeats line 1200, absolute
+    for name in listed[:5]:
+        make_image(tmp_path / name)
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(listed) + "\n")
+    report = lint(path, check_images=False)
+    dups = [(f.line, f.reason) for f in report.errors if "listed twice" in f.reason]
+    assert dups == [(2500, "./i16.jpg is listed twice (first at line 17): it counts double "
+                           "in training and in mAP"),
+                    (3000, f"{tmp_path}/i1199.jpg is listed twice (first at line 1200): it "
+                           "counts double in training and in mAP")]
+    paths = report.paths  # rebuilt from the list on demand, first line of each image
+    assert len(paths) == 2998 and paths[str(tmp_path / "i16.jpg")] == 17
+    assert list(paths)[:2] == [str(tmp_path / "i0.jpg"), str(tmp_path / "i1.jpg")]
+
+
+def test_digest_collisions_are_checked_against_the_paths(tmp_path, monkeypatch):
+    """Every path hashing alike must not make every line a duplicate: the second pass
+    compares the paths themselves."""
+    monkeypatch.setattr(lint_module, "hash", lambda path: 7, raising=False)
+    path = unlabelled_list(tmp_path / "train.txt", 50, extra=["/nowhere/img/000003.jpg"])
+    dups = [f.line for f in lint(path, check_images=False).errors if "twice" in f.reason]
+    assert dups == [51]
+
+
+def test_train_valid_overlap_in_long_lists_names_both_lines(tmp_path):
+    (tmp_path / "obj.names").write_text("close\n")
+    unlabelled_list(tmp_path / "train.txt", 4000)
+    valid = [f"/nowhere/img/v{i:05d}.jpg" for i in range(1000)]
+    valid[600], valid[999] = "/nowhere/img/003141.jpg", "/nowhere/img/../img/000002.jpg"
+    (tmp_path / "valid.txt").write_text("\n".join(valid) + "\n")
+    (tmp_path / "obj.data").write_text("classes=1\ntrain=train.txt\nvalid=valid.txt\n"
+                                       "names=obj.names\n")
+    report = lint_obj_data(tmp_path / "obj.data", dialect="alexeyab", check_images=False,
+                           min_images_per_class=None)
+    both = [(f.line, f.reason.split(" is also")[0], f.reason.split("(line ")[1][:5])
+            for f in report.errors if "also in the training list" in f.reason]
+    assert both == [(601, "/nowhere/img/003141.jpg", "3142)"),
+                    (1000, "/nowhere/img/000002.jpg", "3): i")]
+
+
+def test_lines_split_across_read_blocks_are_read_whole(tmp_path, monkeypatch):
+    listed = [f"dir/ünïcødé-{k}.jpg" for k in range(40)] + ["", "notes.md"]
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(listed).encode())  # BOM, CRLF, no final \n
+    whole = lint(path, check_images=False)
+    monkeypatch.setattr(lint_module, "_LIST_BLOCK", 7)  # splits lines and UTF-8 characters
+    small = lint(path, check_images=False)
+    assert small.findings == whole.findings and small.images == whole.images == 40
+    assert find(small, "notes.md does not have").line == 42
+    assert find(small, "blank line").line == 41 and find(small, "byte-order mark").line == 1
+
+
+def test_lint_memory_does_not_grow_with_the_list(tmp_path, monkeypatch):
+    """100 000-image packages made the old path table grow by 0.3 KB an image; now it is
+    8 bytes an image (and a sorted copy, briefly). Small read blocks, so that both lists
+    span several and the block's own (constant) memory cancels out."""
+    import tracemalloc
+    monkeypatch.setattr(lint_module, "_LIST_BLOCK", 1 << 14)
+
+    def peak(n: int) -> int:
+        path = unlabelled_list(tmp_path / f"l{n}.txt", n)
+        tracemalloc.start()
+        report = lint(path, check_images=False)
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert report.images == n and not [f for f in report.errors if "twice" in f.reason]
+        return size
+
+    small, large = peak(2_000), peak(40_000)
+    assert large - small < 38_000 * 40, (small, large)  # a path table took ~200 B an image

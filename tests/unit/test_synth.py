@@ -112,6 +112,16 @@ def test_labels_match_the_pixels_that_were_pasted(tmp_path):
         assert abs(ys.min() - y0) <= 1 and abs(ys.max() + 1 - y1) <= 1
 
 
+def test_noise_stays_within_its_level_and_is_never_cancelled_out(tmp_path):
+    """Noise is one cached grain window added and another subtracted: never the same one."""
+    spec = SynthSpec(backgrounds=[str(_flat_background(tmp_path))], brightness=0, contrast=0,
+                     blur=0, noise=1, noise_level=6, distractors=(0, 0), negatives=1)
+    for i in range(6):
+        diff = render(spec, i, 2)[0].astype(int) - 128
+        assert diff.min() >= -6 and diff.max() <= 6
+        assert diff.std() > 1.5 and abs(diff.mean()) < 0.5
+
+
 def _flat_background(tmp_path: Path) -> Path:
     bg = tmp_path / "bg" / "grey.png"
     bg.parent.mkdir(exist_ok=True)
@@ -123,10 +133,40 @@ def test_rotation_fills_with_transparency_not_nearest_pixels():
     """ds7: "nearest" fill smeared the mark; the corners of a rotated patch stay empty."""
     patch = np.zeros((40, 40, 4), np.uint8)
     patch[:] = (0, 0, 255, 255)
-    out = _warp(patch, 30, 0.0)
+    out = _warp([patch], 1.0, 1.0, 30, 0.0)
     assert out.shape[0] > 40
     for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
         assert out[y, x, 3] == 0
+    assert (out[:, :, 3] >= 128).sum() == pytest.approx(40 * 40, rel=0.03)  # area kept
+
+
+def test_one_warp_mirrors_and_scales_like_flip_and_resize():
+    """Flip, scale and rotation are one resampling now; a mirror must still be a mirror."""
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    same = _warp([patch], 1.0, 1.0, 0.0, 0.0)
+    inner = (slice(1, -1), slice(1, -1))  # one transparent pixel of bilinear support around
+    assert same.shape == (32, 22, 3) and np.array_equal(same[inner], patch)
+    assert np.array_equal(_warp([patch], -1.0, 1.0, 0.0, 0.0)[inner], cv2.flip(patch, 1))
+    assert np.array_equal(_warp([patch], 1.0, -1.0, 0.0, 0.0)[inner], cv2.flip(patch, 0))
+    assert _warp([patch], 2.0, 0.5, 0.0, 0.0).shape[:2] == (17, 42)
+
+
+def test_template_and_file_background_output_is_the_same_whatever_the_chunking(tmp_path):
+    """The template branch (hue, tone through cv2.transform) and file backgrounds too."""
+    png = tmp_path / "close.png"
+    cv2.imwrite(str(png), make_close_mark(60, "circle", fg=(250, 40, 40)))
+    spec = SynthSpec(templates=[str(png)], backgrounds=[str(_flat_background(tmp_path))],
+                     negatives=0, hue=20)
+    synthesize(spec, tmp_path / "one", 9, seed=4)
+    for start, count in ((0, 4), (4, 5)):
+        synthesize(spec, tmp_path / "two", 9, seed=4, start=start, count=count)
+    one = _tree_bytes(tmp_path / "one")
+    assert len(one) == 18 and _tree_bytes(tmp_path / "two") == one
+    first, boxes = render(spec, 3, 4)
+    again, same_boxes = render(spec, 3, 4)
+    assert np.array_equal(first, again) and boxes == same_boxes
+    assert not np.array_equal(first, render(spec, 3, 5)[0])  # the seed matters
 
 
 def test_contact_sheet_is_a_png_of_the_expected_size(tmp_path):

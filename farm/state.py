@@ -15,14 +15,15 @@ The only module of farm/ that talks to Redis. Keys (prefix `farm:`):
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import redis
 
-from farm.errors import LeaseLost, NotFound, RedisUnreachable
+from farm.errors import FarmError, LeaseLost, NotFound, RedisUnreachable
 from farm.runs.model import Run
 
 _RENEW = """
@@ -344,3 +345,29 @@ end
 redis.call('SET', KEYS[2], ARGV[4])
 return 1
 """
+
+
+class LeaseRenewer(threading.Thread):
+    """Calls `renew()` every third of `ttl` until stopped; a lease taken by another
+    holder (LeaseLost) sets `lost` and ends it. A Redis blip is tried again: the TTL
+    leaves two more chances."""
+
+    def __init__(self, renew: Callable[[], Any], ttl: float, name: str):
+        super().__init__(daemon=True, name=name)
+        self.renew, self.ttl = renew, ttl
+        self.lost = threading.Event()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except LeaseLost:
+                self.lost.set()
+                return
+            except FarmError:
+                continue
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()

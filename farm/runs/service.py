@@ -7,7 +7,6 @@ until one completes or the policy gives up, and record every step in Redis.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,13 @@ from farm.darknet import dialect as dialects
 from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
-from farm.errors import BadInput, FarmError, HostUnreachable, LeaseLost
+from farm.errors import BadInput, FarmError, HostUnreachable
 from farm.runs import workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import Policy, Restart, next_attempt
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
-from farm.state import Store
+from farm.state import LeaseRenewer, Store
 
 
 def _must_exist(path: str, what: str) -> str:
@@ -70,26 +69,6 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     return run
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the run lease; if it is ever lost, says so, and the attempt stops at once."""
-
-    def __init__(self, store: Store, run_id: str, token: str, ttl: float):
-        super().__init__(daemon=True, name=f"lease-{run_id}")
-        self.store, self.run_id, self.token, self.ttl = store, run_id, token, ttl
-        self.lost = threading.Event()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.ttl / 3):
-            try:
-                self.store.renew_lease(self.run_id, self.token, self.ttl)
-            except LeaseLost:
-                self.lost.set()
-                return
-            except FarmError:
-                continue  # Redis blip: try again; the TTL leaves two more chances
-
-
 @dataclass
 class Hooks:
     """What the caller (the Celery task) wants to hear about while a run trains."""
@@ -112,7 +91,8 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     run = store.load_run(run_id)
     if token is None:
         return run  # held elsewhere: never start a second darknet for one run
-    beat = _Heartbeat(store, run_id, token, settings.lease_ttl)
+    beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
+                        settings.lease_ttl, f"lease-{run_id}")
     beat.start()
     try:
         return _train(store, settings, run, worker, beat, hooks)
@@ -121,7 +101,7 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
         store.release_lease(run_id, token)
 
 
-def _train(store: Store, settings: Settings, run: Run, worker: str, beat: _Heartbeat,
+def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseRenewer,
            hooks: Hooks) -> Run:
     if run.state.finished:
         return run
@@ -219,7 +199,7 @@ def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects
 
 
 def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
-               process: DarknetProcess, beat: _Heartbeat, hooks: Hooks) -> None:
+               process: DarknetProcess, beat: LeaseRenewer, hooks: Hooks) -> None:
     cfg = Cfg.load(Path(attempt.workdir) / workspace.CFG_NAME)
 
     def interrupt() -> Outcome | None:

@@ -16,13 +16,12 @@ the same content-addressed folder (farm.datasets.package renames atomically).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from farm.errors import FarmError
-from farm.state import Store
+from farm.state import LeaseRenewer, Store
 from farm.sweeps import recipe as recipes_mod
 from farm.sweeps.store import RecipeStore
 
@@ -90,24 +89,6 @@ def status(rec: dict[str, str] | None, now: float) -> str:
     return state
 
 
-class _Renew(threading.Thread):
-    def __init__(self, recipes: RecipeStore, key: str, token: str, ttl: float):
-        super().__init__(daemon=True, name=f"lease-{key}")
-        self.recipes, self.key, self.token, self.ttl = recipes, key, token, ttl
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.ttl / 3):
-            try:
-                self.recipes.renew(self.key, self.token, self.ttl)
-            except FarmError:
-                pass  # Redis away for a moment: the next renewal may make it
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
-
-
 def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
                  host: str = "", dialect: str = "pjreddie", ttl: float = BUILD_TTL,
                  now: Callable[[], float] = time.time) -> dict[str, str]:
@@ -126,7 +107,7 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
         recipes.attempt(key)
         recipes.update(key, state="building", worker=worker, started_at=now(),
                        step="starting", error="")
-        renew = _Renew(recipes, key, token, ttl)
+        renew = LeaseRenewer(lambda: recipes.renew(key, token, ttl), ttl, f"lease-{key}")
         renew.start()
         try:
             result = recipes_mod.build(recipes.recipe(key), data_dir, dialect=dialect,

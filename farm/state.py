@@ -211,7 +211,16 @@ class Store:
     #   run:<id>:best    JSON of the best evaluation (score, iteration, weights, sha256, …)
     #   run:<id>:lasteval  JSON of the evaluation of the newest checkpoint evaluated so far
     #   run:<id>:chart   JSON: the metrics stream folded into chart buckets (farm.chart)
+    #   run:<id>:evalsent  set of iterations whose evaluation was sent to the eval queue
     # =====================================================================================
+
+    def mark_evaluation_sent(self, run_id: str, iteration: int) -> None:
+        with translated(self.url):
+            self.r.sadd(_k("run", run_id, "evalsent"), int(iteration))
+
+    def evaluations_sent(self, run_id: str) -> set[int]:
+        with translated(self.url):
+            return {int(x) for x in self.r.smembers(_k("run", run_id, "evalsent"))}
 
     def record_evaluation(self, run_id: str, result: dict[str, Any],
                           score: float | None) -> bool:

@@ -149,6 +149,40 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
     assert png is not None and png.shape[:2] == (680, 1200) and "300 iterations" in out
 
 
+def test_a_resumed_run_sends_the_evaluations_its_dead_worker_never_sent(farm, tmp_path,
+                                                                        trained):
+    """The worker died between recording a checkpoint and sending its evaluation: the next
+    attempt sends it (once), and nothing already sent or evaluated goes again."""
+    import time
+
+    import redis
+    from farm.runs.model import Checkpoint, Run
+    from workers.tasks.train import _catch_up_evals
+    data, cfg, weights = trained
+    store = Store(farm.settings.effective_redis_url)
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    files = {it: shutil.copyfile(weights[100], keep / f"{it}.weights") for it in (100, 200, 300)}
+    run = Run(id="r-catchup", data=str(data), cfg=str(cfg), weights=None, base_dir=str(tmp_path),
+              overrides={}, policy={}, host="testhost", created_at=time.time(),
+              max_batches=300, eval_every=100, checkpoints=[
+                  Checkpoint(it, str(files[it]), str(files[it]), True, 1, time.time())
+                  for it in (100, 200, 300)])
+    store.save_run(run)
+    store.mark_evaluation_sent(run.id, 300)         # sent before the worker died
+    Path(files[200]).unlink()                       # replaced since: nothing to evaluate
+    broker = redis.Redis.from_url(farm.settings.effective_redis_url)
+    before = broker.llen("eval")
+    _catch_up_evals(store, run)
+    assert broker.llen("eval") == before + 1        # iteration 100 only
+    body = json.loads(broker.lrange("eval", 0, 0)[0])
+    assert body["headers"]["argsrepr"].startswith("['r-catchup', ")
+    assert "100" in body["headers"]["shadow"]
+    assert store.evaluations_sent(run.id) == {100, 300}
+    _catch_up_evals(store, run)
+    assert broker.llen("eval") == before + 1        # and only once
+
+
 # -- two evaluators -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("points", [0, 101])

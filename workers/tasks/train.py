@@ -57,21 +57,15 @@ def train(self, run_id: str) -> dict:
                                                   "avg_loss": it.avg_loss})
 
     def checkpoint(run, c) -> None:
-        """Evaluate finite checkpoints at the run's cadence, on the `eval` queue; an
-        evaluation that cannot be queued is logged and training carries on."""
-        if not c.finite:
-            return
-        previous = max((k.iteration for k in run.checkpoints
-                        if k is not c and k.iteration < c.iteration), default=0)
-        if should_evaluate(c.iteration, run.max_batches, run.eval_every, last=previous):
-            try:
-                enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
-            except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
-                log.exception("could not queue the evaluation of %s", c.path)
+        """Evaluate finite checkpoints at the run's cadence, on the `eval` queue."""
+        if c.finite and _due(run, c):
+            _send_eval(st, run, c)
 
     def started(run, attempt) -> None:
         self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
                         run_id=run_id)
+        if attempt.number > 1:  # a worker that died between a checkpoint and its
+            _catch_up_evals(st, run)  # evaluation's message: send what it could not
 
     def fetch(run) -> None:
         got = localize_run(run, app.farm_settings)
@@ -97,6 +91,36 @@ def train(self, run_id: str) -> dict:
         on_run_finished(run)
     return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
             "message": run.message}
+
+
+def _due(run, c) -> bool:
+    previous = max((k.iteration for k in run.checkpoints
+                    if k is not c and k.iteration < c.iteration), default=0)
+    return should_evaluate(c.iteration, run.max_batches, run.eval_every, last=previous)
+
+
+def _send_eval(st, run, c) -> None:
+    """Queue a checkpoint's evaluation and remember it was sent; one that cannot be
+    queued is logged and training carries on."""
+    try:
+        enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
+        st.mark_evaluation_sent(run.id, c.iteration)
+    except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
+        log.exception("could not queue the evaluation of %s", c.path)
+
+
+def _catch_up_evals(st, run) -> None:
+    """Send the evaluations due for checkpoints still on disk that were never sent."""
+    try:
+        sent = st.evaluations_sent(run.id) | {int(e["iteration"])
+                                              for e in st.evaluations(run.id)}
+    except FarmError:
+        return
+    for c in run.checkpoints:
+        if c.finite and c.iteration not in sent and _due(run, c) and os.path.isfile(c.path):
+            log.warning("run %s: evaluation of iteration %d was never sent; sending it now",
+                        run.id, c.iteration)
+            _send_eval(st, run, c)
 
 
 @app.task(name="farm.reap")

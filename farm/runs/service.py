@@ -38,19 +38,21 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
                sweep: str | None = None, eval_every: int = 1000,
                task_id: str | None = None, origin: str | None = None,
-               queue: str | None = None) -> Run:
+               queue: str | None = None, cfg_text: str | None = None) -> Run:
     """Check what can be checked on the submitting host and record the run as queued.
 
-    With `origin` (another host), `data` and `weights` are paths on that host: the worker
-    that trains fetches them (the caller checks they exist there)."""
+    `origin` names the host whose files `data` and `weights` are: a worker on another
+    host fetches them first. Checked here when that is this host; else the caller checks
+    they exist there. `cfg_text`: the cfg as read where the work was submitted (a sweep),
+    instead of reading `cfg` here."""
     remote = origin is not None and origin != settings.host_name
     data_path = data if remote else _must_exist(data, "obj.data")
-    cfg_path = _must_exist(cfg, "cfg")
+    cfg_path = os.path.abspath(cfg) if cfg_text is not None else _must_exist(cfg, "cfg")
     weights_path = (weights if remote else _must_exist(weights, "start weights file")
                     ) if weights else None
     sets = validate_net_overrides(dict(overrides or {}))
     pol = Policy.from_settings(settings, policy)
-    parsed = Cfg.load(cfg_path)
+    parsed = Cfg.parse(cfg_text, cfg_path) if cfg_text is not None else Cfg.load(cfg_path)
     cfg_text = parsed.dumps()
     for k, v in sets.items():
         parsed.set_net(k, v)
@@ -62,7 +64,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
               base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
               max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
-              task_id=task_id, origin=origin if remote else None, queue=queue,
+              task_id=task_id, origin=origin, queue=queue,
               cfg_text=cfg_text)
     store.ping()
     store.save_run(run)

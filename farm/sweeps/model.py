@@ -84,6 +84,9 @@ class Sweep:
     ended_at: float | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: each trial cfg's text, read where the sweep was submitted: the controller (a cpu
+    #: worker, maybe on another machine) never needs the files
+    cfgs: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

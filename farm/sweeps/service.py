@@ -17,6 +17,7 @@ from typing import Callable
 from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError
 from farm.runs.model import Run, RunState
+from farm.darknet.cfg import Cfg
 from farm.runs.service import submit_run
 from farm.settings import Settings
 from farm.state import Store
@@ -58,7 +59,8 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
                   name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
-                  warnings=[warning] if warning else [])
+                  warnings=[warning] if warning else [],
+                  cfgs={c: Cfg.load(c).dumps() for c in {t.cfg for t in trials}})
     store.ping()
     SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
                                              in ctl.recipes(spec, trials).items()})
@@ -262,6 +264,7 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
     sweeps.save_trial(sweep.id, trial)
     try:
         run = submit_run(store, settings, data=data, cfg=trial.cfg, weights=spec.weights,
+                         cfg_text=sweep.cfgs.get(trial.cfg),
                          overrides=trial.overrides, policy=spec.policy,
                          base_dir=os.path.dirname(spec.path), sweep=sweep.id,
                          eval_every=spec.eval_every, origin=origin)

@@ -280,3 +280,47 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
                                                  store.evaluations(run_id)}
                      and store.evaluations(run_id), 180, 0.3, what="all evaluations")
     assert all("error" not in e and e["host"] == "augmentation" for e in evals), evals
+
+
+RECIPE_SWEEP = """
+base:
+  recipe:
+    synth: {n: 24, seed: 2, canvas: [64, 64], mark_px: [12, 24], negatives: 0.05}
+    package: {valid_ratio: 0.25, network: [64, 64], seed: 1}
+  cfg: micro.cfg
+parameters:
+  learning_rate: [0.004]
+budget: {iterations: 100}
+eval_every: 100
+"""
+
+
+def test_a_recipe_sweep_builds_on_augmentation_trains_on_lily2_and_exports_at_the_head(
+        hosts, farm, tmp_path, capsys, darknet_bin):
+    made, start = hosts
+    aug, lily2 = made["augmentation"], made["lily2"]
+    start("augmentation")  # builds recipes, runs the sweep's ticks, evaluates
+    start("lily2")
+    spec = tmp_path / "sweep.yaml"
+    micro_cfg(tmp_path / "micro.cfg", max_batches=1000)
+    spec.write_text(RECIPE_SWEEP.lstrip("\n"))
+    code, out, err = _cli(capsys, "sweep", "submit", str(spec), "--wait")
+    assert code == 0, err + out
+    sweep_id = out.split()[0]
+    store = Store(farm.settings.effective_redis_url)
+    from farm.sweeps.store import SweepStore
+    (trial,) = SweepStore(store).trials(sweep_id)
+    run = store.load_run(trial.run_id)
+    assert run.state is RunState.COMPLETED, run.message
+    ds_id = Path(run.data).parent.name
+    assert (aug.data / "datasets" / ds_id / "manifest.json").is_file()  # built there
+    assert run.data == str(lily2.data / "datasets" / ds_id / "obj.data")  # fetched here
+    assert {a.host for a in run.attempts} == {"lily2"}
+    wait_for(lambda: store.best_evaluation(run.id), 60, 0.2, what="the trial's evaluation")
+    bundle = tmp_path / "bundle"
+    code, out, err = _cli(capsys, "sweep", "export", sweep_id, "-o", str(bundle))
+    assert code == 0, err
+    result = json.loads((bundle / "result.json").read_text())
+    assert result["weights_sha256"] == store.best_evaluation(run.id)["sha256"]
+    assert (bundle / "obj.names").read_text() == "close\n"
+    assert "names = obj.names" in (bundle / "obj.data").read_text()

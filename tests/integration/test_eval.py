@@ -130,7 +130,9 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
     wait_for(lambda: best_file.exists() and sha256(best_file) == best["sha256"], 10, 0.1,
              what="best.weights to be the best checkpoint")
     # the pinned copies are gone once evaluated (training kept only its newest one)
-    assert list((Path(farm.settings.runs_dir) / run_id / "eval" / "queue").iterdir()) == []
+    queue = Path(farm.settings.runs_dir) / run_id / "eval" / "queue"
+    wait_for(lambda: not list(queue.iterdir()), 10, 0.1,
+             what="the pins to go (each right after its record and best.weights)")
 
     # a truncated checkpoint is evaluated into an error record, not a crash or a best
     broken = tmp_path / "broken.weights"

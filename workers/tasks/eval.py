@@ -27,15 +27,20 @@ def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = 
     copies long before a busy eval worker gets to it. `host` is where that is: an eval
     worker on another host pulls the file (and the run's dataset) from it.
     """
-    runs_dir = app.farm_settings.runs_dir
     if host is not None:  # pins pulled by other hosts are dropped here once evaluated
-        done = {int(e["iteration"]) for e in store().evaluations(run_id)}
-        unpin_evaluated(runs_dir, run_id, done)
-    pinned = pin_checkpoint(runs_dir, run_id, path, iteration)
+        drop_evaluated_pins(run_id)
+    pinned = pin_checkpoint(app.farm_settings.runs_dir, run_id, path, iteration)
     options = {"shadow": f"farm.eval.checkpoint {run_id} @{iteration}"}
     if queue:
         options["queue"] = queue
     return checkpoint.apply_async(args=[run_id, str(pinned), iteration, host], **options).id
+
+
+def drop_evaluated_pins(run_id: str) -> None:
+    """Remove this host's pinned checkpoints of `run_id` that are evaluated already: an
+    eval worker on another host pulled its own copy and cannot remove this one."""
+    done = {int(e["iteration"]) for e in store().evaluations(run_id)}
+    unpin_evaluated(app.farm_settings.runs_dir, run_id, done)
 
 
 @app.task(name="farm.eval.checkpoint", bind=True)

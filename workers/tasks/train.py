@@ -18,7 +18,7 @@ from farm.remote.flow import localize_run
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
 from workers.tasks import store
-from workers.tasks.eval import enqueue_eval
+from workers.tasks.eval import drop_evaluated_pins, enqueue_eval
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def train(self, run_id: str) -> dict:
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
+    try:  # what is still waiting for its evaluation stays pinned
+        drop_evaluated_pins(run_id)
+    except FarmError:
+        log.warning("run %s: could not read its evaluations to drop pins", run_id)
     if run.sweep:  # start the sweep's next trial now, not at beat's next tick
         from workers.tasks.sweep import on_run_finished
         on_run_finished(run)

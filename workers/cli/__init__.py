@@ -48,6 +48,21 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def parse_size(value: str, flag: str, presets: dict | None = None) -> tuple[int, int]:
+    """WIDTHxHEIGHT (or a preset's name) as two ints; BadInput naming the flag."""
+    from farm.errors import BadInput
+    preset = (presets or {}).get(value.lower())
+    if preset:
+        return preset
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        names = f" (or {' / '.join(presets)})" if presets else ""
+        raise BadInput(f"{flag} {value!r} is not WIDTHxHEIGHT",
+                       hint=f"for example {flag} 416x416{names}") from None
+    return w, h
+
+
 def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
     """Copy a file from an inventory host (sha256 checked on both sides)."""
     from farm.remote import flow

@@ -18,7 +18,7 @@ import yaml
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
 from farm.errors import BadInput, FindingsError
-from workers.cli import pass_ctx, require_listener, wait_task
+from workers.cli import parse_size, pass_ctx, require_listener, wait_task
 
 EXIT_FINDINGS = 2
 
@@ -40,15 +40,7 @@ def dataset() -> None:
 # --------------------------------------------------------------------------- helpers
 
 def _size(value: str, flag: str) -> tuple[int, int]:
-    preset = synth.CANVAS_PRESETS.get(value.lower())
-    if preset:
-        return preset
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise BadInput(f"{flag} {value!r} is not WIDTHxHEIGHT",
-                       hint=f"for example {flag} 416x416 (or tile / screen)") from None
-    return w, h
+    return parse_size(value, flag, synth.CANVAS_PRESETS)
 
 
 def _numbers(value: str, flag: str, n: int, sep: str = ",") -> list[float]:

@@ -13,20 +13,13 @@ from pathlib import Path
 import click
 
 from farm.errors import BadInput, FindingsError
-from workers.cli import Context, pass_ctx
+from workers.cli import Context, parse_size, pass_ctx
 
 EVALUATOR_CHOICES = ["auto", "opencv", "darknet-valid", "darknet-map"]
 
 
 def _size(value: str | None, flag: str) -> tuple[int, int] | None:
-    if not value:
-        return None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise BadInput(f"{flag} {value!r} is not WIDTHxHEIGHT",
-                       hint=f"for example {flag} 416x416") from None
-    return w, h
+    return parse_size(value, flag) if value else None
 
 
 def _refusing(fn):

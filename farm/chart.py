@@ -259,25 +259,24 @@ def _draw_loss(img, f: _Frame, b: np.ndarray) -> None:
     ok = np.isfinite(b[:, LMIN]) & np.isfinite(b[:, LMAX])
     for x, lo, hi in zip(xs[ok], f.y(b[ok, LMIN]), f.y(b[ok, LMAX])):
         cv2.line(img, (int(x), int(lo)), (int(x), int(hi)), LOSS_BAND, 1)
-    for s, e in _segments(b):
-        rows = np.arange(s, e)
-        rows = rows[np.isfinite(b[rows, ALAST])]
-        if len(rows):
-            pts = np.stack([xs[rows], f.y(b[rows, ALAST])], axis=1).astype(np.int32)
-            cv2.polylines(img, [pts], False, AVG, 2, cv2.LINE_AA)
+    _lines(img, f, b, xs, ALAST, AVG)
     _, _, _, y1 = f.px
     for x in xs[b[:, BAD] > 0]:
         cv2.line(img, (int(x), y1 - 10), (int(x), y1), NONFINITE, 2)
 
 
 def _draw_rate(img, f: _Frame, b: np.ndarray) -> None:
-    xs = f.x((b[:, FIRST] + b[:, LAST]) / 2)
+    _lines(img, f, b, f.x((b[:, FIRST] + b[:, LAST]) / 2), RATE, RATE_LINE)
+
+
+def _lines(img, f: _Frame, b: np.ndarray, xs: np.ndarray, column: int, colour) -> None:
+    """Column `column` of the buckets as one line per attempt, over its finite values."""
     for s, e in _segments(b):
         rows = np.arange(s, e)
-        rows = rows[np.isfinite(b[rows, RATE])]
+        rows = rows[np.isfinite(b[rows, column])]
         if len(rows):
-            pts = np.stack([xs[rows], f.y(b[rows, RATE])], axis=1).astype(np.int32)
-            cv2.polylines(img, [pts], False, RATE_LINE, 2, cv2.LINE_AA)
+            pts = np.stack([xs[rows], f.y(b[rows, column])], axis=1).astype(np.int32)
+            cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
 
 
 def _draw_restarts(img, main: _Frame, strip: _Frame, b: np.ndarray, attempts) -> None:

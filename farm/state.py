@@ -40,6 +40,16 @@ return 0
 """
 
 
+def only_match(prefix: str, ids: list[str], what: str, listing: str) -> str:
+    """The one id that starts with `prefix`; NotFound when none or several do."""
+    if len(ids) == 1:
+        return ids[0]
+    if len(ids) > 1:
+        raise NotFound(f"{prefix!r} matches {len(ids)} {what}s",
+                       hint="give more of the id: " + ", ".join(ids[:5]))
+    raise NotFound(f"no {what} {prefix!r}", hint=listing)
+
+
 def _k(*parts: str) -> str:
     return "farm:" + ":".join(parts)
 
@@ -113,12 +123,7 @@ class Store:
             if self.r.exists(_k("run", prefix)):
                 return self.load_run(prefix)
             ids = [i for i in self.r.zrange(_k("runs"), 0, -1) if i.startswith(prefix)]
-        if len(ids) == 1:
-            return self.load_run(ids[0])
-        if len(ids) > 1:
-            raise NotFound(f"{prefix!r} matches {len(ids)} runs",
-                           hint="give more of the id: " + ", ".join(ids[:5]))
-        raise NotFound(f"no run {prefix!r}", hint="`farm runs` lists the runs")
+        return self.load_run(only_match(prefix, ids, "run", "`farm runs` lists the runs"))
 
     # -- leases -----------------------------------------------------------------------
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> str | None:

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import redis
 
 from farm.errors import NotFound
-from farm.state import RELEASE_IF_OWNER, Store, translated
+from farm.state import RELEASE_IF_OWNER, Store, only_match, translated
 from farm.sweeps.model import Sweep, SweepState, Trial
 
 
@@ -103,12 +103,7 @@ class SweepStore:
             if self.r.exists(_k(prefix)):
                 return self.load(prefix)
             ids = [i for i in self.r.zrange(_k("index"), 0, -1) if i.startswith(prefix)]
-        if len(ids) == 1:
-            return self.load(ids[0])
-        if len(ids) > 1:
-            raise NotFound(f"{prefix!r} matches {len(ids)} sweeps",
-                           hint="give more of the id: " + ", ".join(ids[:5]))
-        raise NotFound(f"no sweep {prefix!r}", hint="`farm sweep list` lists the sweeps")
+        return self.load(only_match(prefix, ids, "sweep", "`farm sweep list` lists the sweeps"))
 
     def recent(self, limit: int = 50) -> list[Sweep]:
         with translated(self.store.url):

@@ -173,6 +173,113 @@ def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
     return sweep, spec, ctl.leaderboard(spec, views, now)
 
 
+@dataclass
+class Standings:
+    """One page of a sweep's leaderboard, and the counts of all its trials."""
+
+    sweep: Sweep
+    spec: SweepSpec
+    total: int                      # trials in the sweep
+    counts: dict[str, int]          # trials by state (TrialState values)
+    ranked: int                     # trials with a value of the objective
+    rows: list[ctl.Row]             # the page, in leaderboard order
+    page: int
+    per: int
+    observed: dict[int, Observed]   # curves of the page's trials that have a run
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per))
+
+
+def standings(store: Store, sweep_id: str, page: int = 1, per: int = 50,
+              now: float | None = None) -> Standings:
+    """A page of the leaderboard in the order `leaderboard_of` gives (ranked trials
+    best first, then the rest by trial number), reading only the trials something has
+    happened to and the page's plans: a sweep of 10 000 queued trials costs what its
+    running ones cost."""
+    sweeps = SweepStore(store)
+    sweep = sweeps.find(sweep_id)
+    spec = SweepSpec.from_dict(sweep.spec)
+    now = time.time() if now is None else now
+    total, touched = sweeps.touched(sweep.id)
+    runs = _runs(store, touched)
+    observed = observe(store, sweeps, sweep.id, spec.objective, touched, runs,
+                       reread_maps=True)
+    counts, views, builds = _tally(store, sweeps, sweep.id, total, touched, runs, observed,
+                                   now)
+    rows = ctl.leaderboard(spec, views, now)
+    ranked = [r for r in rows if r.rank is not None]
+    start = (page - 1) * per
+    out = ranked[start:start + per]
+    if len(out) < per:
+        out += _unranked(sweeps, sweep.id, spec, total, rows, builds, now,
+                         max(start - len(ranked), 0), per - len(out))
+    shown = {r.trial for r in out}
+    return Standings(sweep=sweep, spec=spec, total=total, counts=counts, ranked=len(ranked),
+                     rows=out, page=page, per=per,
+                     observed={i: o for i, o in observed.items() if i in shown})
+
+
+def trial_counts(store: Store, sweep_id: str, now: float | None = None
+                 ) -> tuple[int, dict[str, int]]:
+    """How many trials the sweep has, and how many are in each state."""
+    sweeps = SweepStore(store)
+    total, touched = sweeps.touched(sweep_id)
+    counts, _, _ = _tally(store, sweeps, sweep_id, total, touched, _runs(store, touched),
+                          None, time.time() if now is None else now)
+    return total, counts
+
+
+def _tally(store: Store, sweeps: SweepStore, sweep_id: str, total: int,
+           touched: list[Trial], runs: dict[str, Run], observed: dict[int, Observed] | None,
+           now: float):
+    """Counts by state of every trial, the views of the touched ones, and the build
+    records of the sweep's recipes."""
+    counted = sweeps.recipe_counts(sweep_id)
+    builds = RecipeStore(store).load_many(set(counted) | {t.recipe_key for t in touched
+                                                          if t.recipe_key})
+    views = _views(touched, runs, observed, builds, now)
+    counts = _counts(views)
+    _count_untouched(counts, total - len(views), touched, counted, builds)
+    return counts, views, builds
+
+
+def _counts(views: list[ctl.TrialView]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v.state.value] = counts.get(v.state.value, 0) + 1
+    return counts
+
+
+def _count_untouched(counts: dict[str, int], untouched: int, touched: list[Trial],
+                     per_recipe: dict[str, int], builds: dict[str, dict[str, str]]) -> None:
+    """Trials nothing happened to are pending, or building while their dataset is."""
+    building = 0
+    for key, n in per_recipe.items():
+        if (builds.get(key) or {}).get("state") != "ready":
+            building += n - sum(1 for t in touched if t.recipe_key == key)
+    for state, n in ((TrialState.BUILDING, building), (TrialState.PENDING,
+                                                       untouched - building)):
+        if n > 0:
+            counts[state.value] = counts.get(state.value, 0) + n
+
+
+def _unranked(sweeps: SweepStore, sweep_id: str, spec: SweepSpec, total: int,
+              rows: list[ctl.Row], builds: dict[str, dict[str, str]], now: float,
+              skip: int, take: int) -> list[ctl.Row]:
+    """Rows `skip`..`skip + take` of the trials without a value, by trial number: the
+    touched ones from `rows`, the others from their plans."""
+    known = {r.trial: r for r in rows}
+    ranked = {r.trial for r in rows if r.rank is not None}
+    indices = [i for i in range(total) if i not in ranked][skip:skip + take]
+    fresh = {t.index: t for t in sweeps.planned(sweep_id, [i for i in indices
+                                                           if i not in known])}
+    views = _views(list(fresh.values()), {}, None, builds, now)
+    made = {r.trial: r for r in ctl.leaderboard(spec, views, now)}
+    return [known.get(i) or made[i] for i in indices if i in known or i in made]
+
+
 # ---------------------------------------------------------------------------------------
 
 

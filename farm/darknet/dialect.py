@@ -70,10 +70,18 @@ def detect(darknet: str, configured: str = "auto") -> Dialect:
     return _detect_cached(path, os.path.getmtime(path))
 
 
+def _absolute(*paths) -> list[str]:
+    """darknet opens every file relative to its cwd, which the farm sets to a folder of
+    its own (an attempt's, a scratch one): paths from a command line must be absolute."""
+    return [os.path.abspath(os.fspath(p)) for p in paths]
+
+
 def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
                weights: str | None = None, *, with_map: bool = False,
                gpus: str | None = None) -> list[str]:
     """The `detector train` command line, with only the flags `dialect` knows."""
+    data, cfg = _absolute(data, cfg)
+    weights = _absolute(weights)[0] if weights else None
     if dialect is Dialect.HANKAI:
         # Order-free parser; files are recognised by existence and extension.
         argv = [binary, "detector", "train", data, cfg]
@@ -87,6 +95,18 @@ def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
     if gpus:
         argv += ["-gpus", gpus]
     return argv
+
+
+def map_argv(binary: str, data, cfg, weights, *, points: int, iou_thresh: float,
+             thresh: float) -> list[str]:
+    """`detector map` (AlexeyAB, hank-ai): mAP of `weights` on data's valid list."""
+    return [binary, "detector", "map", *_absolute(data, cfg, weights), "-points",
+            str(points), "-iou_thresh", str(iou_thresh), "-thresh", str(thresh)]
+
+
+def valid_argv(binary: str, data, cfg, weights) -> list[str]:
+    """`detector valid` (pjreddie): detections on data's valid list into results/."""
+    return [binary, "detector", "valid", *_absolute(data, cfg, weights)]
 
 
 def train_stdin(dialect: Dialect) -> bytes | None:

@@ -10,7 +10,8 @@ import click
 
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx
+from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
+                         warn_findings)
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -64,9 +65,13 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         _check_remote(ctx, origin, [p for p in (data, weights) if p])
     store = ctx.store()
     task_id = str(uuid.uuid4())
-    run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
-                     overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue)
+    warnings = []
+    run = refusing(lambda: submit_run(
+        store, ctx.settings, data=data, cfg=cfg, weights=weights,
+        overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
+        eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
+        warn=warnings.append))
+    warn_findings(warnings)
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)

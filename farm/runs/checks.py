@@ -123,14 +123,16 @@ def trainer_dialect(settings: Settings, cfg: Cfg, host: str | None = None,
                     inventory: Inventory | None = None) -> str:
     """The dialect a run of `cfg` is judged with at submit, most certain first: the
     farm's configured dialect (FARM_DARKNET_DIALECT), the inventory's for the hosts that
-    may train it, the cfg's own features (AlexeyAB's [route] groups=, mish, …), the
-    darknet installed here, and AlexeyAB's (the widest) on a host that has none."""
+    may train it, the darknet installed here when the farm is the embedded one (its
+    Redis listens on loopback: every worker is on this machine), the cfg's own features
+    (AlexeyAB's [route] groups=, mish, …), the darknet installed here, and AlexeyAB's
+    (the widest) on a host that has none."""
     if settings.darknet_dialect != "auto":
         return settings.darknet_dialect
     declared = {h.dialect for h in _trainers(inventory, host)}
     if len(declared) == 1 and None not in declared:
         return declared.pop()
-    own = cfg_dialect(cfg)
+    own = None if settings.embedded else cfg_dialect(cfg)
     if own is not None:
         return own
     try:

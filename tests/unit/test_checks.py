@@ -80,12 +80,17 @@ def test_the_dialect_a_run_is_judged_with(tmp_path, inventory):
     assert checks.trainer_dialect(settings(darknet_dialect="hankai"), micro) == "hankai"
     assert checks.trainer_dialect(settings(), micro, None, inventory) == "alexeyab"
     assert checks.trainer_dialect(settings(), micro, "lily2", inventory) == "alexeyab"
-    # then the cfg's own features, then the darknet installed here (Debian's: pjreddie)
+    # a farm with workers elsewhere (a Redis URL): the cfg's own features, then the
+    # darknet installed here (Debian's: pjreddie), then AlexeyAB's rules, the widest
+    head = settings(redis_url="redis://127.0.0.1:6379/0")
     y4t = SHARED / "darknet" / "cfg" / "yolov4-tiny.cfg"
     if y4t.exists():
-        assert checks.trainer_dialect(settings(), Cfg.load(y4t)) == "alexeyab"
-    assert checks.trainer_dialect(settings(), micro) == "pjreddie"
-    assert checks.trainer_dialect(settings(darknet="/nonexistent/darknet"), micro) == "alexeyab"
+        assert checks.trainer_dialect(head, Cfg.load(y4t)) == "alexeyab"
+        # the embedded farm's workers are all here: the darknet here trains it
+        assert checks.trainer_dialect(settings(), Cfg.load(y4t)) == "pjreddie"
+    assert checks.trainer_dialect(head, micro) == "pjreddie"
+    no_darknet = settings(redis_url="redis://127.0.0.1:6379/0", darknet="/nonexistent/darknet")
+    assert checks.trainer_dialect(no_darknet, micro) == "alexeyab"
 
 
 def test_the_memory_a_run_may_use(inventory):

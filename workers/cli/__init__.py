@@ -68,17 +68,16 @@ SHOWN_WARNINGS = 5
 
 
 def refusing(fn):
-    """Run fn; when it refuses input for several reasons, print each error (and the first
-    warnings) before the error itself, which names the first."""
+    """Run fn; when it refuses input, print every error but the first and the first
+    warnings; the error itself (`farm: error:` with its hint) then names the first."""
     from farm.errors import FindingsError
     try:
         return fn()
     except FindingsError as e:
         errors = [f for f in e.findings if f.severity == "error"]
-        if len(e.findings) > 1:
-            for finding in errors:
-                click.echo(str(finding), err=True)
-            warn_findings(f for f in e.findings if f.severity != "error")
+        for finding in errors[1:]:
+            click.echo(str(finding), err=True)
+        warn_findings(f for f in e.findings if f.severity != "error")
         raise
 
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from farm.darknet.memory import parse_size
 from farm.errors import BadInput, Finding, FindingsError
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
@@ -30,9 +31,6 @@ HOST_FIELDS = ("address", "ssh", "roles", "data_dir", "darknet", "gpus", "gpu_me
                "dialect")
 DEFAULT_FIELDS = ("ssh", "data_dir", "darknet", "dialect")
 DIALECTS = ("alexeyab", "hankai", "pjreddie")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GB|GiB|MB|MiB|TB|TiB)\s*$", re.I)
-_UNITS = {"mb": 1 << 20, "mib": 1 << 20, "gb": 1 << 30, "gib": 1 << 30, "tb": 1 << 40,
-          "tib": 1 << 40}
 SSH_FIELDS = ("user", "port", "key", "known_hosts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -422,8 +420,8 @@ def _gpu_memory(c: _Checker, body: _Map, where: str, gpus: int | None) -> int | 
     if "gpu_memory" not in body:
         return None
     raw, line = body["gpu_memory"], body.key_lines["gpu_memory"]
-    m = _SIZE.match(str(raw)) if isinstance(raw, str) else None
-    if m is None or float(m.group(1)) <= 0:
+    size = parse_size(raw) if isinstance(raw, str) else None
+    if size is None:
         c.error(line, f"{where}: gpu_memory {raw!r} is not a size",
                 "write each GPU's memory with its unit, e.g. `gpu_memory: 24GB`")
         return None
@@ -431,7 +429,7 @@ def _gpu_memory(c: _Checker, body: _Map, where: str, gpus: int | None) -> int | 
         c.error(line, f"{where} has gpu_memory but no gpus", "add `gpus: N`, or remove "
                                                              "gpu_memory")
         return None
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return size
 
 
 def _roles(c: _Checker, body: _Map, where: str, line: int) -> list[str] | None:

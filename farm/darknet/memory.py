@@ -21,6 +21,7 @@ bench/bench_memory.py (the figures are in the README).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from farm.darknet.cfg import Cfg, atof, atoi, dialect_name
@@ -77,6 +78,18 @@ class MemoryEstimate:
         return (f"about {size_text(total)} at {self.width}×{self.height}, batch "
                 f"{self.batch}/subdivisions {self.batch // max(self.mini_batch, 1)} "
                 f"({', '.join(parts)})")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])i?B\s*$", re.I)
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes of `24GB`, `80 GiB`, `512MB` (binary units, as size_text prints them); None
+    when `text` is not a positive size with its unit."""
+    m = _SIZE.match(str(text))
+    if m is None or float(m.group(1)) <= 0:
+        return None
+    return int(float(m.group(1)) * (1 << (10 * " KMGT".index(m.group(2).upper()))))
 
 
 def size_text(n: float) -> str:

@@ -369,7 +369,7 @@ def test_an_alexeyab_yolov4_tiny_checkpoint_is_evaluated_by_opencv_on_this_debia
     if not upstream.exists():
         pytest.skip(f"{upstream} is absent (../shared is not checked out beside the project)")
     from farm.darknet.cfg import Cfg, make_cfg
-    data = micro_dataset(tmp_path / "ds", images=8)
+    micro_dataset(tmp_path / "ds", images=8)
     make_cfg(Cfg.load(upstream), classes=1, width=64, height=64, batch=2, subdivisions=1,
              max_batches=100).save(tmp_path / "y4t.cfg")
     weights = tmp_path / "y4t_best.weights"

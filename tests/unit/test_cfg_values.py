@@ -105,3 +105,23 @@ def test_values_that_are_fine():
     assert value_problem("yolo", "mask", "0,1,2,") is None  # darknet stops at the comma
     assert value_problem("net", "width", "416#comment") is None  # check_cfg warns instead
     assert atoi("1e9") == 1 and atoi("abc") == 0 and atoi(None) is None
+
+
+def test_cfg_check_prints_the_memory_and_refuses_above_a_limit(tmp_path):
+    from click.testing import CliRunner
+    from farm.darknet.memory import estimate, size_text
+    from workers.cli.cfg import cfg as cfg_group
+    path = tmp_path / "m.cfg"
+    big = micro(width_64="width=1024", height_64="height=1024")
+    big.save(path)
+    need = estimate(big, dialect="pjreddie")
+    ok = CliRunner().invoke(cfg_group, ["check", str(path)])
+    assert ok.exit_code == 0
+    assert f"{path}: training needs about {size_text(need.host)} at 1024×1024" in ok.output
+    refused = CliRunner().invoke(cfg_group, ["check", str(path), "--memory", "100MB"])
+    assert refused.exit_code == 2 and f"{path}:5: error: training needs about" in refused.output
+    assert "the limit given (--memory) has 100 MB" in refused.output
+    gpu = CliRunner().invoke(cfg_group, ["check", str(path), "--gpu", "--memory", "80GB"])
+    assert gpu.exit_code == 0 and "CUDA context" in gpu.output
+    bad = CliRunner().invoke(cfg_group, ["check", str(path), "--memory", "lots"])
+    assert bad.exit_code != 0 and "--memory 'lots' is not a size" in str(bad.exception)

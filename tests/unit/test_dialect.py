@@ -1,6 +1,7 @@
 """Dialect detection and the command lines each dialect gets (docs/darknet.md §4, §9)."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -62,3 +63,24 @@ def test_every_path_darknet_is_given_is_absolute(tmp_path, monkeypatch):
     v = valid_argv("d", "obj.data", "./net.cfg", "best.weights")
     assert v == ["d", "detector", "valid", f"{here}/obj.data", f"{here}/net.cfg",
                  f"{here}/best.weights"]
+
+
+def test_a_detected_dialect_is_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    """Each `farm` command is a new process: darknet's banner is read once per binary
+    (path, size, mtime), not once per command."""
+    from farm.darknet import dialect as dialects
+    monkeypatch.setattr(dialects, "DIALECT_CACHE", tmp_path / "cache" / "dialects.json")
+    binary = tmp_path / "darknet"
+    binary.write_text('#!/bin/sh\necho \'Darknet V5 "Moonlit" v5.1\'\n')
+    binary.chmod(0o755)
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.HANKAI
+    remembered = json.loads(dialects.DIALECT_CACHE.read_text())
+    [key] = remembered
+    assert key.startswith(f"{binary} ") and remembered[key] == "hankai"
+    dialects.DIALECT_CACHE.write_text(json.dumps({key: "alexeyab"}))  # read, not re-run
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.ALEXEYAB
+    binary.write_text("#!/bin/sh\necho 'usage: darknet <function>'\n")  # a new binary
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.PJREDDIE

@@ -7,6 +7,7 @@ import pytest
 
 from farm.darknet.cfg import Cfg
 from farm.darknet.memory import (CUDA_CONTEXT_BYTES, PROCESS_BYTES, TRUTH_FLOATS, estimate,
+                                 parse_size,
                                  size_text, train_size)
 from farm.errors import Finding
 from farm.micro import MICRO_CFG
@@ -82,3 +83,10 @@ def test_the_refusal_says_what_it_needs_and_what_there_is():
                                                                         "2.5 GB")])
 def test_sizes_read_as_people_write_them(n, text):
     assert size_text(n) == text
+
+
+@pytest.mark.parametrize("text, n", [("24GB", 24 << 30), ("80 GiB", 80 << 30),
+                                     ("512mb", 512 << 20), ("1.5TB", int(1.5 * (1 << 40))),
+                                     ("24", None), ("0GB", None), ("lots", None)])
+def test_sizes_as_the_inventory_and_cfg_check_take_them(text, n):
+    assert parse_size(text) == n

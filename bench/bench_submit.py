@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_lint import make_dataset  # noqa: E402
+from bench_overhead import free_port  # noqa: E402
 from farm.darknet.cfg import Cfg, check_cfg  # noqa: E402
 from farm.darknet.memory import estimate  # noqa: E402
 from farm.darknet.weights import check_weights, layer_weight_counts  # noqa: E402
@@ -54,12 +54,6 @@ def dataset(root: Path, n: int) -> Path:
     data.write_text(f"classes = 1\ntrain = {root / 'train.txt'}\nvalid = {root / 'valid.txt'}"
                     f"\nnames = {root / 'obj.names'}\n")
     return data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def farm_train(env: dict, argv: list[str], checked: bool) -> tuple[float, float]:

@@ -52,6 +52,8 @@ def classify_banner(text: str) -> Dialect:
 
 @lru_cache(maxsize=16)
 def _detect_cached(path: str, stamp: str) -> Dialect:
+    """The dialect of the binary at `path` (`stamp`: its size and mtime), as remembered,
+    else read from what it prints without a command and with `version`."""
     known = _remembered().get(f"{path} {stamp}")
     if known in Dialect._value2member_map_:
         return Dialect(known)

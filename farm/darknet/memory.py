@@ -34,8 +34,8 @@ TRUTH_FLOATS = 90 * 5
 #: holds 77 MB before it reads the cfg, 81 MB with the lists and loader threads of a
 #: training (bench/bench_memory.py: a one-filter network at 32×32 peaks at 81.3 MB).
 PROCESS_BYTES = 81 << 20
-#: What the CUDA runtime takes on a GPU before darknet allocates (context, kernels); not
-#: measurable here (no GPU): the usual 300-500 MB of a CUDA 11/12 context, rounded up.
+#: What the CUDA runtime takes on a GPU before darknet allocates (context, kernels). Not
+#: measured here (no GPU): a margin for a context of a few hundred MB.
 CUDA_CONTEXT_BYTES = 600 << 20
 #: pjreddie resizes a `random=1` network to 320..608 px squares, whatever the cfg says.
 PJREDDIE_RANDOM_MAX = 608
@@ -119,8 +119,10 @@ def estimate(cfg: Cfg, *, dialect="pjreddie") -> MemoryEstimate | None:
     reaches; None when a layer cannot be sized (farm.darknet.weights.layers_of)."""
     d = dialect_name(dialect)
     width, height = train_size(cfg, d)
+    if width <= 0 or height <= 0:
+        return None
     layers = layers_of(cfg, dialect=d, width=width, height=height)
-    if layers is None or width <= 0 or height <= 0:
+    if layers is None:
         return None
     batch = max(cfg.batch or 1, 1)
     mini = max(batch // max(cfg.subdivisions or 1, 1), 1)

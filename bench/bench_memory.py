@@ -106,7 +106,7 @@ def main() -> int:
             est = estimate(cfg, dialect="pjreddie")
             measured, seconds = peak_rss(data, folder / "net.cfg", folder, args.iterations)
             print(f"{case:<26} {size_text(est.host):>10} {size_text(measured):>10} "
-                  f"{est.host / measured:>8.2f} {seconds:>5.1f}s", flush=True)
+                  f"{est.host / measured:>8.3f} {seconds:>5.1f}s", flush=True)
     return 0
 
 

@@ -45,6 +45,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
 
     DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
     obj.data): the training host fetches them first, only the files it lacks.
+    Before anything is queued, the cfg (with --set), the memory its training needs,
+    WEIGHTS and the dataset are checked: bad input exits 2 naming file and line.
     Prints the run id. The run is watched: nan stops darknet, and it restarts from its
     newest good checkpoint with safer settings (see `farm status RUN`).
     """

@@ -77,7 +77,7 @@ def each_check(data: Path, cfg_path: Path, weights: Path, settings: Settings) ->
     cfg = Cfg.load(cfg_path)
     out = []
     for what, fn in (
-            ("dialect (runs darknet to read its banner)",
+            ("dialect (remembered: darknet ran once)",
              lambda: checks.trainer_dialect(settings, cfg)),
             ("cfg rules and values", lambda: check_cfg(cfg, dialect="pjreddie")),
             ("memory estimate", lambda: estimate(cfg, dialect="pjreddie")),

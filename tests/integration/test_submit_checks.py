@@ -152,19 +152,23 @@ def test_a_cfg_too_big_for_this_host_is_refused_with_what_it_needs(farm, micro, 
 
 def test_the_memory_estimate_is_close_to_what_darknet_takes(tmp_path):
     """Debian's darknet trains the micro network at 128×128, batch 16 for two iterations;
-    its peak resident memory (GNU time, from the kernel) is within 10 % of the estimate
+    its peak resident memory (the kernel's, from wait4) is within 10 % of the estimate
     (bench/bench_memory.py measures more cfgs: within 1 %)."""
-    if shutil.which("darknet") is None or not os.path.exists("/usr/bin/time"):
-        pytest.fail("darknet and GNU time are needed (apt-get install darknet time)")
+    if shutil.which("darknet") is None:
+        pytest.fail("darknet is not installed (apt-get install darknet)")
     data = micro_dataset(tmp_path / "ds", images=IMAGES)
     cfg = Cfg.load(micro_cfg(tmp_path / "m.cfg", max_batches=2, size=128))
     cfg.set_net("batch", 16)
     cfg.save(tmp_path / "m.cfg")
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(tmp_path / "rss"),
-                           "darknet", "detector", "train", str(data), str(tmp_path / "m.cfg")],
-                          cwd=tmp_path, capture_output=True, timeout=300)
-    assert b"2: " in done.stdout, done.stderr[-2000:]
-    measured = int((tmp_path / "rss").read_text().split()[-1]) * 1024
+    proc = subprocess.Popen(["darknet", "detector", "train", str(data), str(tmp_path / "m.cfg")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # the second iteration ran (Debian's darknet now and then dies of SIGSEGV at its end:
+    # its peak was reached by then all the same)
+    assert b"2: " in out, out[-2000:]
+    measured = usage.ru_maxrss * 1024
     assert 0.9 < estimate(cfg, dialect="pjreddie").host / measured < 1.1
 
 

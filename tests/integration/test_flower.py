@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
 import sys
 import textwrap
 import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 
 from farm.micro import micro_cfg, micro_dataset
@@ -24,8 +26,9 @@ from farm.runs.model import RunState
 from farm.runs.service import submit_run
 from farm.state import Store
 from farm.sweeps.model import SweepState
+from farm.sweeps.service import advance
 from farm.sweeps.store import SweepStore
-from tests.conftest import free_port, wait_for
+from tests.conftest import REPO, free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
 pytestmark = pytest.mark.integration
@@ -144,28 +147,54 @@ objective: map50
 """
 
 
-def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(
-        farm, micro, capsys, darknet_bin):
+def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, darknet_bin):
+    """And `farm sweep submit --wait` ends once the sweep has closed, which it does only
+    after its trials' last evaluations are recorded."""
     data, tmp = micro
     flower = Flower(farm)
     cfg = micro_cfg(tmp / "micro.cfg", max_batches=1000)
     spec = tmp / "sweep.yaml"
     spec.write_text(textwrap.dedent(SWEEP.format(data=data, cfg=cfg)))
     farm.worker("gpu1", "gpu")
-    start_eval_worker(farm)
+    evaluator = start_eval_worker(farm)
     farm.worker("cpu1", "cpu")  # beat's housekeeping runs here, as in `farm up`
     farm.beat()
-    code, out, err = farm_cli(capsys, "sweep", "submit", str(spec), "--wait")
     store = Store(farm.settings.effective_redis_url)
-    sweep_id = out.splitlines()[0]
-    trials = SweepStore(store).trials(sweep_id)
+    sweeps = SweepStore(store)
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "sweep", "submit",
+                             str(spec), "--wait"], cwd=str(REPO), env=farm.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sweep_id = proc.stdout.readline().strip()
+    # the last trial's later evaluations (its final checkpoint's among them) are held
+    # back: the eval worker's pool is paused once its first evaluation is in
+    last = wait_for(lambda: (t := sweeps.trials(sweep_id)[2]).run_id
+                    and store.evaluations(t.run_id) and t, 120, 0.1,
+                    what="the last trial's first evaluation")
+    pool = psutil.Process(evaluator.pid).children()
+    for child in pool:
+        child.suspend()
+    try:
+        wait_for(lambda: store.load_run(last.run_id).state.finished, 60, 0.2,
+                 what="the last trial's run")
+        # what the run-finished and evaluation hooks do: the sweep waits to close
+        tick = advance(store, farm.settings, sweep_id, wait=10.0, early_stop=False,
+                       evaluators=lambda: True,
+                       enqueue=lambda run_id, queue: pytest.fail("nothing is left to start"))
+        assert 200 in tick.waiting[last.run_id]
+        assert sweeps.load(sweep_id).state is SweepState.RUNNING and proc.poll() is None
+    finally:
+        for child in pool:
+            child.resume()
+    out, err = proc.communicate(timeout=120)
+    trials = sweeps.trials(sweep_id)
     # --wait ended after every evaluation its trials sent was recorded
     assert {t.run_id: store.pending_evaluations(t.run_id) for t in trials} == \
         {t.run_id: set() for t in trials}
-    assert code == 0, err
-    sweep = SweepStore(store).load(sweep_id)
+    assert proc.returncode == 0, err
+    sweep = sweeps.load(sweep_id)
     assert sweep.state is SweepState.DONE and "not evaluated" not in sweep.message
-    assert "evaluation of iteration 200: mAP@0.50" in err
+    assert "trial 2: evaluation of iteration 200: mAP@0.50" in err
+    assert f"sweep {sweep_id} (sweep): done - 3 completed; best: trial" in out
 
     # beat keeps its housekeeping going for a while after the sweep
     def ticks() -> int:

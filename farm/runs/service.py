@@ -36,7 +36,7 @@ def _must_exist(path: str, what: str) -> str:
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
-               sweep: str | None = None, eval_every: int = 1000,
+               sweep: str | None = None, trial: int | None = None, eval_every: int = 1000,
                task_id: str | None = None, origin: str | None = None,
                queue: str | None = None, cfg_text: str | None = None,
                check: bool = True, warn: Callable[[Finding], None] | None = None) -> Run:
@@ -74,7 +74,8 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
-              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
+              max_batches=int(parsed.max_batches), sweep=sweep, trial=trial,
+              eval_every=eval_every,
               task_id=task_id, origin=origin, queue=queue,
               cfg_text=base_cfg.dumps())
     store.ping()
@@ -147,6 +148,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     while True:
         attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
+        store.record_progress(run.id, attempt.number, [], log_markers(attempt), time.time())
         hooks.attempt_started(run, attempt)
         if process is not None:
             _supervise(store, settings, run, attempt, process, beat, hooks)
@@ -209,6 +211,17 @@ def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects
         attempt.outcome, attempt.message, attempt.ended_at = Outcome.CRASHED, str(e), time.time()
     store.save_run(run)
     return attempt, process
+
+
+def log_markers(attempt: Attempt) -> list[str]:
+    """The lines the run's log (in Redis: `farm logs`, the board) gets where an attempt
+    starts: which one, from where and why, so attempts never run together. darknet.log on
+    disk stays darknet's own output (one per attempt)."""
+    where = f" from iteration {attempt.start_iteration}" if attempt.start_iteration else ""
+    lines = [f"--- attempt {attempt.number}{where} on {attempt.host} ({attempt.reason}) ---"]
+    if attempt.pid is None and attempt.outcome is not None:
+        lines.append(f"--- darknet did not start: {attempt.message} ---")
+    return lines
 
 
 def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,

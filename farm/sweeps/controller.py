@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from farm.darknet.cfg import NET_KEYS, Cfg, check_cfg
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
+from farm.runs.schedule import fit_steps
 from farm.sweeps import recipe as rcp
 from farm.sweeps.model import Trial, TrialState
 from farm.sweeps.spec import JOINT, Param, SweepSpec
@@ -90,16 +91,11 @@ def recipes(spec: SweepSpec, trials: list[Trial]) -> dict[str, dict]:
 
 
 def fit_schedule(trial: Trial, base: Cfg) -> None:
-    """Scale `steps` with a changed max_batches (unless the trial sets steps itself):
-    the learning-rate drops keep their place in the schedule, and darknet never sees a
-    step beyond max_batches (which check_cfg refuses)."""
-    new = int(trial.overrides.get("max_batches", 0) or 0)
-    old = base.max_batches or 0
-    if not new or not old or new == old or "steps" in trial.overrides:
-        return
-    if (trial.overrides.get("policy") or base.net_get("policy")) != "steps" or not base.steps:
-        return
-    trial.overrides["steps"] = ",".join(str(max(1, s * new // old)) for s in base.steps)
+    """Scale `steps` with a changed max_batches (farm.runs.schedule.fit_steps), unless the
+    trial sets steps itself."""
+    steps = fit_steps(base.max_batches, base.steps, base.net_get("policy"), trial.overrides)
+    if steps is not None:
+        trial.overrides["steps"] = steps
 
 
 def plan(spec: SweepSpec, dialect: str = "pjreddie") -> list[Trial]:

@@ -35,14 +35,31 @@ def attempt_for_weights(run: Run, path: str | None) -> Attempt | None:
 def attempt_at(run: Run, iteration: int | None) -> Attempt | None:
     """The attempt whose weights stood at `iteration`: the one that wrote the finite
     checkpoint there, else the last one that trained through it."""
-    if iteration is None:
+    found = pick(lineage(run), iteration)
+    return _numbered(run, found["attempt"]) if found else None
+
+
+def lineage(run: Run) -> list[dict]:
+    """Per attempt: its span, its finite checkpoints and its settings, as JSON (what a
+    sweep keeps of an ended trial, so the leaderboard needs no run to attribute a best)."""
+    return [{"attempt": a.number, "start": a.start_iteration, "last": a.last_iteration,
+             "checkpoints": [c.iteration for c in run.checkpoints
+                             if c.finite and c.attempt == a.number],
+             "settings": effective_settings(run, a).to_dict()} for a in run.attempts]
+
+
+def pick(spans: list[dict], iteration: int | None) -> dict | None:
+    """The lineage entry whose weights stood at `iteration` (see attempt_at); the last
+    one when `iteration` is None."""
+    if not spans:
         return None
-    number = next((c.attempt for c in reversed(run.checkpoints)
-                   if c.finite and c.iteration == iteration), None)
-    if number is not None:
-        return _numbered(run, number)
-    return next((a for a in reversed(run.attempts) if a.last_iteration is not None
-                 and a.start_iteration < iteration <= a.last_iteration), None)
+    if iteration is None:
+        return spans[-1]
+    wrote = [s for s in spans if iteration in s["checkpoints"]]
+    if wrote:
+        return wrote[-1]
+    return next((s for s in reversed(spans) if s["last"] is not None
+                 and s["start"] < iteration <= s["last"]), None)
 
 
 def _numbered(run: Run, number: int | None) -> Attempt | None:

@@ -63,16 +63,27 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     if parsed.max_batches is None:
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
+    cadence = dialects.checkpoint_cadence(submit_dialect(settings), eval_every)
     base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
-              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
+              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=cadence.every,
               task_id=task_id, origin=origin, queue=queue,
-              cfg_text=cfg_text)
+              cfg_text=cfg_text, warnings=[cadence.note] if cadence.note else [])
     store.ping()
     store.save_run(run)
     return run
+
+
+def submit_dialect(settings: Settings) -> str:
+    """The dialect whose rules a submission follows: the configured or installed darknet
+    (the farm's training hosts share it). A host that only submits may have no darknet:
+    then AlexeyAB's rules, the widest, so nothing valid is refused or rounded."""
+    try:
+        return dialects.detect(settings.darknet, settings.darknet_dialect).value
+    except FarmError:
+        return dialects.Dialect.ALEXEYAB.value
 
 
 @dataclass

@@ -18,7 +18,7 @@ from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
-from farm.runs.service import submit_run
+from farm.runs.service import submit_dialect, submit_run
 from farm.settings import Settings
 from farm.state import Store
 from farm.sweeps import builds as bld
@@ -54,12 +54,15 @@ class Tick:
 def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
                  gpu_workers: int | None = None) -> Sweep:
     """Plan every trial (checking each one's cfg) and record the sweep as running."""
-    trials = ctl.plan(spec, _dialect(settings))
+    dialect = _dialect(settings)
+    cadence = dialects.checkpoint_cadence(dialect, spec.eval_every)
+    spec = replace(spec, eval_every=cadence.every)  # what darknet can write
+    trials = ctl.plan(spec, dialect)
     warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
                   name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
-                  warnings=[warning] if warning else [],
+                  warnings=[w for w in (cadence.note, warning) if w],
                   cfgs={c: Cfg.load(c).dumps() for c in {t.cfg for t in trials}})
     store.ping()
     SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
@@ -68,12 +71,7 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
 
 
 def _dialect(settings: Settings) -> str:
-    """The dialect whose rules the trials' cfgs must pass. A host that only submits may
-    have no darknet: then AlexeyAB's rules, the widest, so no valid cfg is refused."""
-    try:
-        return dialects.detect(settings.darknet, settings.darknet_dialect).value
-    except FarmError:
-        return "alexeyab"
+    return submit_dialect(settings)
 
 
 def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue,

@@ -9,6 +9,7 @@ import uuid
 import click
 
 from farm.errors import BadInput
+from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
 from workers.cli import EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx
 
@@ -70,6 +71,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)
+    for warning in run.warnings:
+        click.echo(f"farm: warning: {warning}", err=True)
     if on_host and not listeners(ctx, queue):
         click.echo(f"farm: warning: no worker listens on {queue} now: the run waits queued "
                    f"until {on_host}'s worker is up (`farm hosts workers`)", err=True)
@@ -135,18 +138,22 @@ def runs_cmd(ctx: Context, limit: int) -> None:
     if not rows:
         click.echo("no runs yet: `farm train DATA CFG` queues one")
         return
-    click.echo(f"{'RUN':<16} {'STATE':<10} {'ITER':>11} {'AVG LOSS':>9} {'ATT':>3}  CREATED")
+    click.echo(f"{'RUN':<16} {'STATE':<10} {'ITER':>11} {'AVG LOSS':>9} {'ATT':>3}  "
+               f"{'CREATED':<8}  TRAINED WITH")
     for run in rows:
         live = store.live(run.id)
         it = f"{live.get('iteration', run.last_iteration)}/{run.max_batches}"
         click.echo(f"{run.id:<16} {run.state.value:<10} {it:>11} "
-                   f"{_fmt_loss(live.get('avg_loss')):>9} {len(run.attempts):>3}  {_ago(run.created_at)}")
+                   f"{_fmt_loss(live.get('avg_loss')):>9} {len(run.attempts):>3}  "
+                   f"{_ago(run.created_at):<8}  {effective_settings(run).text}")
 
 
 def status_dict(run: Run, live: dict, maps: list) -> dict:
     d = run.to_dict()
     d["live"] = live
     d["maps"] = maps
+    d["effective"] = effective_settings(run).to_dict()
+    d["effective_by_attempt"] = [effective_settings(run, a).to_dict() for a in run.attempts]
     return d
 
 
@@ -169,6 +176,12 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     if live:
         click.echo(f"  now  iteration {live['iteration']}/{run.max_batches}, "
                    f"avg loss {_fmt_loss(live['avg_loss'])}")
+    eff = effective_settings(run)
+    click.echo(f"  trained with: {eff.text}"
+               + (f" (attempt {eff.attempt}, which wrote its newest good weights)"
+                  if eff.attempt and run.good_checkpoint else ""))
+    for warning in run.warnings:
+        click.echo(f"  warning: {warning}")
     for a in run.attempts:
         outcome = a.outcome.value if a.outcome else "running"
         span = f"iterations {a.start_iteration}->{a.last_iteration if a.last_iteration is not None else '?'}"

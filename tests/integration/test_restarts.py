@@ -153,3 +153,16 @@ def test_start_weights_past_max_batches_are_bad_input_not_a_crash_loop(farm, mic
     assert code == 1 and [a.outcome for a in run.attempts] == [Outcome.BAD_INPUT]
     assert "iteration 1000" in run.attempts[0].message and "trained nothing" in run.message
     assert run.good_checkpoint is None
+
+
+def test_farm_train_rounds_eval_every_to_what_debian_darknet_writes(farm, micro, capsys,
+                                                                    darknet_bin):
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=1000)
+    code, out, err = cli(capsys, "train", str(data), str(cfg), "--eval-every", "40",
+                         "--set", "max_batches=500")
+    assert code == 0
+    run = store_of(farm).load_run(out.strip())
+    assert "warning: eval_every 40 rounded to 100" in err and run.eval_every == 100
+    assert run.overrides["steps"] == "400,450"  # 800,900 of 1000, moved with max_batches
+    cli(capsys, "cancel", run.id)

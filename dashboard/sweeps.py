@@ -8,7 +8,6 @@ of plans (farm.sweeps.service.standings), never the whole sweep.
 from __future__ import annotations
 
 from farm.plot import axes, overlay
-from farm.runs.model import Run
 from farm.state import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import Sweep
@@ -38,15 +37,14 @@ def sweeps_payload(store: Store, limit: int = LIST_LIMIT) -> list[dict]:
 
 def sweep_payload(store: Store, sweep_id: str, page: int = 1, per: int = PER_PAGE) -> dict:
     """Counts by state, one page of the leaderboard (each row with the settings its
-    run really trained with), and that page's trials overlaid as SVG."""
+    best weights were really trained with), and that page's trials overlaid as SVG."""
     st = standings(store, sweep_id, page, per)
-    runs = store.runs_by_id([r.run_id for r in st.rows if r.run_id])
     colours: dict[int, str] = {}
     curves = []
     rows = []
     for r in st.rows:
         seen = st.observed.get(r.trial)
-        effective = effective_params(r.params, runs.get(r.run_id or ""))
+        effective = effective_params(r)
         if seen and (seen.loss or seen.maps):
             colours[r.trial] = axes.trial_colour(len(curves))
             curves.append(overlay.Curve(key=r.trial, label=trial_label(r.trial, r.params,
@@ -66,28 +64,19 @@ def sweep_payload(store: Store, sweep_id: str, page: int = 1, per: int = PER_PAG
             "rows": rows, "svg": overlay.draw(drawing).to_svg(), "overlay": drawing.summary()}
 
 
-def effective_params(params: dict[str, str], run: Run | None) -> dict[str, str]:
-    """The parameters whose value the run's last attempt trained with differs from the
-    spec's (restarts lower the learning rate): name -> what it really was."""
-    if run is None or not run.attempts:
-        return {}
-    hyper = run.attempts[-1].hyper or {}
+def effective_params(row: ctl.Row) -> dict[str, str]:
+    """The parameters whose value the trial's best weights were trained with differs
+    from the spec's (restarts lower the learning rate), from farm.runs.effective: name
+    -> what it really was."""
+    changed = (row.settings or {}).get("changed") or {}
     out = {}
-    for name, value in params.items():
+    for name in row.params:
         keys = JOINT.get(name, (name,))
-        if not all(k in hyper for k in keys):
-            continue
-        really = "/".join(str(hyper[k]) for k in keys)
-        if not _same(really, value):
-            out[name] = really
+        if any(k in changed for k in keys):
+            out[name] = "/".join(str(changed[k][1]) if k in changed else
+                                 str((row.settings or {}).get("effective", {}).get(k, "?"))
+                                 for k in keys)
     return out
-
-
-def _same(a: str, b: str) -> bool:
-    try:
-        return all(float(x) == float(y) for x, y in zip(a.split("/"), b.split("/")))
-    except ValueError:
-        return a == b
 
 
 def trial_label(trial: int, params: dict[str, str], effective: dict[str, str]) -> str:
@@ -100,8 +89,7 @@ def _about(r: ctl.Row, effective: dict[str, str], objective: str) -> str:
     lines = [f"trial {r.trial} ({r.run_id or 'no run yet'}): {r.state}",
              "asked: " + ctl.describe(r.params)]
     if effective:
-        lines.append("trained with: " + ctl.describe(effective)
-                     + f" (after {r.restarts} restart(s))")
+        lines.append("trained with: " + (r.settings or {}).get("text", ""))
     if r.best is not None:
         lines.append(f"best {ctl.objective_label(objective)} "
                      f"{ctl.format_value(objective, r.best)} at {r.best_iteration}")

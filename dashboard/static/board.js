@@ -61,6 +61,7 @@ async function refreshRun(runId) {
     ["iteration", `${run.iteration}/${run.max_batches}`],
     ["avg loss", num(run.avg_loss)],
     ["learning rate", num(run.rate, 3)],
+    ["trained with", run.effective ? run.effective.text : "-"],
     ["ETA", run.state !== "running" || !board.eta ? "-" : `${duration(board.eta)} (${new Date(Date.now() + board.eta * 1000).toLocaleTimeString()})`],
     ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` : "-"],
     ["best weights", best ? best.best_weights : "-"],

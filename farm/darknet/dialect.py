@@ -6,11 +6,15 @@ cfg as the weights path, so the farm builds only the flags the detected dialect 
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from pathlib import Path
 
 from farm.errors import DarknetNotFound
 
@@ -49,17 +53,58 @@ def classify_banner(text: str) -> Dialect:
 
 
 @lru_cache(maxsize=16)
-def _detect_cached(path: str, mtime: float) -> Dialect:
-    out = []
-    for argv in ([path], [path, "version"]):
+def _detect_cached(path: str, stamp: str) -> Dialect:
+    """The dialect of the binary at `path` (`stamp`: its size and mtime), as remembered,
+    else read from what it prints without a command and with `version`."""
+    known = _remembered().get(f"{path} {stamp}")
+    if known in Dialect._value2member_map_:
+        return Dialect(known)
+    procs = []
+    for argv in ([path], [path, "version"]):  # side by side: each loads darknet's libraries
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=20)
-        except (OSError, subprocess.TimeoutExpired) as e:
+            procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        except OSError as e:
             raise DarknetNotFound(f"darknet at {path} could not be run: {e}",
                                   hint="check that it is executable for this user") from None
-        out.append(proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace"))
-    return classify_banner("\n".join(out))
+    out = []
+    for proc in procs:
+        try:
+            out.append(proc.communicate(timeout=20)[0].decode(errors="replace"))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+                p.wait()
+            raise DarknetNotFound(f"darknet at {path} did not answer within 20 s",
+                                  hint="check that it runs for this user") from None
+    found = classify_banner("\n".join(out))
+    _remember(f"{path} {stamp}", found.value)
+    return found
+
+
+#: Where detected dialects are remembered across commands (keyed by the binary's path,
+#: size and mtime): running darknet twice costs a `farm train` 0.3-1.7 s.
+DIALECT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "farm" / \
+    "darknet-dialects.json"
+
+
+def _remembered() -> dict[str, str]:
+    try:
+        data = json.loads(DIALECT_CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(key: str, dialect: str) -> None:
+    """Best effort: a cache that cannot be written only costs the next detection."""
+    try:
+        DIALECT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = DIALECT_CACHE.with_name(f".{DIALECT_CACHE.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({**_remembered(), key: dialect}))
+        os.replace(tmp, DIALECT_CACHE)
+    except OSError:
+        pass
 
 
 def detect(darknet: str, configured: str = "auto") -> Dialect:
@@ -67,13 +112,61 @@ def detect(darknet: str, configured: str = "auto") -> Dialect:
     path = resolve_binary(darknet)
     if configured != "auto":
         return Dialect(configured)
-    return _detect_cached(path, os.path.getmtime(path))
+    st = os.stat(path)
+    return _detect_cached(path, f"{st.st_size} {st.st_mtime_ns}")
+
+
+def _absolute(*paths) -> list[str]:
+    """darknet opens every file relative to its cwd, which the farm sets to a folder of
+    its own (an attempt's, a scratch one): paths from a command line must be absolute."""
+    return [os.path.abspath(os.fspath(p)) for p in paths]
+
+
+#: pjreddie writes `<cfg>.backup` every 100 iterations (and `_N` at 100..900, then every
+#: 10000; examples/detector.c:130-145): the only cadence it has (darknet.md §4).
+PJREDDIE_SAVE_EVERY = 100
+#: AlexeyAB's `_last` default (`savelast=` in obj.data, builds since 2023-08) and
+#: hank-ai's hard-coded `_last` interval (darknet.md §2).
+LAST_EVERY = 100
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often a dialect writes weights for an evaluation every `every` iterations."""
+
+    every: int                    # eval_every as darknet can honour it
+    data: dict[str, str]          # obj.data keys that set it (AlexeyAB)
+    argv: tuple[str, ...] = ()    # flags that set it (hank-ai)
+    note: str | None = None       # what the farm changed, for a warning at submit
+
+
+def checkpoint_cadence(dialect: Dialect | str, eval_every: int) -> Cadence:
+    """The checkpoint cadence for evaluations every `eval_every` iterations. AlexeyAB
+    reads `savelast=` from obj.data and hank-ai takes `-saveweights N`, so the farm asks
+    them for what it needs; pjreddie writes every 100, so `eval_every` is rounded to
+    that (darknet.md §2-§4). Rollbacks keep their 100-iteration granularity: AlexeyAB's
+    `_last` is set to gcd(eval_every, 100)."""
+    d = Dialect(getattr(dialect, "value", dialect))
+    if eval_every <= 0 or eval_every % LAST_EVERY == 0:
+        return Cadence(eval_every, {})
+    if d is Dialect.ALEXEYAB:
+        return Cadence(eval_every, {"savelast": str(math.gcd(eval_every, LAST_EVERY))})
+    if d is Dialect.HANKAI:
+        return Cadence(eval_every, {}, ("-saveweights", str(eval_every)))
+    every = max(PJREDDIE_SAVE_EVERY, (eval_every + PJREDDIE_SAVE_EVERY // 2)
+                // PJREDDIE_SAVE_EVERY * PJREDDIE_SAVE_EVERY)
+    return Cadence(every, {}, note=f"eval_every {eval_every} rounded to {every}: "
+                                   f"pjreddie's darknet (Debian's) writes weights every "
+                                   f"{PJREDDIE_SAVE_EVERY} iterations only")
 
 
 def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
                weights: str | None = None, *, with_map: bool = False,
-               gpus: str | None = None) -> list[str]:
-    """The `detector train` command line, with only the flags `dialect` knows."""
+               gpus: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """The `detector train` command line, with only the flags `dialect` knows (`extra`:
+    flags of the dialect's own, e.g. hank-ai's -saveweights from checkpoint_cadence)."""
+    data, cfg = _absolute(data, cfg)
+    weights = _absolute(weights)[0] if weights else None
     if dialect is Dialect.HANKAI:
         # Order-free parser; files are recognised by existence and extension.
         argv = [binary, "detector", "train", data, cfg]
@@ -86,7 +179,19 @@ def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
         argv = [binary, "detector", "train", data, cfg] + ([weights] if weights else [])
     if gpus:
         argv += ["-gpus", gpus]
-    return argv
+    return argv + list(extra)
+
+
+def map_argv(binary: str, data, cfg, weights, *, points: int, iou_thresh: float,
+             thresh: float) -> list[str]:
+    """`detector map` (AlexeyAB, hank-ai): mAP of `weights` on data's valid list."""
+    return [binary, "detector", "map", *_absolute(data, cfg, weights), "-points",
+            str(points), "-iou_thresh", str(iou_thresh), "-thresh", str(thresh)]
+
+
+def valid_argv(binary: str, data, cfg, weights) -> list[str]:
+    """`detector valid` (pjreddie): detections on data's valid list into results/."""
+    return [binary, "detector", "valid", *_absolute(data, cfg, weights)]
 
 
 def train_stdin(dialect: Dialect) -> bytes | None:

@@ -13,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from farm.darknet.cfg import Cfg, check_cfg
+from farm.darknet.cfg import Cfg
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, Finding, FindingsError
+from farm.runs import checks
 from farm.runs.model import Run
 
 #: The attempt's cfg. No dot in the stem: darknet names weights after the cfg's base name
@@ -37,31 +38,48 @@ def checkpoints_dir(runs_dir: Path, run_id: str) -> Path:
 
 
 def training_cfg(run: Run, hyper: dict[str, str]) -> Cfg:
-    """The base cfg with the run's overrides and this attempt's hyperparameters."""
-    cfg = Cfg.parse(run.cfg_text, run.cfg) if run.cfg_text is not None else Cfg.load(run.cfg)
-    for key, value in {**run.overrides, **hyper}.items():
+    """The base cfg with the run's overrides and this attempt's values. `random` is a key
+    of the detection layers (darknet reads it from the last one); a value that differs
+    from the base cfg's is written into every one of them."""
+    cfg = _base_cfg(run)
+    values = {**run.overrides, **hyper}
+    random = values.pop("random", None)
+    for key, value in values.items():
         cfg.set_net(key, value)
+    heads = cfg.output_layers()
+    if random is not None and heads and heads[-1].get("random", "0") != random:
+        for head in heads:
+            head.set("random", random)
     return cfg
 
 
+def _base_cfg(run: Run) -> Cfg:
+    return Cfg.parse(run.cfg_text, run.cfg) if run.cfg_text is not None else Cfg.load(run.cfg)
+
+
 def base_hyper(run: Run) -> dict[str, str]:
-    """The values the policy may change, as the first attempt trains with them."""
+    """The values a restart may change (farm.runs.effective.MANAGED), as the run asks for
+    them: the base cfg with its overrides, darknet's defaults where a key is absent."""
     cfg = training_cfg(run, {})
-    return {"learning_rate": cfg.net_get("learning_rate", "0.001"),
-            "burn_in": cfg.net_get("burn_in", "0")}
+    heads = cfg.output_layers()
+    defaults = {"learning_rate": "0.001", "batch": "1", "subdivisions": "1", "burn_in": "0",
+                "power": "4", "policy": "constant"}
+    out = {k: cfg.net_get(k, v) for k, v in defaults.items()}
+    for key in ("width", "height", "steps", "scales"):
+        if cfg.net_get(key) is not None:
+            out[key] = cfg.net_get(key)
+    if heads:
+        out["random"] = heads[-1].get("random", "0")
+    return out
 
 
-def preflight(run: Run, dialect: str) -> None:
-    """Refuse bad cfgs and datasets before darknet spends a second on them."""
-    from farm.datasets.lint import lint_obj_data
-
-    cfg = training_cfg(run, {})
-    errors = [f for f in check_cfg(cfg, training=True, dialect=dialect) if f.severity == "error"]
-    if errors:
-        raise FindingsError(errors, "cfg")
-    report = lint_obj_data(run.data, classes=cfg.classes, dialect=dialect,
-                           base_dir=run.base_dir)
-    report.raise_for_errors()
+def preflight(run: Run, dialect: str, limit: checks.MemoryLimit | None = None) -> None:
+    """Refuse bad cfgs, start weights and datasets before darknet spends a second on
+    them: the checks `farm train` ran at submit, again here (files change meanwhile),
+    with this worker's dialect and memory `limit`."""
+    cfg, place = checks.with_overrides(_base_cfg(run), run.overrides)
+    checks.check_training(data=run.data, cfg=cfg, weights=run.weights, dialect=dialect,
+                          base_dir=run.base_dir, limit=limit, reader=dialect, place=place)
 
 
 def write_absolute_list(src: str, dst: Path, base_dir: str) -> None:
@@ -95,9 +113,10 @@ def write_inputs(run: Run, runs_dir: Path) -> None:
         shutil.copyfile(names, inputs / "obj.names")
 
 
-def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
-                    ) -> tuple[Path, Path, Cfg]:
-    """The attempt's directory, its obj.data and its cfg, written and ready for darknet."""
+def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str],
+                    data_extra: dict[str, str] | None = None) -> tuple[Path, Path, Cfg]:
+    """The attempt's directory, its obj.data (with `data_extra`, e.g. AlexeyAB's
+    savelast=) and its cfg, written and ready for darknet."""
     workdir = attempt_dir(runs_dir, run.id, number)
     if workdir.exists():  # a lost attempt of the same number never finished: start clean
         shutil.rmtree(workdir)
@@ -110,6 +129,7 @@ def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
     if (inputs / "obj.names").exists():
         values["names"] = str(inputs / "obj.names")
     values["backup"] = str(workdir / "backup")
+    values.update(data_extra or {})
     write_obj_data(workdir / "obj.data", values)
     cfg = training_cfg(run, hyper)
     cfg.save(workdir / CFG_NAME)

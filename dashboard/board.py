@@ -22,7 +22,7 @@ Routes (views.py; the API returns what the pages draw):
                                                    /api/runs/<id>/metrics?after=<stream id>
                                                    /api/runs/<id>/log?lines=200
     /sweeps                     sweeps list        /api/sweeps
-    /sweeps/<id>                trials overlaid,   /api/sweeps/<id>?page=1&per=50
+    /sweeps/<id>                trials overlaid,   /api/sweeps/<id>?page=1&per=25
                                 the leaderboard
     /metrics                    Prometheus text (the password, or the scrape token)
 """

@@ -16,7 +16,7 @@ from farm.sweeps.spec import JOINT
 from farm.sweeps.store import SweepStore
 
 LIST_LIMIT = 20      #: sweeps in the list (newest first)
-PER_PAGE = 50        #: leaderboard rows (and overlaid trials) per page
+PER_PAGE = 25        #: leaderboard rows (and overlaid trials) per page
 MAX_PER_PAGE = 200   #: the most rows a page may ask for
 
 

@@ -140,7 +140,7 @@ class SweepView(BaseHandler):
 
 
 class SweepApi(BaseHandler):
-    """One sweep: counts by state, a page of its leaderboard (`?page=1&per=50`) and the
+    """One sweep: counts by state, a page of its leaderboard (`?page=1&per=25`) and the
     overlay of that page's trials as SVG."""
 
     async def get(self, sweep_id: str) -> None:

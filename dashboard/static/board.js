@@ -125,7 +125,7 @@ function refreshSweeps() {
   return Promise.resolve();
 }
 
-const sweepPage = (window.farmSweep = { page: 1, per: 50, pages: 1, draws: 0 });
+const sweepPage = (window.farmSweep = { page: 1, per: 25, pages: 1, draws: 0 });
 
 async function refreshSweep(sweepId) {
   const data = await getJSON(`/api/sweeps/${encodeURIComponent(sweepId)}?page=${sweepPage.page}&per=${sweepPage.per}`);
@@ -149,13 +149,13 @@ async function refreshSweep(sweepId) {
       `${text(k)}=${text(v)}${k in r.effective ? ` <b title="what the run trained with after its restarts">→ ${text(r.effective[k])}</b>` : ""}`).join(" ");
     const best = r.best === null ? "-" : (map ? pct(r.best) : num(r.best));
     const swatch = r.colour ? `<span class="swatch" style="background:${text(r.colour)}"></span>` : "";
-    const run = r.run_id ? `<a href="/runs/${encodeURIComponent(r.run_id)}">${text(r.run_id)}</a>` : "-";
-    return `<tr class="trial-row" data-trial="${r.trial}"><td>${swatch}</td><td>${text(r.rank)}</td><td>${r.trial}</td>
-      <td class="params">${params}</td><td><span class="state ${text(r.state)}">${text(r.state)}</span></td>
+    const trial = r.run_id ? `<a href="/runs/${encodeURIComponent(r.run_id)}" title="run ${text(r.run_id)}">${r.trial}</a>` : String(r.trial);
+    const note = r.note ? `<br><span class="muted small">${text(r.note)}</span>` : "";
+    return `<tr class="trial-row" data-trial="${r.trial}"><td>${swatch}</td><td>${text(r.rank)}</td><td>${trial}</td>
+      <td class="params">${params}${note}</td><td><span class="state ${text(r.state)}">${text(r.state)}</span></td>
       <td class="num">${best}</td><td class="num">${text(r.best_iteration)}</td><td class="num">${r.iterations}</td>
       <td class="num">${r.restarts}${r.divergences ? ` (${r.divergences} nan)` : ""}</td>
-      <td class="num">${r.wall_time === null ? "-" : duration(r.wall_time)}</td>
-      <td>${run}</td><td class="muted small">${text(r.note || "")}</td></tr>`;
+      <td class="num">${r.wall_time === null ? "-" : duration(r.wall_time)}</td></tr>`;
   }).join("");
 }
 

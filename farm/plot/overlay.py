@@ -15,6 +15,9 @@ from farm.plot.figure import Figure, text_width
 
 #: points drawn per curve at most (a 50 000-iteration trial is thinned to its lows)
 MAX_POINTS = 400
+#: with more curves than this the legend would crowd out the plot: the trials are named
+#: on hover (and by the table beside it, on the board)
+LEGEND_MAX = 12
 
 
 @dataclass
@@ -82,7 +85,12 @@ def draw(ov: Overlay, size: tuple[int, int] = SIZE) -> Figure:
     if ov.title:
         fig.text(12, 20, ov.title, size=14, bold=True, colour="#222")
         top = 30
-    legend_bottom = _legend(fig, ov, 12, top + 12, w - 24)
+    if len(ov.curves) <= LEGEND_MAX:
+        legend_bottom = _legend(fig, ov, 12, top + 12, w - 24)
+    else:
+        fig.text(12, top + 12, f"{len(ov.curves)} trials: each one's name shows on hover",
+                 size=11, colour=axes.MUTED)
+        legend_bottom = top + 18
     x0, x1 = _LEFT, w - _RIGHT
     x = Scale(0.0, ov.x_hi, False, x0, x1)
     if not ov.curves:
@@ -95,8 +103,9 @@ def draw(ov: Overlay, size: tuple[int, int] = SIZE) -> Figure:
     top, bottom = legend_bottom + 16, h - 34
     share = {"loss": 0.56, "maps": 0.44} if len(shown) == 2 else {p: 1.0 for p in shown}
     panels = []
+    room = bottom - top - 28 * (len(shown) - 1)
     for p in shown:
-        height = (bottom - top - 28 * (len(shown) - 1)) * share[p]
+        height = room * share[p]
         if p == "loss":
             y = Scale(ov.loss[0], ov.loss[1], ov.loss[2], top + height, top)
             _panel(fig, x, y, top, top + height, "avg loss" + (" (log)" if y.log else ""),

@@ -365,7 +365,7 @@ def test_the_sweep_page_overlays_its_trials_beside_the_leaderboard(farm, board, 
     trials = {t.index: t for t in SweepStore(store).trials(sweep_id)}
     really = f"{store.load_run(trials[2].run_id).attempts[-1].rate_value:.6g}"
     assert float(really) < 0.04
-    assert f"trained with: learning_rate 0.04 -> {really} after" in by_trial["2"]["title"]
+    assert f"trained with: learning_rate 0.04 -> {really}" in by_trial["2"]["title"]
     legend = page.text_content('#overlay svg g.legend-entry[data-trial="2"] text')
     assert legend == f"#2 learning_rate=0.04→{really}"
     assert f"→ {really}" in page.inner_text('#leaderboard tr[data-trial="2"]')

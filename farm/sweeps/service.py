@@ -32,6 +32,9 @@ from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
 from farm.sweeps.store import RecipeStore, SweepStore
 
+#: untouched trials an advance looks at, at least (the next ones to start, in order)
+FRONTIER = 64
+
 #: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker (under
 #: the task id recorded on the run, so the board links it to Flower).
 Enqueue = Callable[[str, "str | None"], str]
@@ -59,21 +62,24 @@ class Tick:
 
 
 def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
-                 gpu_workers: int | None = None,
+                 gpu_workers: int | Callable[[], int] | None = None,
                  warn: Callable[[Finding], None] | None = None) -> Sweep:
     """Plan every trial, check what they will train with (farm.runs.checks), and record
-    the sweep as running. Nothing is recorded when a check fails."""
+    the sweep as running. Nothing is recorded when a check fails. `gpu_workers`: how
+    many workers consume the sweep's queue, or how to learn it once the plan is made."""
     inventory = checks.read_inventory(settings)
     host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
-    cadence = dialects.checkpoint_cadence(judge(Cfg.load(ctl.expand(spec)[0].cfg)),
-                                          spec.eval_every)
+    first = ctl.expand(spec if spec.search == "grid" else replace(spec, trials=1))[0]
+    cadence = dialects.checkpoint_cadence(judge(Cfg.load(first.cfg)), spec.eval_every)
     spec = replace(spec, eval_every=cadence.every)  # what darknet can write
     trials = ctl.plan(spec, judge)
     for finding in _check_inputs(spec, trials, judge,
                                  checks.submit_limit(settings, host, inventory)):
         if warn:
             warn(finding)
+    if callable(gpu_workers):
+        gpu_workers = gpu_workers()
     warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
@@ -89,20 +95,21 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
 def _check_inputs(spec: SweepSpec, trials: list[Trial], judge: Callable[[Cfg], str],
                   limit: checks.MemoryLimit | None) -> list[Finding]:
     """The checks of `farm train` for a sweep, each only once: every distinct trial cfg
-    (its memory, the start weights against it), the dataset once per dialect and class
+    shape (its memory, the start weights against it), the dataset once per dialect and class
     count (a recipe's dataset does not exist yet: it is linted when built). Returns the
     warnings; FindingsError on the first trial with an error."""
     bases: dict[str, Cfg] = {}
-    done: set[str] = set()
+    done: set[tuple] = set()
     linted: set[tuple[str, int | None]] = set()
     warnings: dict[tuple, Finding] = {}
     for trial in trials:
+        shape = ctl.trial_shape(trial)  # the VALUE_ONLY values were checked by plan()
+        if shape in done:
+            continue
+        done.add(shape)
         base = bases.setdefault(trial.cfg, Cfg.load(trial.cfg))
         cfg, place = checks.with_overrides(base, trial.overrides,
                                            f"{spec.path} (trial {trial.index})")
-        if cfg.dumps() in done:
-            continue
-        done.add(cfg.dumps())
         dialect = judge(cfg)
         lint = spec.data is not None and (dialect, cfg.classes) not in linted
         linted.add((dialect, cfg.classes))
@@ -136,7 +143,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
         if sweep.state is not SweepState.RUNNING:
             return tick
         spec = SweepSpec.from_dict(sweep.spec)
-        trials = sweeps.trials(sweep_id)
+        trials = _working_set(sweeps, sweep_id, spec)
         runs = _runs(store, trials)
         _record_results(sweeps, sweep_id, trials, runs)
         _cancel_orphans(store, sweep_id, trials)
@@ -336,9 +343,22 @@ def _observe(store: Store, sweeps: SweepStore, sweep_id: str) -> dict[int, Obser
     sweep = sweeps.load(sweep_id)
     if sweep.state is not SweepState.RUNNING:
         return None
-    trials = sweeps.trials(sweep_id)
+    _, trials = sweeps.touched(sweep_id)  # a trial nothing happened to has no curve
     spec_objective = sweep.spec["objective"]
     return observe(store, sweeps, sweep_id, spec_objective, trials, _runs(store, trials))
+
+
+def _working_set(sweeps: SweepStore, sweep_id: str, spec: SweepSpec) -> list[Trial]:
+    """The trials one advance must see: every trial something happened to, and the first
+    untouched ones by number (the next to start; at least FRONTIER). An advance of a
+    sweep with 10 000 trials queued costs what its running ones cost. A recipe sweep
+    reads every trial: which ones can start depends on whose dataset is ready."""
+    if spec.recipe is not None:
+        return sweeps.trials(sweep_id)
+    total, touched = sweeps.touched(sweep_id)
+    taken = {t.index for t in touched}
+    ahead = [i for i in range(total) if i not in taken][:max(FRONTIER, 3 * spec.concurrency)]
+    return sorted(touched + sweeps.planned(sweep_id, ahead), key=lambda t: t.index)
 
 
 def _runs(store: Store, trials: list[Trial]) -> dict[str, Run]:

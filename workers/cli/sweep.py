@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 
@@ -57,9 +58,12 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     store.ping()  # a clear message if Redis is down, before Celery's retries
     app = ctx.celery()
     warnings = []
-    sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
-                                       gpu_workers=_workers_on(app, spec.queue or "gpu"),
-                                       warn=warnings.append))
+    # the workers answer a broadcast within a second: ask now, plan meanwhile
+    with ThreadPoolExecutor(1) as pool:
+        workers = pool.submit(_workers_on, app, spec.queue or "gpu")
+        sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
+                                           gpu_workers=workers.result,
+                                           warn=warnings.append))
     warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)

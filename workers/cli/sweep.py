@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import click
 
@@ -51,34 +51,45 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
 
     Prints the sweep id. Every error names the spec's file and line.
     """
+    # the workers answer a broadcast within a second: ask first, check the spec meanwhile
+    asked = _Broadcast(ctx)
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
+    from workers.tasks.sweep import enqueue_recipe_build
+    from workers.tasks.train import enqueue_train
     spec = load_spec(spec_path)
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries
-    app = ctx.celery()
     warnings = []
-    # the workers answer a broadcast within a second: ask now, plan meanwhile
-    with ThreadPoolExecutor(1) as pool:
-        workers = pool.submit(_workers_on, app, spec.queue or "gpu")
-        sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
-                                           gpu_workers=workers.result,
-                                           warn=warnings.append))
+    sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
+                                       gpu_workers=lambda: asked.consumers(spec.queue or "gpu"),
+                                       warn=warnings.append))
     warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
-    from workers.tasks.sweep import enqueue_recipe_build
-    from workers.tasks.train import enqueue_train
     advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
             build=enqueue_recipe_build)
     click.echo(sw.id)
     return follow(ctx, sw.id) if wait else EXIT_OK
 
 
-def _workers_on(app, queue: str) -> int:
-    """How many workers consume `queue` now (1 s broadcast; 0 when none answer)."""
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
-    return sum(any(q.get("name") == queue for q in queues) for queues in replies.values())
+class _Broadcast(threading.Thread):
+    """The workers' queues, asked on a thread of its own (a daemon: a refused spec does
+    not wait for the answer)."""
+
+    def __init__(self, ctx: Context):
+        super().__init__(daemon=True, name="ask-workers")
+        self.ctx, self.replies = ctx, {}
+        self.start()
+
+    def run(self) -> None:
+        self.replies = self.ctx.celery().control.inspect(timeout=1.0).active_queues() or {}
+
+    def consumers(self, queue: str) -> int:
+        """How many workers consume `queue` now (0 when none answered)."""
+        self.join()
+        return sum(any(q.get("name") == queue for q in queues or ())
+                   for queues in self.replies.values())
 
 
 def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:

@@ -8,7 +8,6 @@ killed with -9 must not leave darknet training on the GPU), in its own working d
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import shutil
@@ -18,13 +17,7 @@ import threading
 from pathlib import Path
 
 from farm.errors import DarknetNotFound
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+from farm.procs import die_with_parent
 
 
 class DarknetProcess:
@@ -39,7 +32,7 @@ class DarknetProcess:
             self._popen = subprocess.Popen(
                 full, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.PIPE if stdin_data else subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent, bufsize=0, env=env)
+                start_new_session=True, preexec_fn=die_with_parent(), bufsize=0, env=env)
         except OSError as e:
             raise DarknetNotFound(f"could not start {argv[0]}: {e.strerror}",
                                   hint="check FARM_DARKNET and the binary's permissions") from None

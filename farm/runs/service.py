@@ -20,6 +20,7 @@ from farm.errors import BadInput, FarmError, HostUnreachable
 from farm.runs import workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import Policy, Restart, next_attempt
+from farm.runs.reaper import stop_leftover_darknet
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
 from farm.state import LeaseRenewer, Store
@@ -93,6 +94,7 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     run = store.load_run(run_id)
     if token is None:
         return run  # held elsewhere: never start a second darknet for one run
+    stop_leftover_darknet(run)  # taken over from a holder that died or lost its lease
     beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
                         settings.lease_ttl, f"lease-{run_id}")
     beat.start()

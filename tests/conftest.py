@@ -126,9 +126,10 @@ class Farm:
                                     "-s", str(self.tmp / "beat-schedule"), "-l", "INFO"])
 
     def flower(self, port: int, password: str) -> subprocess.Popen:
+        """Flower with a login, given through its environment (never on argv, like `farm up`)."""
         return self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app",
-                                      "flower", "--address=127.0.0.1", f"--port={port}",
-                                      f"--basic_auth=farm:{password}"])
+                                      "flower", "--address=127.0.0.1", f"--port={port}"],
+                           env={"FLOWER_BASIC_AUTH": f"farm:{password}"})
 
     def wait_ping(self, node: str, timeout: float = 60) -> None:
         from workers.app import app, configure

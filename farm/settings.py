@@ -62,9 +62,11 @@ class Settings:
     #: after this many seconds, doubled for each further death within `restart_window`.
     restart_backoff: float = 0.5
     #: A child that dies `restart_limit` times within `restart_window` seconds is in a
-    #: crash loop: `farm up` gives up on it (and says so) instead of restarting it again.
+    #: crash loop (one that cannot start dies every few seconds): `farm up` gives up on
+    #: it, and says why, instead of restarting it again. Deaths further apart (a worker
+    #: killed now and then in a long night) are restarted for ever.
     restart_limit: int = 5
-    restart_window: float = 300.0
+    restart_window: float = 60.0
     #: gpu-queue workers `farm up` starts (one per GPU; here they train on the CPU).
     gpu_workers: int = 1
     #: Broker redelivery timeout (seconds). Training tasks ack early and hold a lease, so

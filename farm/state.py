@@ -41,6 +41,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_ACQUIRE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end  -- a retried call that got it
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('sadd', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
 RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -117,6 +125,7 @@ class Store:
                                       retry=retry)
         self.log_tail_lines = log_tail_lines
         self._renew = self.r.register_script(_RENEW)
+        self._acquire = self.r.register_script(_ACQUIRE)
         self._release = self.r.register_script(RELEASE_IF_OWNER)
 
     def ping(self) -> None:
@@ -165,9 +174,8 @@ class Store:
         token = json.dumps({"worker": owner, **Pid.this().to_dict(),
                             "nonce": uuid.uuid4().hex[:8]})
         with translated(self.url):
-            ok = self.r.set(_k("run", run_id, "lease"), token, nx=True, px=int(ttl * 1000))
-            if ok:
-                self.r.sadd(_RUNNING, run_id)
+            ok = self._acquire(keys=[_k("run", run_id, "lease"), _RUNNING],
+                               args=[token, int(ttl * 1000), run_id])
         return token if ok else None
 
     def renew_lease(self, run_id: str, token: str, ttl: float) -> None:

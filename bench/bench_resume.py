@@ -41,24 +41,11 @@ sys.path.insert(0, str(REPO))
 from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.settings import load  # noqa: E402
 from farm.state import Store  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import darknet_procs_of, free_port, wait_for  # noqa: E402
 
 
 def darknets(run_dir: Path) -> list[int]:
-    found = []
-    for p in psutil.process_iter(["name", "cwd"]):
-        try:
-            if p.info["name"] == "darknet" and str(run_dir) in (p.info["cwd"] or ""):
-                found.append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
+    return [p.pid for p in darknet_procs_of(run_dir)]
 
 
 class Watch(threading.Thread):
@@ -82,13 +69,7 @@ class Watch(threading.Thread):
 
 
 def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, 0.02, what=what)
 
 
 def farm_cmd(env: dict, *args: str) -> str:

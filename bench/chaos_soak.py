@@ -45,6 +45,7 @@ from farm.runs.model import Outcome, RunState  # noqa: E402
 from farm.settings import load  # noqa: E402
 from farm.state import Store  # noqa: E402
 from farm.sweeps.store import SweepStore  # noqa: E402
+from tests.conftest import free_port, wait_for  # noqa: E402
 
 KINDS = ("worker main", "pool", "darknet", "beat", "redis", "flower", "board")
 TRAINING_KINDS = ("worker main", "pool", "darknet")
@@ -65,31 +66,8 @@ policy: {{crash_restarts: 20, lost_restarts: 20}}
 """
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def run_of(pid: int) -> str | None:
-    """The run a darknet process trains (its cwd is <runs>/<run>/attempt-N)."""
-    try:
-        cwd = psutil.Process(pid).cwd()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    parts = Path(cwd).parts
-    return parts[-2] if len(parts) >= 2 and parts[-1].startswith("attempt-") else None
+    return wait_for(predicate, timeout, interval, what=what)
 
 
 class Watch(threading.Thread):
@@ -314,7 +292,7 @@ def main() -> int:
         try:
             wait(lambda: sweeps.load(sweep_id).state.value != "running", args.drain * 60,
                  "the sweep to end", 2.0)
-        except TimeoutError as e:
+        except AssertionError as e:
             print(e)
         watch.done.set()
         watch.join()

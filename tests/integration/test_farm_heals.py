@@ -29,24 +29,15 @@ import redis
 from farm.micro import micro_cfg, micro_dataset
 from farm.settings import load
 from farm.state import Store
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, darknet_procs_of, embedded_env, farm_cmd, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def farm_cmd(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture
 def env(tmp_path) -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    e.update(FARM_DATA_DIR=str(tmp_path / "farm"), FARM_REDIS_PORT=str(free_port()),
-             FARM_FLOWER_PORT=str(free_port()), FARM_BOARD_PORT=str(free_port()),
-             FARM_HOST_NAME="healtest", FARM_RESTART_BACKOFF="0.2", FARM_RESTART_LIMIT="3",
-             FARM_RESTART_WINDOW="600", PYTHONPATH=str(REPO))
-    return e
+    return embedded_env(tmp_path, host_name="healtest", restart_backoff="0.2",
+                        restart_limit="3", restart_window="600")
 
 
 class Up:
@@ -103,17 +94,6 @@ class Up:
             self.proc.wait(10)
 
 
-def _darknets(run_dir: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["name", "cwd"]):
-        try:
-            if p.info["name"] == "darknet" and str(run_dir) in (p.info["cwd"] or ""):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
 class Overlap(threading.Thread):
     """Counts, every 20 ms, the darknet processes training one run: never more than one."""
 
@@ -124,7 +104,7 @@ class Overlap(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            n = len(_darknets(self.run_dir))
+            n = len(darknet_procs_of(self.run_dir))
             if n > 1:
                 self.seen.append(n)
             time.sleep(0.02)
@@ -311,8 +291,8 @@ def test_farm_up_killed_with_sigkill_leaves_nothing_and_starts_again(env, tmp_pa
     try:
         store = up.store()
         run_id = _submit(env, tmp_path, max_batches=100000)
-        wait_for(lambda: _darknets(up.data_dir / "runs" / run_id), 90, 0.2, what="darknet")
-        tree = psutil.Process(up.proc.pid).children(recursive=True) + _darknets(
+        wait_for(lambda: darknet_procs_of(up.data_dir / "runs" / run_id), 90, 0.2, what="darknet")
+        tree = psutil.Process(up.proc.pid).children(recursive=True) + darknet_procs_of(
             up.data_dir / "runs" / run_id)
         assert len(tree) >= 10  # redis, 2 workers + 3 pool processes, beat, flower, board, darknet
         before = len(store.load_run(run_id).attempts)

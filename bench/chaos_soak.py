@@ -18,7 +18,7 @@ Bounded: the chaos lasts `--minutes`, the sweep gets `--drain` more minutes to f
 Darknet killed by a signal is a crash, which the trials' policy restarts (crash_restarts
 is raised for the soak: one trial may be hit several times).
 
-    python bench/chaos_soak.py [--minutes 20] [--trials 100] [--iterations 400] [--report FILE]
+    python bench/chaos_soak.py [--minutes 20] [--trials 100] [--iterations 300] [--report FILE]
 """
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--trials", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=400, help="max_batches of each trial")
+    ap.add_argument("--iterations", type=int, default=300, help="max_batches of each trial")
     ap.add_argument("--drain", type=float, default=60.0,
                     help="minutes the sweep gets to finish after the chaos")
     ap.add_argument("--seed", type=int, default=1)

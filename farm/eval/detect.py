@@ -30,12 +30,15 @@ import cv2
 import numpy as np
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import valid_argv
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
 from farm.errors import BadInput, FarmError, FindingsError
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
+#: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
+OPENCV_LAYOUT = "alexeyab"
 NMS_THRESH = 0.45
 TILE_OVERLAP = 64      # farm dataset tile's default
 _CUT_MARGIN = 2.0      # px: a box this close to a tile's inner edge was cut by it
@@ -67,13 +70,16 @@ class Found:
                      y1 - y0)
 
 
-def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect="pjreddie") -> None:
+def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect=None, *,
+                            reader=OPENCV_LAYOUT) -> None:
     """Refuse weights that would detect nothing or garbage: truncated files, weights of
-    another cfg, `*.conv.N` backbones. Every finding is in the error."""
+    another cfg, `*.conv.N` backbones, weights laid out for another network than the
+    one `reader` builds. `dialect`: the darknet that wrote them, when known (else their
+    header and the cfg's features tell). Every finding is in the error."""
     if not os.path.isfile(weights):
         raise BadInput("weights file does not exist", path=str(weights),
                        hint="check the path of the .weights file")
-    findings = check_weights(weights, cfg, for_inference=True, dialect=dialect)
+    findings = check_weights(weights, cfg, for_inference=True, dialect=dialect, reader=reader)
     if any(f.severity == "error" for f in findings):
         raise FindingsError(findings, "weights")
 
@@ -90,7 +96,8 @@ class DnnDetector:
     """A darknet network run by OpenCV: detections as `detector map` sees them."""
 
     def __init__(self, cfg: str | os.PathLike | Cfg, weights: str | os.PathLike, *,
-                 dialect="pjreddie", thresh: float = DETECT_THRESH, nms: float = NMS_THRESH):
+                 dialect=None, thresh: float = DETECT_THRESH, nms: float = NMS_THRESH):
+        """`dialect`: the darknet that wrote the weights, when known."""
         self.cfg = cfg if isinstance(cfg, Cfg) else load_cfg(cfg)
         check_inference_weights(weights, self.cfg, dialect)
         self.width, self.height = int(self.cfg.width or 0), int(self.cfg.height or 0)
@@ -371,8 +378,7 @@ def darknet_detections(binary: str, cfg: str | os.PathLike, weights: str | os.Pa
         (root / "obj.data").write_text(
             f"classes = {classes}\nvalid = {root / 'valid.txt'}\nnames = {root / 'names.txt'}\n"
             f"results = {root / 'results'}\n")
-        argv = [binary, "detector", "valid", str(root / "obj.data"), os.fspath(cfg),
-                os.fspath(weights)]
+        argv = valid_argv(binary, root / "obj.data", cfg, weights)
         log = run_darknet(argv, root, timeout)
         found: dict[str, list[Found]] = {image: [] for image in images}
         for j in range(classes):

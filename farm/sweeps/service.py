@@ -9,13 +9,14 @@ sending it (the run's lease makes a second `farm.train` message for one run harm
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from farm.darknet import dialect as dialects
-from farm.errors import BadInput, FarmError
+from farm.errors import BadInput, FarmError, Finding
+from farm.runs import checks
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.runs.service import submit_run
@@ -52,9 +53,18 @@ class Tick:
 
 
 def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
-                 gpu_workers: int | None = None) -> Sweep:
-    """Plan every trial (checking each one's cfg) and record the sweep as running."""
-    trials = ctl.plan(spec, _dialect(settings))
+                 gpu_workers: int | None = None,
+                 warn: Callable[[Finding], None] | None = None) -> Sweep:
+    """Plan every trial, check what they will train with (farm.runs.checks), and record
+    the sweep as running. Nothing is recorded when a check fails."""
+    inventory = checks.read_inventory(settings)
+    host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
+    judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
+    trials = ctl.plan(spec, judge)
+    for finding in _check_inputs(spec, trials, judge,
+                                 checks.submit_limit(settings, host, inventory)):
+        if warn:
+            warn(finding)
     warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
@@ -67,13 +77,33 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     return sweep
 
 
-def _dialect(settings: Settings) -> str:
-    """The dialect whose rules the trials' cfgs must pass. A host that only submits may
-    have no darknet: then AlexeyAB's rules, the widest, so no valid cfg is refused."""
-    try:
-        return dialects.detect(settings.darknet, settings.darknet_dialect).value
-    except FarmError:
-        return "alexeyab"
+def _check_inputs(spec: SweepSpec, trials: list[Trial], judge: Callable[[Cfg], str],
+                  limit: checks.MemoryLimit | None) -> list[Finding]:
+    """The checks of `farm train` for a sweep, each only once: every distinct trial cfg
+    (its memory, the start weights against it), the dataset once per dialect and class
+    count (a recipe's dataset does not exist yet: it is linted when built). Returns the
+    warnings; FindingsError on the first trial with an error."""
+    bases: dict[str, Cfg] = {}
+    done: set[str] = set()
+    linted: set[tuple[str, int | None]] = set()
+    warnings: dict[tuple, Finding] = {}
+    for trial in trials:
+        base = bases.setdefault(trial.cfg, Cfg.load(trial.cfg))
+        cfg, place = checks.with_overrides(base, trial.overrides,
+                                           f"{spec.path} (trial {trial.index})")
+        if cfg.dumps() in done:
+            continue
+        done.add(cfg.dumps())
+        dialect = judge(cfg)
+        lint = spec.data is not None and (dialect, cfg.classes) not in linted
+        linted.add((dialect, cfg.classes))
+        found = checks.check_training(data=spec.data if lint else None, cfg=cfg,
+                                      weights=spec.weights, dialect=dialect,
+                                      base_dir=os.path.dirname(spec.path), limit=limit,
+                                      place=place)
+        for f in found.warnings:
+            warnings.setdefault((f.path, f.line, f.reason), f)
+    return list(warnings.values())
 
 
 def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue,
@@ -267,7 +297,8 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
                          cfg_text=sweep.cfgs.get(trial.cfg),
                          overrides=trial.overrides, policy=spec.policy,
                          base_dir=os.path.dirname(spec.path), sweep=sweep.id,
-                         eval_every=spec.eval_every, origin=origin)
+                         eval_every=spec.eval_every, origin=origin,
+                         check=False)  # checked at submit_sweep; the worker checks again
     except BadInput as e:
         trial.error = f"could not be submitted: {e}"
         sweeps.save_trial(sweep.id, trial)

@@ -10,7 +10,8 @@ import click
 
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx
+from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
+                         warn_findings)
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -44,6 +45,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
 
     DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
     obj.data): the training host fetches them first, only the files it lacks.
+    Before anything is queued, the cfg (with --set), the memory its training needs,
+    WEIGHTS and the dataset are checked: bad input exits 2 naming file and line.
     Prints the run id. The run is watched: nan stops darknet, and it restarts from its
     newest good checkpoint with safer settings (see `farm status RUN`).
     """
@@ -64,9 +67,13 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         _check_remote(ctx, origin, [p for p in (data, weights) if p])
     store = ctx.store()
     task_id = str(uuid.uuid4())
-    run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
-                     overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue)
+    warnings = []
+    run = refusing(lambda: submit_run(
+        store, ctx.settings, data=data, cfg=cfg, weights=weights,
+        overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
+        eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
+        warn=warnings.append))
+    warn_findings(warnings)
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)

@@ -11,7 +11,7 @@ import click
 
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import SweepState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
+from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx, refusing, warn_findings
 
 
 @click.group()
@@ -56,8 +56,11 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries
     app = ctx.celery()
-    sw = submit_sweep(store, ctx.settings, spec,
-                      gpu_workers=_workers_on(app, spec.queue or "gpu"))
+    warnings = []
+    sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
+                                       gpu_workers=_workers_on(app, spec.queue or "gpu"),
+                                       warn=warnings.append))
+    warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
     from workers.tasks.sweep import enqueue_recipe_build

@@ -254,7 +254,9 @@ class Store:
 
     def supervisor_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` supervisor events, newest first; each has `at` (unix time),
-        `child`, `event` (started, died, restarted, gave_up), `pid` and `message`."""
+        `child` (a child of `farm up`, or "farm" for the farm itself), `event` (up, down,
+        died, restarted, gave_up), `pid`, `code` (exit code; -N: killed by signal N) and
+        `message`."""
         with translated(self.url):
             raw = self.r.lrange(_SUPERVISOR_EVENTS, 0, limit - 1)
         return [json.loads(x) for x in raw]

@@ -26,7 +26,7 @@ from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
 from farm.settings import Settings
 from farm.state import Store, safe_url
 from workers.app import host_queue
-from workers.supervision import ChildSpec, Children, claim
+from workers.supervision import ChildSpec, Children, claim, describe_exit
 
 FLOWER_USER = "farm"
 #: Supervisor events held in memory while Redis cannot take them (the oldest dropped).
@@ -198,7 +198,7 @@ class EmbeddedFarm:
                 self._store = store
                 return
             except RedisRefused:
-                raise
+                raise  # something answered, but not Redis: waiting will not help
             except FarmError:
                 if self.children.dead_before_ready() or time.monotonic() > deadline:
                     raise FarmUnavailable(
@@ -224,7 +224,6 @@ class EmbeddedFarm:
         """While starting, a child that dies is an error (its cause will not go away)."""
         dead = self.children.dead_before_ready()
         if dead is not None:
-            from workers.supervision import describe_exit
             raise FarmUnavailable(f"{dead.name} {describe_exit(dead.popen.returncode)}",
                                   hint=f"see {self.logs / (dead.name + '.log')}:\n"
                                        f"{self.children.log_tail(dead.name)}")

@@ -110,17 +110,22 @@ class Children:
                 continue
             if child.restart_at is None and child.popen is not None \
                     and child.popen.poll() is not None:
-                self._died(child, now)
+                code, pid = child.popen.returncode, child.popen.pid
+                self._died(child, now, f"{child.name} (pid {pid}) {describe_exit(code)} after "
+                                       f"{now - child.started_at:.0f} s", pid=pid, code=code)
             elif child.restart_at is not None and now >= child.restart_at:
-                self._start(child)
+                try:
+                    self._start(child)
+                except OSError as e:  # no fork, no binary: a death like any other
+                    self._died(child, now, f"{child.name} could not be started: {e}")
+                    continue
                 self._event(child, "restarted", f"{child.name} restarted (pid {child.popen.pid})")
 
-    def _died(self, child: Child, now: float) -> None:
-        code, pid = child.popen.returncode, child.popen.pid
+    def _died(self, child: Child, now: float, how: str, pid: int | None = None,
+              code: int | None = None) -> None:
         child.deaths.append(now)
         while child.deaths and child.deaths[0] < now - self.s.restart_window:
             child.deaths.popleft()
-        how = f"{child.name} (pid {pid}) {describe_exit(code)} after {now - child.started_at:.0f} s"
         if len(child.deaths) >= self.s.restart_limit:
             child.given_up = True
             tail = self.log_tail(child.name)

@@ -217,7 +217,7 @@ class Soak:
         """When a run the kill hit trained again, and the iterations it lost."""
         was = kill["training"].get(run_id, {"attempt": 0, "iteration": 0})
         run = self.store.load_run(run_id)
-        later = [a for a in run.attempts if a.number > was["attempt"] and a.started_at >= kill["at"] - 1]
+        later = [a for a in run.attempts if a.started_at > kill["at"]]
         if not later:
             return {"run": run_id, "resume_s": None, "lost": None}
         nxt = later[0]
@@ -320,14 +320,15 @@ def report(soak: Soak, sweep_id: str, watch: Watch, started: float, chaos_end: f
             hits += [dict(soak.resumed(kill, run), kind=kill["kind"]) for run in kill["runs"]]
         if kill["child"]:
             restarts.append({"child": kill["child"], "back_s": soak.child_back(kill)})
-    # a kill that hit no training must not have cost one an attempt
-    collateral = []
-    for kill in soak.kills:
-        if kill["kind"] not in TRAINING_KINDS:
-            for run_id in kill["training"]:
-                r = soak.resumed(kill, run_id)
-                if r["resume_s"] is not None:
-                    collateral.append(dict(r, kind=kill["kind"]))
+    # every attempt that did not complete must be one a kill of its training cost: a
+    # kill of Redis, beat, Flower or the board must cost none
+    hit = {}
+    for h in hits:
+        hit[h["run"]] = hit.get(h["run"], 0) + 1
+    collateral = [{"run": r.id, "attempts": [(a.number, a.outcome and a.outcome.value, a.message)
+                                             for a in r.attempts], "hits": hit.get(r.id, 0)}
+                  for r in all_runs
+                  if sum(a.outcome is not Outcome.COMPLETED for a in r.attempts) > hit.get(r.id, 0)]
     children = soak.record()
     alive = {name: psutil.pid_exists(c["pid"]) for name, c in children.items()}
     gave_up = [e for e in store.supervisor_events(2000) if e["event"] == "gave_up"]
@@ -357,7 +358,8 @@ def report(soak: Soak, sweep_id: str, watch: Watch, started: float, chaos_end: f
     print(f"iterations lost per kill: max {max([h['lost'] or 0 for h in hits] or [0])} "
           f"(checkpoint interval 100)")
     print(f"children restarted: {median_max([r['back_s'] for r in restarts])} from kill to running again")
-    print(f"trainings that lost an attempt to a kill of something else: {len(collateral)}")
+    print(f"attempts: {sum(len(r.attempts) for r in all_runs)} for {len(all_runs)} runs; those "
+          f"not completed beyond the kills of their training: {len(collateral)} run(s)")
     print(f"farm up still up: {doc['farm_up_alive']}; children running: "
           f"{sum(alive.values())}/{len(alive)}; given up: {len(gave_up)}; orphans: {len(orphans)}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in doc['load_average'])} "

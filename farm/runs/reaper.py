@@ -19,6 +19,7 @@ import uuid
 from typing import Callable
 
 from farm import procs
+from farm.errors import NotFound
 from farm.runs.model import Run, RunState
 from farm.state import Store, lease_pid
 
@@ -48,8 +49,11 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
     """Queue a lost run again (the run as queued), or None when it is not time: another
     reaper was first, the run ended, or its darknet is still alive here (killed now, so
     that the next pass queues it)."""
-    run = store.load_run(run_id)
-    darknet = leftover_darknet(run)
+    try:
+        run = store.load_run(run_id)
+    except NotFound:
+        run = None  # requeue_lost drops it from the running set
+    darknet = leftover_darknet(run) if run else None
     if darknet is not None:
         log.warning("run %s: darknet (pid %d) outlived its worker; killing it", run_id, darknet)
         procs.kill_group(darknet)
@@ -57,7 +61,7 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
     why = "its worker process is gone" if holder else "its lease expired"
     task_id = str(uuid.uuid4())
     queued = store.requeue_lost(run_id, holder, task_id,
-                                f"{run.worker or 'its worker'}: {why}; resubmitted")
+                                f"{(run and run.worker) or 'its worker'}: {why}; resubmitted")
     if queued is None:
         return None
     try:

@@ -147,8 +147,12 @@ def reap() -> list[str]:
     st = store()
     resumed = []
     for run_id, holder in lost_runs(st):
-        run = requeue(st, run_id, holder,
-                      lambda rid, queue, task_id: enqueue_train(rid, queue, task_id=task_id))
+        try:
+            run = requeue(st, run_id, holder,
+                          lambda rid, queue, task_id: enqueue_train(rid, queue, task_id=task_id))
+        except Exception:  # noqa: BLE001 - one run the broker refused must not stop the rest
+            log.exception("run %s: could not resubmit it; the next pass tries again", run_id)
+            continue
         if run is not None:
             log.warning("run %s: %s (task %s)", run.id, run.message, run.task_id)
             resumed.append(run.id)

@@ -80,6 +80,15 @@ def farm_cmd(*args: str, env: dict, timeout: float = 60) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+def blank_line_in_train_list(data: Path) -> Path:
+    """The seed's broken list, made after a run was submitted (its checks passed then):
+    only the worker, which checks again, can refuse it. Returns the list's path."""
+    train = Path(data).parent / "train.txt"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    return train
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:

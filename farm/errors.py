@@ -58,6 +58,11 @@ class RedisUnreachable(FarmUnavailable):
     pass
 
 
+class RedisRefused(RedisUnreachable):
+    """Something answered at the Redis URL, but refused the login or is not Redis:
+    waiting will not help."""
+
+
 class DarknetNotFound(FarmUnavailable):
     pass
 

@@ -51,9 +51,26 @@ class Settings:
     #: Days a browser stays logged in to the board (its session cookie's lifetime).
     board_session_days: float = 7.0
     #: Seconds a run lease lives without a heartbeat; the heartbeat renews it every third.
-    lease_ttl: float = 60.0
-    #: Seconds between two passes of the beat job that resumes runs whose lease expired.
-    reaper_interval: float = 15.0
+    #: A holder that died on the reaper's own machine is seen at once (its pid is gone);
+    #: one on another machine is known lost only when its lease expires.
+    lease_ttl: float = 30.0
+    #: Seconds between two passes of the beat job that resumes runs whose holder died or
+    #: whose lease expired (it reads only the set of running runs: cheap).
+    reaper_interval: float = 2.0
+    #: Seconds a worker keeps retrying a Redis that went away (a restarted embedded Redis
+    #: answers again within about a second) before the operation fails; the CLI does not wait.
+    redis_patience: float = 20.0
+    #: `farm up` restarts a child that died (a worker, beat, Flower, the board, Redis)
+    #: after this many seconds, doubled for each further death within `restart_window`.
+    restart_backoff: float = 0.5
+    #: A child that dies `restart_limit` times within `restart_window` seconds is in a
+    #: crash loop (one that cannot start dies every few seconds): `farm up` gives up on
+    #: it, and says why, instead of restarting it again. Deaths further apart (a worker
+    #: killed now and then in a long night) are restarted for ever.
+    restart_limit: int = 5
+    restart_window: float = 60.0
+    #: gpu-queue workers `farm up` starts (one per GPU; here they train on the CPU).
+    gpu_workers: int = 1
     #: Broker redelivery timeout (seconds). Training tasks ack early and hold a lease, so
     #: this only has to exceed the longest short task; it must match on every process.
     visibility_timeout: int = 21600
@@ -108,7 +125,21 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """`redis_url`, or the embedded Redis with the password `farm up` keeps in the
+        data dir (read here, so the secret never travels on a command line or in FARM_*)."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            password = self.redis_password_file.read_text().strip()
+        except OSError:
+            password = ""
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """The embedded Redis's password (made by `farm up`, mode 0600)."""
+        return Path(self.data_dir) / "redis.password"
 
     @property
     def runs_dir(self) -> Path:
@@ -131,6 +162,11 @@ class Settings:
                          "put it in the URL: redis://:PASSWORD@host:6379/0")
         if self.lease_ttl < 3:
             raise ConfigError(f"lease_ttl={self.lease_ttl} is too short", hint="use 3 s or more")
+        if self.restart_limit < 1 or self.restart_window <= 0 or self.restart_backoff < 0:
+            raise ConfigError("restart_limit must be at least 1, restart_window above 0 and "
+                              "restart_backoff not negative")
+        if self.gpu_workers < 1:
+            raise ConfigError(f"gpu_workers={self.gpu_workers} must be at least 1")
         if self.lr_factor <= 0 or self.lr_factor >= 1:
             raise ConfigError(f"lr_factor={self.lr_factor} must be between 0 and 1")
         if not 0 < self.rewarm_start <= 0.1:

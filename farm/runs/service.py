@@ -19,8 +19,9 @@ from farm.darknet.process import DarknetProcess
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable
 from farm.runs import checks, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
-from farm.runs.schedule import fit_steps
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
+from farm.runs.reaper import stop_leftover_darknet
+from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
 from farm.state import LeaseRenewer, Store
@@ -110,6 +111,7 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     run = store.load_run(run_id)
     if token is None:
         return run  # held elsewhere: never start a second darknet for one run
+    stop_leftover_darknet(run)  # taken over from a holder that died or lost its lease
     beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
                         settings.lease_ttl, f"lease-{run_id}")
     beat.start()

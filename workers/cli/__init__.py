@@ -148,6 +148,10 @@ def cli(ctx: click.Context, config_file, data_dir, redis_url, darknet) -> None:
     """
     ctx.obj = Context({"data_dir": data_dir, "redis_url": redis_url, "darknet": darknet},
                       config_file)
+    _current.append(ctx.obj)
+
+
+_current: list[Context] = []  # the command's context, for errors that escape it
 
 
 #: command groups with a module of their own (workers/cli/<name>.py)
@@ -198,7 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("farm: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except Exception as e:  # Celery's own Redis errors (kombu), past farm.state's edge
+        unavailable = _redis_failure(e)
+        if unavailable is None:
+            raise
+        click.echo(f"farm: error: {unavailable}", err=True)
+        return unavailable.exit_code
     return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _redis_failure(e: Exception):
+    """A Redis failure (direct or wrapped by kombu) as the farm's error; None if `e` is
+    something else."""
+    import redis
+    from kombu.exceptions import OperationalError
+    if not isinstance(e, (redis.RedisError, OperationalError)):
+        return None
+    from farm.state import redis_unavailable
+    try:
+        url = (_current[-1].settings if _current else farm_settings.load()).effective_redis_url
+    except FarmError:
+        url = "the configured Redis"
+    cause = e.__cause__ or e.__context__ if isinstance(e, OperationalError) else e
+    return redis_unavailable(url, cause if isinstance(cause, redis.RedisError) else e)
 
 
 if __name__ == "__main__":

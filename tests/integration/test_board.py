@@ -88,11 +88,12 @@ def logged_in(chromium, base: str):
     return context, page
 
 
-def train_at_008(capsys, data, cfg, policy: str) -> str:
+def train_at_008(capsys, data, cfg, *policy: str) -> str:
     """`farm train` at learning rate 0.08 with no burn-in: the micro net explodes within a
     few iterations."""
     code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
-                              "learning_rate=0.08", "--set", "burn_in=0", "--policy", policy)
+                              "learning_rate=0.08", "--set", "burn_in=0",
+                              *(arg for p in policy for arg in ("--policy", p)))
     assert code == 0, err
     return out.strip()
 
@@ -236,22 +237,24 @@ def test_a_url_with_credentials_opens_the_board(farm, board, chromium):
 
 def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_path, capsys,
                                                      darknet_bin):
-    """lr 0.08, 0.04 and 0.02 explode to nan within ~15 iterations of the micro net (burn
-    in 0); each restart halves the rate; 0.01 trains. Four attempts, four colours, and the
-    fourth one's curve spans most of the plot, whatever the first three reached."""
+    """lr 0.08, 0.04 and 0.02 explode within ~40 iterations of the micro net (burn in 0);
+    each restart halves the rate; 0.01 trains (now and then it explodes too, warming up
+    again after its restart: then 0.005 trains, a fifth attempt). Four attempts or more,
+    a colour each, and the last one's curve spans most of the plot, whatever the others
+    reached."""
     from workers.tasks.eval import enqueue_eval
     data = micro_dataset(tmp_path / "ds", images=16)
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=400)
     farm.worker("gpu1")
     start_eval_worker(farm)
-    run_id = train_at_008(capsys, data, cfg, "burn_in_min=0")
+    run_id = train_at_008(capsys, data, cfg, "burn_in_min=0", "max_divergence_restarts=5")
     store = Store(farm.settings.effective_redis_url)
     wait_for(lambda: len(store.load_run(run_id).attempts) >= 4, 120, 0.2,
              what="three restarts after divergence")
     context, page = logged_in(chromium, board)
     page.goto(f"{board}/runs/{run_id}")
     page.wait_for_function("document.querySelector('#chart svg')"
-                           " && document.querySelector('#chart svg').dataset.attempts === '4'",
+                           " && Number(document.querySelector('#chart svg').dataset.attempts) >= 4",
                            timeout=30000)
     attempts = page.locator("#attempts tr.attempt").all_inner_texts()
     assert "diverged" in attempts[0] and "learning_rate 0.04 → 0.02" in attempts[2]
@@ -276,11 +279,13 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     # the model's decisions
     chart = json.loads(http(f"{board}/api/runs/{run_id}/chart")[2])["chart"]
     colours = [a["colour"] for a in chart["attempts"]]
-    assert [a["number"] for a in chart["attempts"]] == [1, 2, 3, 4] and len(set(colours)) == 4
-    assert [a["outcome"] for a in chart["attempts"]] == ["diverged"] * 3 + ["completed"]
+    n = len(run.attempts)
+    assert [a["number"] for a in chart["attempts"]] == list(range(1, n + 1)) and n >= 4
+    assert len(set(colours)) == n
+    assert [a["outcome"] for a in chart["attempts"]] == ["diverged"] * (n - 1) + ["completed"]
     # each diverged attempt is marked on the top edge: nan/inf, or its explosion off scale
-    assert all(a["nonfinite"] + a["above"] >= 1 for a in chart["attempts"][:3]), chart
-    assert chart["attempts"][3]["height_share"] > 0.6
+    assert all(a["nonfinite"] + a["above"] >= 1 for a in chart["attempts"][:-1]), chart
+    assert chart["attempts"][-1]["height_share"] > 0.6
     assert chart["x_hi"] == 400 and chart["rate"]["hi"] > 0.08 > 0.01 > chart["rate"]["lo"]
     # ... and the page: four colours drawn, the good curve tall in the plot
     drawn = page.evaluate("""() => {
@@ -296,9 +301,9 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
         }
         return out;
     }""")
-    assert sorted(drawn) == ["1", "2", "3", "4"]
-    assert [drawn[k]["colour"] for k in "1234"] == colours
-    assert drawn["4"]["share"] > 0.6
+    assert sorted(drawn, key=int) == [str(k) for k in range(1, n + 1)]
+    assert [drawn[str(k)]["colour"] for k in range(1, n + 1)] == colours
+    assert drawn[str(n)]["share"] > 0.6
     page.screenshot(path=str(tmp_path / "restarts.png"), full_page=True)
     facts = page.inner_text("#facts")
     assert "best mAP" in facts and "best.weights" in facts
@@ -308,7 +313,8 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     svg = http(f"{board}/runs/{run_id}/chart.svg")
     assert svg[0] == 200 and svg[1]["Content-Type"] == "image/svg+xml"
     metrics = http(board + "/metrics")[2].decode()
-    assert f'farm_run_restarts{{run="{run_id}",host="testhost",outcome="diverged"}} 3' in metrics
+    assert f'farm_run_restarts{{run="{run_id}",host="testhost",outcome="diverged"}} {n - 1}' \
+        in metrics
     context.close()
 
 

@@ -179,3 +179,26 @@ def test_a_notification_is_given_up_after_its_retries_with_a_log_line(farm, monk
     assert record["tries"] == "3" and "answered HTTP 503" in record["error"]
     assert f"notification {lost.id} to http://127.0.0.1:{receiver.port}/… given up after " \
            "3 tries" in farm.log("cpu1")
+
+
+def test_a_cancelled_sweep_is_a_sweep_that_ended(farm, monkeypatch, receiver, tmp_path,
+                                                  capsys):
+    from tests.integration.test_sweep import cli
+    notifying(farm, monkeypatch, receiver.url)
+    micro_dataset(tmp_path / "ds", images=16)
+    micro_cfg(tmp_path / "micro.cfg", max_batches=1000)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("base: {data: ds/obj.data, cfg: micro.cfg}\n"
+                    "parameters: {learning_rate: [0.004, 0.002]}\n")
+    farm.worker("cpu1", "cpu")  # no gpu worker: the first trial stays queued
+    code, out, err = cli(capsys, "sweep", "submit", str(spec))
+    assert code == 0, err
+    sweep_id = out.strip()
+    code, out, err = cli(capsys, "sweep", "cancel", sweep_id)
+    assert code == 0, err
+    wait_for(lambda: receiver.events("sweep.ended"), 60, 0.1, what="the sweep.ended POST")
+    ended = receiver.events("sweep.ended")
+    assert len(ended) == 1 and ended[0]["sweep"]["state"] == "cancelled"
+    assert ended[0]["sweep"]["counts"] == {"cancelled": 2}
+    code, out, err = cli(capsys, "sweep", "cancel", sweep_id)  # again: it was over
+    assert code == 0 and "already cancelled" in out

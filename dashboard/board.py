@@ -36,6 +36,7 @@ import tornado.web
 
 from farm.chart import iterations_per_second, update_chart
 from farm.errors import FarmError, FarmUnavailable, NotFound, PortInUse
+from farm.runs.effective import effective_settings
 from farm.runs.model import RunState
 from farm.settings import Settings
 from farm.state import Store
@@ -118,6 +119,7 @@ def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -
             "number", "reason", "changes", "hyper", "outcome", "message", "start_iteration",
             "last_iteration", "started_at", "ended_at", "host", "exit_code",
             "first_bad_iteration", "log_path")})
+        attempts[-1]["effective"] = effective_settings(run, a).text
     checkpoints = [{"iteration": c.iteration, "attempt": c.attempt, "finite": c.finite,
                     "path": c.path, "evaluation": _eval_summary(evals.get(c.iteration))}
                    for c in run.checkpoints]
@@ -132,6 +134,7 @@ def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -
         "avg_loss": _f(live.get("avg_loss")), "rate": _f(live.get("rate")),
         "updated_at": _f(live.get("updated_at")),
         "attempts": attempts, "checkpoints": checkpoints,
+        "effective": effective_settings(run).to_dict(),
         "evaluations": [_eval_summary(e) for e in page["evaluations"]],
         "best": _eval_summary(page["best"]), "darknet_maps": page["darknet_maps"],
         "log": page["log"], "log_total": page["log_total"],

@@ -57,15 +57,38 @@ class Settings:
     visibility_timeout: int = 21600
     #: Seconds without a new iteration line before an attempt counts as stalled.
     stall_timeout: float = 900.0
-    #: Divergence policy defaults (per run overridable with `farm train --policy k=v`).
+    #: Divergence policy defaults (per run overridable with `farm train --policy k=v`):
+    #: restarts after nan/inf, each at lr_factor x the previous learning rate.
     max_divergence_restarts: int = 3
     lr_factor: float = 0.5
-    burn_in_factor: float = 2.0
+    #: A restarted attempt warms up again from where it resumes and reaches its rate within
+    #: max(burn_in_min, rewarm_fraction x max_batches) iterations (never using more than
+    #: half of the iterations left), its first rate at most rewarm_start x that rate.
     burn_in_min: int = 100
+    rewarm_fraction: float = 0.02
+    rewarm_start: float = 0.01
     #: A loss above this after burn-in counts as divergence (darknet never stops by itself).
     loss_bound: float = 1e4
+    #: Crash and stall restarts allowed in a row without progress; the count starts again
+    #: once the run's newest good checkpoint is restart_progress iterations past where the
+    #: attempt after the last one started.
     crash_restarts: int = 1
     stall_restarts: int = 1
+    restart_progress: int = 100
+    #: Out of memory: restarts allowed, and darknet users' remedies in order: double
+    #: subdivisions up to batch (oom_subdivisions 1/0), then random=0 in the [yolo] layers
+    #: (oom_random 1/0), then width and height oom_size_step pixels smaller (0: never),
+    #: not below oom_min_size.
+    oom_restarts: int = 6
+    oom_subdivisions: int = 1
+    oom_random: int = 1
+    oom_size_step: int = 32
+    oom_min_size: int = 128
+    #: Private writable memory darknet may map, in MiB (RLIMIT_DATA; 0: no limit). With a
+    #: limit darknet's allocations fail (out_of_memory, handled by the policy above) before
+    #: the kernel's OOM killer picks a victim on a shared machine. It counts thread stacks:
+    #: pjreddie's 64 loader threads reserve 8 MiB each, so allow 600+ MiB for a tiny net.
+    darknet_memory_limit: int = 0
     #: Seconds before a task waiting for an unreachable host tries again (runs wait for
     #: ever; an evaluation gives up after host_retries tries).
     host_retry_delay: float = 30.0
@@ -122,6 +145,10 @@ class Settings:
             raise ConfigError(f"lease_ttl={self.lease_ttl} is too short", hint="use 3 s or more")
         if self.lr_factor <= 0 or self.lr_factor >= 1:
             raise ConfigError(f"lr_factor={self.lr_factor} must be between 0 and 1")
+        if not 0 < self.rewarm_start <= 0.1:
+            raise ConfigError(f"rewarm_start={self.rewarm_start} must be in (0, 0.1]",
+                              hint="the first rate after a restart is at most a tenth "
+                                   "of the rate it warms up to")
         if self.notify_url:
             from farm.notify import check_url
             check_url(self.notify_url)

@@ -51,6 +51,15 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def blank_line_in_train_list(data: Path) -> Path:
+    """The seed's broken list, made after a run was submitted (its checks passed then):
+    only the worker, which checks again, can refuse it. Returns the list's path."""
+    train = Path(data).parent / "train.txt"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    return train
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:

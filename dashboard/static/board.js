@@ -53,6 +53,7 @@ async function refreshRun(runId) {
     ["iteration", `${run.iteration}/${run.max_batches}`],
     ["avg loss", num(run.avg_loss)],
     ["learning rate", num(run.rate, 3)],
+    ["trained with", run.effective ? run.effective.text : "-"],
     ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` : "-"],
     ["best weights", best ? best.best_weights : "-"],
     ["host", `${run.host || "-"} (${run.worker || "no worker yet"})`],

@@ -17,10 +17,12 @@ from typing import Callable
 
 from farm.darknet.cfg import NET_KEYS, Cfg, check_cfg
 from farm.errors import BadInput
+from farm.runs import effective
 from farm.runs.model import Outcome, Run, RunState
+from farm.runs.schedule import fit_steps
 from farm.sweeps import recipe as rcp
 from farm.sweeps.model import Trial, TrialState
-from farm.sweeps.spec import JOINT, Param, SweepSpec
+from farm.sweeps.spec import JOINT, Param, SweepSpec, check_rules_can_fire
 
 Points = tuple[tuple[int, float], ...]  # (iteration, value), finite values only
 
@@ -91,16 +93,11 @@ def recipes(spec: SweepSpec, trials: list[Trial]) -> dict[str, dict]:
 
 
 def fit_schedule(trial: Trial, base: Cfg) -> None:
-    """Scale `steps` with a changed max_batches (unless the trial sets steps itself):
-    the learning-rate drops keep their place in the schedule, and darknet never sees a
-    step beyond max_batches (which check_cfg refuses)."""
-    new = int(trial.overrides.get("max_batches", 0) or 0)
-    old = base.max_batches or 0
-    if not new or not old or new == old or "steps" in trial.overrides:
-        return
-    if (trial.overrides.get("policy") or base.net_get("policy")) != "steps" or not base.steps:
-        return
-    trial.overrides["steps"] = ",".join(str(max(1, s * new // old)) for s in base.steps)
+    """Scale `steps` with a changed max_batches (farm.runs.schedule.fit_steps), unless the
+    trial sets steps itself."""
+    steps = fit_steps(base.max_batches, base.steps, base.net_get("policy"), trial.overrides)
+    if steps is not None:
+        trial.overrides["steps"] = steps
 
 
 def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> list[Trial]:
@@ -123,6 +120,8 @@ def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> l
             first = errors[0]
             raise BadInput(f"trial {trial.index} ({describe(trial.params)}) would be refused: "
                            f"{first.reason}", path=spec.path, hint=first.fix)
+    check_rules_can_fire(spec, max(int(t.overrides.get("max_batches") or
+                                       bases[t.cfg].max_batches or 0) for t in trials))
     return trials
 
 
@@ -157,6 +156,7 @@ class TrialView:
     message: str = ""
     recipe_key: str | None = None   # its dataset recipe, if the farm builds its dataset
     dataset: str | None = None      # the built dataset's id, once ready
+    lineage: tuple = ()             # farm.runs.effective.lineage: who trained what, how
 
 
 def trial_state(trial: Trial, run: Run | None, build: dict | None = None) -> TrialState:
@@ -188,7 +188,8 @@ def _facts(trial: Trial, run: Run | None, build: dict | None = None) -> dict:
             if run else 0,
             "started_at": run.attempts[0].started_at if run and run.attempts else None,
             "ended_at": run.ended_at if run else None,
-            "message": run.message if run else ""}
+            "message": run.message if run else "",
+            "lineage": effective.lineage(run) if run else []}
 
 
 def snapshot(trial: Trial, run: Run) -> dict | None:
@@ -212,7 +213,8 @@ def view(trial: Trial, run: Run | None, *, iteration: int = 0, curve: Points = (
         maps=maps, attempts=r["attempts"], divergences=r["divergences"],
         started_at=r["started_at"], ended_at=r["ended_at"], stop_reason=trial.stop_reason,
         message=message, recipe_key=trial.recipe_key,
-        dataset=(build or {}).get("dataset_id") or None)
+        dataset=(build or {}).get("dataset_id") or None,
+        lineage=tuple(r.get("lineage") or ()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,6 +362,8 @@ class Row:
     note: str = ""
     recipe: str | None = None    # its dataset recipe's key (recipe sweeps)
     dataset: str | None = None   # the id of the dataset built from it, once ready
+    #: what the weights at its best were really trained with (farm.runs.effective)
+    settings: dict | None = None
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "trial": self.trial, "run_id": self.run_id,
@@ -367,7 +371,7 @@ class Row:
                 "best_iteration": self.best_iteration, "iterations": self.iterations,
                 "restarts": self.restarts, "divergences": self.divergences,
                 "wall_time": self.wall_time, "note": self.note, "recipe": self.recipe,
-                "dataset": self.dataset}
+                "dataset": self.dataset, "settings": self.settings}
 
 
 def _note(v: TrialView) -> str:
@@ -389,7 +393,9 @@ def leaderboard(spec: SweepSpec, views: list[TrialView], now: float) -> list[Row
                         best_iteration=b[1] if b else None, iterations=v.iteration,
                         restarts=max(v.attempts - 1, 0), divergences=v.divergences,
                         wall_time=wall, note=_note(v), recipe=v.recipe_key,
-                        dataset=v.dataset))
+                        dataset=v.dataset,
+                        settings=(effective.pick(list(v.lineage), b[1] if b else None)
+                                  or {}).get("settings")))
     sign = -1 if spec.goal == "max" else 1
     rows.sort(key=lambda r: (r.best is None, sign * (r.best or 0.0), r.trial))
     return [replace(r, rank=n if r.best is not None else None) for n, r in enumerate(rows, 1)]

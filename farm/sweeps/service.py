@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
 from farm.runs import checks
 from farm.runs.model import Run, RunState
@@ -66,6 +67,9 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     inventory = checks.read_inventory(settings)
     host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
+    cadence = dialects.checkpoint_cadence(judge(Cfg.load(ctl.expand(spec)[0].cfg)),
+                                          spec.eval_every)
+    spec = replace(spec, eval_every=cadence.every)  # what darknet can write
     trials = ctl.plan(spec, judge)
     for finding in _check_inputs(spec, trials, judge,
                                  checks.submit_limit(settings, host, inventory)):
@@ -75,7 +79,7 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
                   name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
-                  warnings=[warning] if warning else [],
+                  warnings=[w for w in (cadence.note, warning) if w],
                   cfgs={c: Cfg.load(c).dumps() for c in {t.cfg for t in trials}})
     store.ping()
     SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe

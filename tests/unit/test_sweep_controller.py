@@ -283,3 +283,24 @@ def test_the_leaderboard_carries_each_trials_recipe_and_dataset(spec_file):
                                     dataset="d1"), v(1, S.BUILDING, recipe_key="rb")], 0.0)
     assert [(r.trial, r.recipe, r.dataset) for r in rows] == [(0, "ra", "d1"), (1, "rb", None)]
     assert rows[0].to_dict()["dataset"] == "d1" and rows[1].to_dict()["recipe"] == "rb"
+
+
+def test_early_stopping_rules_that_can_never_fire_are_refused_at_their_line(spec_file):
+    spec = spec_file("parameters: {learning_rate: [0.001]}\n"
+                     "budget: {iterations: 80}\n"
+                     "early_stopping:\n  zero_map_after: 20\n")
+    with pytest.raises(BadInput) as e:
+        ctl.plan(spec)  # eval_every 1000: the first evaluation after 20 is past 80
+    assert e.value.line == 5 and "zero_map_after: 20 can never fire" in str(e.value)
+    assert "at 1000" in str(e.value)
+    ctl.plan(replace(spec, eval_every=40))  # an evaluation at 40 < 80: it can fire
+    spec = spec_file("parameters: {learning_rate: [0.001]}\n"
+                     "early_stopping: {median: {grace: 500}}\n")
+    with pytest.raises(BadInput, match="grace: 500 can never fire"):
+        ctl.plan(spec)  # the trials end at the cfg's max_batches, 200
+
+
+def test_a_budget_scales_steps_with_max_batches(spec_file):
+    [trial] = ctl.plan(spec_file("parameters: {learning_rate: [0.001]}\n"
+                                 "budget: {iterations: 100}\n"))
+    assert trial.overrides["steps"] == "80,90"  # the cfg's 160,180 at 200

@@ -72,6 +72,7 @@ def _alive(pid: int) -> bool:
 
 DEMO_SWEEP = """\
 # farm demo: three trials of the micro network; 0.05 diverges and is restarted by itself
+# at half the rate, warming up to it again over 100 iterations (half of the budget)
 name: demo
 base:
   data: {data}
@@ -82,7 +83,6 @@ parameters:
 concurrency: 1
 budget: {{iterations: 200}}
 objective: map50
-policy: {{burn_in_min: 0}}
 eval_every: 100
 """
 

@@ -177,11 +177,17 @@ def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
                    f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} "
                    f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
                    + (f"{r.dataset or '-':<16}  " if recipes else "")
-                   + ctl.describe(r.params))
+                   + ctl.describe(r.params) + _trained(r))
         if r.note and r.state in ("stopped", "stopping", "failed"):
             click.echo(f"{'':>12}why: {r.note}")
         elif r.note and r.state == "building":
             click.echo(f"{'':>12}{r.note}")
+
+
+def _trained(row: ctl.Row) -> str:
+    """What its best weights were really trained with, where a restart changed it."""
+    settings = row.settings or {}
+    return f"  [trained: {settings['text']}]" if settings.get("changed") else ""
 
 
 def _duration(seconds: float | None) -> str:

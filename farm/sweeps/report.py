@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from farm.plot import axes, overlay, runchart
+from farm.runs.effective import effective_settings
 from farm.runs.model import Attempt, Run
 from farm.state import Store
 from farm.sweeps import controller as ctl
@@ -157,7 +158,7 @@ def trial_report(row: ctl.Row, run: Run, evaluations: list[dict], maps: list[lis
                        attempts=attempts, evaluations=evaluations,
                        best_map=(float(best[1]), int(best[0])) if best else None,
                        screens_map=getattr(row, "screens_map", None),  # screens sets
-                       trained_with=trained_with(run),
+                       trained_with=trained_with(row, run),
                        gpu_seconds=sum(a.seconds for a in attempts))
 
 
@@ -173,36 +174,12 @@ def _line(a: Attempt, now: float) -> AttemptLine:
                        first_bad_iteration=a.first_bad_iteration)
 
 
-def trained_with(run: Run) -> str:
-    """What the run's weights were trained with against what was asked, in words:
-    `learning_rate 0.05 -> 0.0125 after 2 restarts`, or `as requested`.
-
-    The attempt is the one that wrote the newest good checkpoint (else the last); its
-    `hyper` is compared with the first attempt's. This reads the attempts' records as
-    they are today; farm.runs.effective.effective_settings(run).text says the same for
-    every surface once it lands, and this function becomes that call."""
-    if not run.attempts:
-        return ""
-    number = next((c.attempt for c in run.checkpoints if c.path == run.good_checkpoint),
-                  None)
-    attempt = next((a for a in run.attempts if a.number == number), run.attempts[-1])
-    asked = run.attempts[0].hyper or {}
-    changed = [f"{k} {asked.get(k, '-')} -> {v}" for k, v in (attempt.hyper or {}).items()
-               if not _same(asked.get(k), v)]
-    text = ", ".join(changed) or "as requested"
-    restarts = attempt.number - 1
-    if restarts:
-        text += f" after {restarts} restart{'s' if restarts > 1 else ''}"
-    return text
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    if a == b:
-        return True
-    try:
-        return a is not None and b is not None and float(a) == float(b)
-    except ValueError:
-        return False
+def trained_with(row: ctl.Row, run: Run) -> str:
+    """What the trial's weights were trained with against what was asked, in words, as
+    every surface says it (farm.runs.effective): `learning_rate 0.05 -> 0.0125 after 2
+    restarts`, or `as requested`. The attempt whose weights stood at the trial's best
+    (the leaderboard's choice), else the one that wrote its newest good checkpoint."""
+    return (row.settings or effective_settings(run).to_dict())["text"]
 
 
 def _curve(t: TrialReport, run: Run, chart: runchart.RunChart,

@@ -72,13 +72,15 @@ def test_a_trial_counts_every_attempt_as_gpu_time_and_says_what_it_trained_with(
     assert t.gpu_seconds == pytest.approx(2400 + 3000 + 600)
     assert [a.outcome for a in t.attempts] == ["diverged", "diverged", "running"]
     assert t.best_map == (0.8, 3000)  # the highest, the earliest of ties
-    # the newest good checkpoint (4000) was written by attempt 2: its settings count
+    # without a best, the attempt that wrote the newest good checkpoint (4000): attempt 2
     assert t.trained_with == "learning_rate 0.05 -> 0.025 after 1 restart"
-    done = restarted_run()
-    done.good_checkpoint = None
-    assert report.trained_with(done) == "learning_rate 0.05 -> 0.0125 after 2 restarts"
-    done.attempts = done.attempts[:1]
-    assert report.trained_with(done) == "as requested"
+    # with one, what the leaderboard attributes it to (farm.runs.effective.pick)
+    text = "learning_rate 0.05 -> 0.0125 after 2 restarts"
+    assert report.trial_report(row(settings={"text": text}), restarted_run(), [], [],
+                               now).trained_with == text
+    first = restarted_run()
+    first.attempts, first.good_checkpoint = first.attempts[:1], None
+    assert report.trained_with(row(), first) == "as requested"
 
 
 def test_the_overlaid_curve_is_the_lineage_that_made_the_weights():

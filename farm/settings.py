@@ -48,6 +48,8 @@ class Settings:
     flower_port: int = 5555
     #: The farm board (runs, charts, sweeps) listens here, behind Flower's login.
     board_port: int = 5556
+    #: Days a browser stays logged in to the board (its session cookie's lifetime).
+    board_session_days: float = 7.0
     #: Seconds a run lease lives without a heartbeat; the heartbeat renews it every third.
     lease_ttl: float = 60.0
     #: Seconds between two passes of the beat job that resumes runs whose lease expired.

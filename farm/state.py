@@ -334,13 +334,24 @@ class Store:
                 "log": log, "log_total": int(logn or 0)}
 
     def log_tail(self, run_id: str, lines: int = 200) -> tuple[list[str], int]:
-        """The last `lines` log lines and how many were ever written."""
+        """The last `lines` log lines and how many were ever written (NotFound for a run
+        that does not exist: an empty log would say it exists and printed nothing)."""
         with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
+            pipe.exists(_k("run", run_id))
             pipe.get(_k("run", run_id, "logn"))
             pipe.lrange(_k("run", run_id, "log"), -lines, -1)
-            total, tail = pipe.execute()
+            exists, total, tail = pipe.execute()
+        if not exists:
+            raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
         return tail, int(total or 0)
+
+    def require_run(self, run_id: str) -> None:
+        """NotFound unless the run exists (for reads that would answer empty otherwise)."""
+        with translated(self.url):
+            if not self.r.exists(_k("run", run_id)):
+                raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
+
 
 
 _LIVE_FIELDS = ("iteration", "avg_loss", "updated_at")

@@ -9,7 +9,6 @@ Every worker also listens on `host.<name>`, so more machines can join the same R
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from farm.credentials import FLOWER_PASSWORD, METRICS_TOKEN, ensure_secret
 from farm.errors import FarmError, FarmUnavailable, PortInUse
 from farm.settings import Settings
 from farm.state import Store
@@ -55,14 +55,7 @@ def _require_port(host: str, port: int, what: str, setting: str) -> None:
 
 def flower_password(data_dir: Path) -> tuple[str, bool]:
     """Flower's password, made once and kept 0600; True when it was just made."""
-    path = data_dir / "flower.password"
-    if path.exists():
-        return path.read_text().strip(), False
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return password, True
+    return ensure_secret(data_dir / FLOWER_PASSWORD)
 
 
 def celery_argv(*args: str) -> list[str]:
@@ -138,9 +131,14 @@ class EmbeddedFarm:
                 f"--basic_auth={FLOWER_USER}:{password}", "--persistent=True",
                 f"--db={self.data_dir / 'flower.db'}", "--state_save_interval=60000",
                 "--purge_offline_workers=3600"))
+            token, made = ensure_secret(self.data_dir / METRICS_TOKEN, 24)
             self._spawn("board", [sys.executable, "-m", "dashboard"])
             url = f"http://{self.s.flower_address}:{self.s.flower_port}/"
             self.echo(f"board:  http://{self.s.flower_address}:{self.s.board_port}/  (same login)")
+            where = self.data_dir / METRICS_TOKEN
+            self.echo(f"metrics: http://{self.s.flower_address}:{self.s.board_port}/metrics  "
+                      + (f"bearer token {token} (shown once; kept in {where})" if made
+                         else f"bearer token in {where}"))
             if fresh:
                 self.echo(f"Flower: {url}  login {FLOWER_USER} / {password} "
                           f"(shown once; kept in {self.data_dir / 'flower.password'})")

@@ -15,6 +15,9 @@ from farm.plot.figure import Figure, text_width
 
 #: points drawn per curve at most (a 50 000-iteration trial is thinned to its lows)
 MAX_POINTS = 400
+#: with more curves than this the legend would crowd out the plot: the trials are named
+#: on hover (and by the table beside it, on the board)
+LEGEND_MAX = 12
 
 
 @dataclass
@@ -82,25 +85,37 @@ def draw(ov: Overlay, size: tuple[int, int] = SIZE) -> Figure:
     if ov.title:
         fig.text(12, 20, ov.title, size=14, bold=True, colour="#222")
         top = 30
-    legend_bottom = _legend(fig, ov, 12, top + 12, w - 24)
+    if len(ov.curves) <= LEGEND_MAX:
+        legend_bottom = _legend(fig, ov, 12, top + 12, w - 24)
+    else:
+        fig.text(12, top + 12, f"{len(ov.curves)} trials: each one's name shows on hover",
+                 size=11, colour=axes.MUTED)
+        legend_bottom = top + 18
     x0, x1 = _LEFT, w - _RIGHT
-    space = h - legend_bottom - 50
-    loss_top, loss_bottom = legend_bottom + 16, legend_bottom + 16 + space * 0.56
-    map_top, map_bottom = loss_bottom + 28, h - 34
     x = Scale(0.0, ov.x_hi, False, x0, x1)
     if not ov.curves:
         fig.text(w / 2, h / 2, "no trial has trained yet", size=15, colour=axes.MUTED,
                  anchor="middle")
         return fig
+    # the panels that have something to show share the height (loss gets more)
+    shown = [p for p in ("loss", "maps") if any(getattr(c, p) for c in ov.curves)
+             and (p != "loss" or ov.loss is not None)]
+    top, bottom = legend_bottom + 16, h - 34
+    share = {"loss": 0.56, "maps": 0.44} if len(shown) == 2 else {p: 1.0 for p in shown}
     panels = []
-    if ov.loss is not None:
-        y = Scale(ov.loss[0], ov.loss[1], ov.loss[2], loss_bottom, loss_top)
-        _panel(fig, x, y, loss_top, loss_bottom, "avg loss" + (" (log)" if y.log else ""),
-               axes.fmt)
-        panels.append(("loss", y))
-    m = Scale(0.0, ov.map_hi, False, map_bottom, map_top)
-    _panel(fig, x, m, map_top, map_bottom, "mAP@0.50", lambda v: f"{v * 100:.0f}%")
-    panels.append(("maps", m))
+    room = bottom - top - 28 * (len(shown) - 1)
+    for p in shown:
+        height = room * share[p]
+        if p == "loss":
+            y = Scale(ov.loss[0], ov.loss[1], ov.loss[2], top + height, top)
+            _panel(fig, x, y, top, top + height, "avg loss" + (" (log)" if y.log else ""),
+                   axes.fmt)
+        else:
+            y = Scale(0.0, ov.map_hi, False, top + height, top)
+            _panel(fig, x, y, top, top + height, "mAP@0.50", lambda v: f"{v * 100:.0f}%")
+        panels.append((p, y))
+        top += height + 28
+    map_bottom = bottom
     for c in ov.curves:
         with fig.group("trial", {"trial": c.key, "colour": c.colour}, c.about or c.label):
             for what, scale in panels:

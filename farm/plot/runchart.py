@@ -22,6 +22,7 @@ from farm.chart import (A, ALAST, AMAX, AMIN, BAD, FIRST, LAST, LMAX, LMIN, RATE
 from farm.plot import axes
 from farm.plot.axes import Scale
 from farm.plot.figure import Figure, text_width
+from farm.runs.effective import effective_settings
 
 #: a diverged attempt's avg loss this many times above the lowest it had reached is its
 #: run-up to nan: left out of the loss scale (drawn off-scale, on the top edge)
@@ -110,8 +111,9 @@ def for_run(store, run, *, fold: int | None = None, title: str | None = None) ->
     (folding at most `fold` new entries now), attempts, evaluations and live progress."""
     state = update_chart(store, run.id, max_entries=fold)
     live = store.live(run.id)
-    attempts = [{**a, "outcome": a["outcome"].value if a.get("outcome") else None}
-                for a in run.to_dict()["attempts"]]
+    attempts = [{**d, "outcome": a.outcome.value if a.outcome else None,
+                 "rate": a.rate_value, "effective": effective_settings(run, a).text}
+                for a, d in zip(run.attempts, run.to_dict()["attempts"])]
     return build(state["buckets"], attempts=attempts, evaluations=store.evaluations(run.id),
                  darknet_maps=store.maps(run.id), max_batches=run.max_batches,
                  iteration=int(live["iteration"]) if live.get("iteration") else None,
@@ -125,8 +127,9 @@ def build(buckets: list[list], *, attempts: list[dict] = (), evaluations=(),
           iterations_per_second: float = 0.0, state: str = "", message: str = "",
           title: str = "", n: int = 0, behind: int = 0) -> RunChart:
     """The chart of a run. `attempts`: Attempt dicts (number, outcome, start_iteration,
-    first_bad_iteration, hyper, changes, reason); `evaluations` and `darknet_maps`:
-    dicts with iteration and map (a fraction), or (iteration, map) pairs."""
+    first_bad_iteration, hyper, changes, reason; `rate` and `effective` as for_run adds
+    them); `evaluations` and `darknet_maps`: dicts with iteration and map (a fraction),
+    or (iteration, map) pairs."""
     about = {int(a["number"]): a for a in attempts}
     numbers = sorted({int(b[A]) for b in buckets} | set(about))
     by_attempt: dict[int, list[list]] = {k: [] for k in numbers}
@@ -224,9 +227,9 @@ def _hyper(a: dict) -> dict[str, str]:
 
 def _label(number: int, a: dict, rows: list[list]) -> str:
     words = []
-    lr = _hyper(a).get("learning_rate")
+    lr = a.get("rate") or _hyper(a).get("learning_rate")
     if lr:
-        words.append(f"lr {lr}")
+        words.append(f"lr {float(lr):.4g}")
     if number > 1:
         words.append(f"from {_start(a, rows)}")
     outcome = a.get("outcome")
@@ -244,9 +247,10 @@ def _about(number: int, a: dict) -> str:
     changes = a.get("changes") or {}
     if changes:
         lines.append("changed: " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in changes.items()))
-    hyper = _hyper(a)
-    if hyper:
-        lines.append("trained with: " + ", ".join(f"{k}={v}" for k, v in sorted(hyper.items())))
+    if a.get("effective"):
+        lines.append(f"trained with: {a['effective']}")
+    elif _hyper(a):
+        lines.append("trained with: " + ", ".join(f"{k}={v}" for k, v in sorted(_hyper(a).items())))
     if a.get("outcome"):
         lines.append(f"outcome: {a['outcome']}" + (f" ({a['message']})" if a.get("message")
                                                     else ""))

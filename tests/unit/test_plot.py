@@ -70,3 +70,10 @@ def test_thinning_keeps_the_lows():
     points = [(i, 5.0 if i != 4321 else 0.1) for i in range(10000)]
     thin = overlay.thin(points, 100)
     assert len(thin) <= 100 and (4321, 0.1) in thin
+
+
+def test_many_trials_are_named_on_hover_not_in_a_legend_that_would_crowd_the_plot():
+    ov = overlay.build([curve(k, 0.0005 * (k + 1)) for k in range(30)])
+    svg = overlay.draw(ov).to_svg()
+    assert "legend-entry" not in svg and "30 trials: each one's name shows on hover" in svg
+    assert svg.count('<g class="trial" data-trial=') == 30

@@ -150,18 +150,40 @@ def cli(ctx: click.Context, config_file, data_dir, redis_url, darknet) -> None:
                       config_file)
 
 
-def _register() -> None:
+#: command groups with a module of their own (workers/cli/<name>.py)
+GROUPS = ("cfg", "dataset", "hosts", "sweep")
+#: options of `farm` itself that take a value (to find the command after them)
+_VALUED = ("--config", "--data-dir", "--redis-url", "--darknet")
+
+
+def _register(argv: list[str]) -> None:
+    """Add the commands. A group named on the command line is imported alone: the other
+    modules pull in numpy, OpenCV and paramiko, which `farm sweep show` never needs."""
+    import importlib
+    command = _command_of(argv)
+    if command in GROUPS:
+        cli.add_command(getattr(importlib.import_module(f"workers.cli.{command}"), command))
+        return
     from workers.cli import evalcmd, farmctl, runs
     for group in (runs, farmctl, evalcmd):
-        for command in group.COMMANDS:
-            cli.add_command(command)
-    import importlib
-    for module in ("cfg", "dataset", "hosts", "sweep"):
+        for c in group.COMMANDS:
+            cli.add_command(c)
+    for module in GROUPS:
         cli.add_command(getattr(importlib.import_module(f"workers.cli.{module}"), module))
 
 
+def _command_of(argv: list[str]) -> str | None:
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUED:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    _register()
+    _register(sys.argv[1:] if argv is None else argv)
     try:
         rv = cli.main(args=argv, prog_name="farm", standalone_mode=False)
     except FarmError as e:

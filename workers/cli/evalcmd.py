@@ -137,9 +137,11 @@ def chart(ctx: Context, run_id: str, out: str) -> None:
 def board(ctx: Context, address: str | None, port: int | None) -> int:
     """Serve the farm board (runs, live charts, lineage, logs) in the foreground.
 
-    Behind Flower's login: user `farm`, the password in <data_dir>/flower.password.
+    Behind Flower's login: user `farm`, the password in <data_dir>/flower.password
+    (a login form in a browser, HTTP basic for scripts). Prometheus scrapes /metrics
+    with the bearer token in <data_dir>/metrics.token.
     """
-    from dashboard.board import serve
+    from dashboard.app import serve
     return serve(ctx.settings, address=address, port=port)
 
 

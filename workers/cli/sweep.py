@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 
@@ -57,9 +58,12 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     store.ping()  # a clear message if Redis is down, before Celery's retries
     app = ctx.celery()
     warnings = []
-    sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
-                                       gpu_workers=_workers_on(app, spec.queue or "gpu"),
-                                       warn=warnings.append))
+    # the workers answer a broadcast within a second: ask now, plan meanwhile
+    with ThreadPoolExecutor(1) as pool:
+        workers = pool.submit(_workers_on, app, spec.queue or "gpu")
+        sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
+                                           gpu_workers=workers.result,
+                                           warn=warnings.append))
     warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
@@ -142,28 +146,58 @@ def _sweep_line(store, spec, rows: list[ctl.Row]) -> str:
 
 @sweep.command()
 @click.argument("sweep_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="The sweep and its leaderboard as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The sweep and its whole leaderboard as JSON.")
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1),
+              help="Rows of the leaderboard to print, best first.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1),
+              help="Which page of --limit rows to print.")
+@click.option("--all", "show_all", is_flag=True, help="Print every trial.")
 @pass_ctx
-def show(ctx: Context, sweep_id: str, as_json: bool) -> None:
-    """The leaderboard: trials, states, best objective, iterations, restarts, wall time
-    (and, for a recipe sweep, the dataset each trial trains on)."""
-    from farm.sweeps.service import leaderboard_of
-    sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
-    if as_json:
-        click.echo(json.dumps({"sweep": sw.to_dict(), "objective": spec.objective,
-                               "goal": spec.goal,
-                               "leaderboard": [r.to_dict() for r in rows]}, indent=2))
+def show(ctx: Context, sweep_id: str, as_json: bool, limit: int, page: int,
+         show_all: bool) -> None:
+    """The leaderboard: trials by state, then the best trials with their state, best
+    objective, iterations, restarts and wall time (and, for a recipe sweep, the dataset
+    each trial trains on). A big sweep prints one page: --page, --limit, --all."""
+    from farm.sweeps.service import leaderboard_of, standings
+    if as_json or show_all:
+        sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
+        if as_json:
+            click.echo(json.dumps({"sweep": sw.to_dict(), "objective": spec.objective,
+                                   "goal": spec.goal, "total": len(rows),
+                                   "counts": _counts(rows),
+                                   "leaderboard": [r.to_dict() for r in rows]}, indent=2))
+        else:
+            _print_board(sw, spec, rows)
         return
-    _print_board(sw, spec, rows)
+    st = standings(ctx.store(), sweep_id, page, limit)
+    _print_board(st.sweep, st.spec, st.rows, counts=st.counts, total=st.total)
+    first = (page - 1) * limit
+    if st.total > first + len(st.rows) or page > 1:
+        click.echo(f"  rows {first + 1}-{first + len(st.rows)} of {st.total}"
+                   + (f"; `farm sweep show {st.sweep.id} --page {page + 1}` for more"
+                      if page < st.pages else "") + ", --all for every trial")
 
 
-def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
+def _counts(rows: list[ctl.Row]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
+
+
+def _print_board(sw, spec, rows: list[ctl.Row], *, counts: dict[str, int] | None = None,
+                 total: int | None = None) -> None:
+    """`counts`/`total`: of the whole sweep when `rows` is one page of it."""
+    counts = _counts(rows) if counts is None else counts
     label = ctl.objective_label(spec.objective).upper()
     better = "higher" if spec.goal == "max" else "lower"
     click.echo(f"sweep {sw.id} ({sw.name}): {sw.state.value}"
                + (f" - {sw.message}" if sw.message else ""))
-    click.echo(f"  {len(rows)} trials, concurrency {spec.concurrency}, objective "
-               f"{spec.objective} ({better} is better)")
+    click.echo(f"  {len(rows) if total is None else total} trials, concurrency "
+               f"{spec.concurrency}, objective {spec.objective} ({better} is better)")
+    click.echo("  " + ", ".join(f"{n} {state}" for state, n in
+                                sorted(counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 99))))
     for warning in sw.warnings:
         click.echo(f"  warning: {warning}")
     recipes = spec.recipe is not None  # then each trial's dataset id is a column
@@ -188,6 +222,12 @@ def _trained(row: ctl.Row) -> str:
     """What its best weights were really trained with, where a restart changed it."""
     settings = row.settings or {}
     return f"  [trained: {settings['text']}]" if settings.get("changed") else ""
+
+
+#: the order states are counted in: the work in hand first
+_STATE_ORDER = {s: k for k, s in enumerate(("running", "stopping", "queued", "building",
+                                            "pending", "completed", "stopped", "failed",
+                                            "cancelled"))}
 
 
 def _duration(seconds: float | None) -> str:

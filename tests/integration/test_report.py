@@ -18,6 +18,7 @@ from farm.runs.model import Outcome
 from farm.state import Store
 from farm.sweeps.model import SweepState
 from farm.sweeps.report import fmt_hours
+from farm.sweeps.service import leaderboard_of
 from farm.sweeps.store import SweepStore
 from tests.conftest import wait_for
 from tests.integration.test_board import chromium  # noqa: F401 - the browser fixture
@@ -89,8 +90,10 @@ def test_the_morning_report_shows_every_trial_offline_and_the_sweep_notifies_its
         assert runs[int(t)].id in text
     # ranked by the best mAP the evaluations recorded; the failed trial has none
     assert [int(t) for t, _, _ in rows][-1] == 2
-    best = store.best_evaluation(runs[0].id)
-    assert f"{best['map'] * 100:.2f} % @{best['iteration']}" in rows[
+    # best mAP@0.50 as `farm sweep show` ranks it: the highest, the earliest of ties
+    evals = store.evaluations(runs[0].id)
+    best = max(evals, key=lambda e: (e["map"], -e["iteration"]))
+    assert len(evals) == 2 and f"{best['map'] * 100:.2f} % @{best['iteration']}" in rows[
         [int(t) for t, _, _ in rows].index(0)][2]
 
     # the failed trial: its reason, in the failures and in its own section
@@ -145,7 +148,11 @@ def test_the_morning_report_shows_every_trial_offline_and_the_sweep_notifies_its
     assert len(ended) == 1, ended
     assert ended[0]["id"] == f"sweep.ended:{sweep_id}"
     assert ended[0]["sweep"]["counts"] == {"completed": 2, "failed": 1}
-    assert ended[0]["sweep"]["name"] == NAME and ended[0]["sweep"]["best"]["trial"] == 0
+    top = leaderboard_of(store, sweep_id)[2][0]
+    assert ended[0]["sweep"]["name"] == NAME
+    assert ended[0]["sweep"]["best"] == {"trial": top.trial, "run_id": top.run_id,
+                                         "params": top.params, "objective": "map50",
+                                         "value": top.best, "iteration": top.best_iteration}
     failures = receiver.events("run.failed")
     assert [f["run"]["id"] for f in failures] == [failed.id]
     assert failures[0]["run"]["message"] == failed.message

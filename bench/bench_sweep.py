@@ -244,14 +244,13 @@ def main() -> int:
 def queued(args) -> int:
     """Submit and show of a sweep of `args.queued` trials, this revision and a baseline."""
     from bench.baseline import env_for, export, farm_cmd
+    from bench.bench_board import start_redis
     from farm.micro import micro_cfg, micro_dataset
     if not shutil.which("redis-server"):
         raise SystemExit("needs redis-server (bash ops/setup.sh installs it)")
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-queued-"))
-    port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                             stdout=subprocess.DEVNULL)
+    redis, url = start_redis(tmp)
+    port = url.rsplit(":", 1)[1].split("/")[0]
     try:
         micro_dataset(tmp / "ds", images=8)
         micro_cfg(tmp / "micro.cfg", max_batches=100)
@@ -263,7 +262,6 @@ def queued(args) -> int:
         trees = [("now", REPO)]
         if args.baseline:
             trees.insert(0, (args.baseline, export(args.baseline, tmp)))
-        time.sleep(0.5)
         figures: dict[str, dict[str, list[float]]] = {}
         for db, (name, tree) in enumerate(trees):
             env = env_for(tree, {"FARM_REDIS_URL": f"redis://127.0.0.1:{port}/{db}",

@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 
-import tornado.escape
 import tornado.web
 
 from dashboard.auth import COOKIE, Login, safe_next
@@ -138,7 +137,3 @@ class BaseHandler(tornado.web.RequestHandler):
     def render_page(self, template: str, **values) -> None:
         self.set_header("Cache-Control", "no-store")
         self.render(template, **values)
-
-
-def escape(text: str) -> str:
-    return tornado.escape.xhtml_escape(text)

@@ -47,7 +47,8 @@ FOLD_PER_REQUEST = 2000   #: entries a chart request folds itself; the rest in t
 # Data (plain functions: the handlers, the tests and bench/bench_board.py call them)
 
 
-def _f(value) -> float | None:
+def finite(value) -> float | None:
+    """The number in `value` when it is one and finite, else None."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -74,12 +75,12 @@ def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
             "host": attempts[-1]["host"] if attempts else run.get("host"),
             "worker": run.get("worker"),
             "iteration": int(iteration) if iteration else _last_iteration(attempts),
-            "max_batches": run.get("max_batches"), "avg_loss": _f(live.get("avg_loss")),
+            "max_batches": run.get("max_batches"), "avg_loss": finite(live.get("avg_loss")),
             "best_map": best.get("map") if best else None,
             "best_iteration": best.get("iteration") if best else None,
             "last_map": (row["last_evaluation"] or {}).get("map"),
             "attempts": len(attempts), "created_at": run.get("created_at"),
-            "updated_at": _f(live.get("updated_at")), "sweep": run.get("sweep")})
+            "updated_at": finite(live.get("updated_at")), "sweep": run.get("sweep")})
     return {"runs": rows, "generated_at": time.time()}
 
 
@@ -112,8 +113,8 @@ def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -
         "host": run.current.host if run.current else run.host, "task_id": run.task_id,
         "flower_url": flower_url(settings, run.task_id, host),
         "iteration": int(live["iteration"]) if live.get("iteration") else run.last_iteration,
-        "avg_loss": _f(live.get("avg_loss")), "rate": _f(live.get("rate")),
-        "updated_at": _f(live.get("updated_at")),
+        "avg_loss": finite(live.get("avg_loss")), "rate": finite(live.get("rate")),
+        "updated_at": finite(live.get("updated_at")),
         "attempts": attempts, "checkpoints": checkpoints,
         "effective": effective_settings(run).to_dict(),
         "evaluations": [_eval_summary(e) for e in page["evaluations"]],
@@ -149,8 +150,8 @@ def metrics_payload(store: Store, run_id: str, after: str, count: int) -> dict:
     entries = store.metrics_after(run_id, after, count)
     return {"entries": [
         {"id": i, "attempt": int(f["a"]), "iteration": int(f["i"]),
-         "loss": _f(f.get("loss")), "avg_loss": _f(f.get("avg")), "rate": _f(f.get("rate")),
-         "t": _f(f.get("t"))} for i, f in entries],
+         "loss": finite(f.get("loss")), "avg_loss": finite(f.get("avg")), "rate": finite(f.get("rate")),
+         "t": finite(f.get("t"))} for i, f in entries],
         "last": entries[-1][0] if entries else after}
 
 

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 
-from dashboard.board import RUNS_LIMIT, _f
+from dashboard.board import RUNS_LIMIT, finite
 from dashboard.sweeps import active_trial_counts
 from farm.chart import iterations_per_second
 from farm.runs.model import RunState
@@ -107,8 +107,8 @@ def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None)
           [(_labels(row), float(row["live"]["iteration"])) for row in rows
            if row["live"].get("iteration")])
     gauge("farm_run_avg_loss", "darknet's avg loss of a running run, last iteration.",
-          [(_labels(row), _f(row["live"].get("avg_loss"))) for row in running
-           if _f(row["live"].get("avg_loss")) is not None])
+          [(_labels(row), finite(row["live"].get("avg_loss"))) for row in running
+           if finite(row["live"].get("avg_loss")) is not None])
     gauge("farm_run_iterations_per_second", "Training speed of a running run, last samples.",
           [(_labels(row), iterations_per_second(store.chart_state(row["run"]["id"])[0]))
            for row in running])

@@ -353,7 +353,6 @@ class Store:
                 raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
 
 
-
 _LIVE_FIELDS = ("iteration", "avg_loss", "updated_at")
 
 _BOARD_ROWS = """

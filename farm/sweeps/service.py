@@ -14,14 +14,12 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
-from farm.runs import checks
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
-from farm.runs.service import submit_run
 from farm.settings import Settings
 from farm.state import Store
 from farm.sweeps import builds as bld
@@ -31,6 +29,9 @@ from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
 from farm.sweeps.store import RecipeStore, SweepStore
+
+if TYPE_CHECKING:
+    from farm.runs import checks
 
 #: untouched trials an advance looks at, at least (the next ones to start, in order)
 FRONTIER = 64
@@ -68,6 +69,9 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     """Plan every trial, check what they will train with (farm.runs.checks), and record
     the sweep as running. Nothing is recorded when a check fails. `gpu_workers`: how
     many workers consume the sweep's queue, or how to learn it once the plan is made."""
+    # the checks (dataset lint, memory) and the training stack are imported where they are
+    # used: `farm sweep show` and the board never need them
+    from farm.runs import checks
     inventory = checks.read_inventory(settings)
     host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
@@ -99,6 +103,7 @@ def _check_inputs(spec: SweepSpec, trials: list[Trial], judge: Callable[[Cfg], s
     shape (its memory, the start weights against it), the dataset once per dialect and class
     count (a recipe's dataset does not exist yet: it is linted when built). Returns the
     warnings; FindingsError on the first trial with an error."""
+    from farm.runs import checks
     bases: dict[str, Cfg] = {}
     done: set[tuple] = set()
     linted: set[tuple[str, int | None]] = set()
@@ -436,6 +441,7 @@ def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
 def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
             spec: SweepSpec, trial: Trial, enqueue: Enqueue, data: str,
             origin: str | None = None) -> Run | None:
+    from farm.runs.service import submit_run
     trial.claimed_at = time.time()  # see _cancel_orphans
     sweeps.save_trial(sweep.id, trial)
     try:

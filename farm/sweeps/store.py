@@ -78,11 +78,21 @@ def _rk(*parts: str) -> str:
     return "farm:recipe:" + ":".join(parts)
 
 
+#: a trial's state alone where the sweep has a plan hash, else the whole trial
+SAVE_TRIAL = """
+if redis.call('exists', KEYS[1]) == 1 then
+  return redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+end
+return redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
+"""
+
+
 class SweepStore:
     def __init__(self, store: Store):
         self.store = store
         self.r = store.r
         self._release = self.r.register_script(RELEASE_IF_OWNER)
+        self._save_trial = self.r.register_script(SAVE_TRIAL)
 
     # -- sweeps -------------------------------------------------------------------------
     def create(self, sweep: Sweep, trials: list[Trial],
@@ -196,10 +206,13 @@ class SweepStore:
                 for k, i in enumerate(sweep_ids)}
 
     def save_trial(self, sweep_id: str, trial: Trial) -> None:
-        """What happened to the trial (its plan is never written again)."""
+        """What happened to the trial (its plan is never written again; a sweep stored
+        before the plan hash keeps the whole trial, plan included)."""
         with translated(self.store.url):
-            self.r.hset(_k(sweep_id, "trials"), str(trial.index),
-                        json.dumps(trial.state_dict(), separators=(",", ":")))
+            self._save_trial(keys=[_k(sweep_id, "plan"), _k(sweep_id, "trials")],
+                             args=[str(trial.index),
+                                   json.dumps(trial.state_dict(), separators=(",", ":")),
+                                   json.dumps(trial.to_dict(), separators=(",", ":"))])
 
     def assign_run(self, sweep_id: str, index: int, run_id: str) -> bool:
         """Give trial `index` its run, once: False when it already has one."""

@@ -88,6 +88,15 @@ def logged_in(chromium, base: str):
     return context, page
 
 
+def train_at_008(capsys, data, cfg, policy: str) -> str:
+    """`farm train` at learning rate 0.08 with no burn-in: the micro net explodes within a
+    few iterations."""
+    code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
+                              "learning_rate=0.08", "--set", "burn_in=0", "--policy", policy)
+    assert code == 0, err
+    return out.strip()
+
+
 def save_run(store: Store, run_id: str, **kw) -> Run:
     run = Run(id=run_id, data="/d/obj.data", cfg="/d/micro.cfg", weights=None, base_dir="/d",
               overrides={}, policy={}, host="testhost", created_at=time.time(),
@@ -235,11 +244,7 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=400)
     farm.worker("gpu1")
     start_eval_worker(farm)
-    code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
-                              "learning_rate=0.08", "--set", "burn_in=0", "--policy",
-                              "burn_in_min=0")
-    assert code == 0, err
-    run_id = out.strip()
+    run_id = train_at_008(capsys, data, cfg, "burn_in_min=0")
     store = Store(farm.settings.effective_redis_url)
     wait_for(lambda: len(store.load_run(run_id).attempts) >= 4, 120, 0.2,
              what="three restarts after divergence")
@@ -284,8 +289,10 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
         const out = {};
         for (const g of svg.querySelectorAll('g.attempt')) {
             const lines = [...g.querySelectorAll('polyline')].map(p => p.getBBox());
-            const top = Math.min(...lines.map(b => b.y)), bottom = Math.max(...lines.map(b => b.y + b.height));
-            out[g.dataset.attempt] = {colour: g.dataset.colour, share: (bottom - top) / plot.height};
+            const top = Math.min(...lines.map(b => b.y));
+            const bottom = Math.max(...lines.map(b => b.y + b.height));
+            out[g.dataset.attempt] = {colour: g.dataset.colour,
+                                      share: (bottom - top) / plot.height};
         }
         return out;
     }""")
@@ -310,11 +317,7 @@ def test_a_failed_runs_reason_is_on_the_board(farm, board, chromium, tmp_path, c
     data = micro_dataset(tmp_path / "ds", images=16)
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=200)
     farm.worker("gpu1")
-    code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
-                              "learning_rate=0.08", "--set", "burn_in=0", "--policy",
-                              "max_divergence_restarts=0")
-    assert code == 0, err
-    run_id = out.strip()
+    run_id = train_at_008(capsys, data, cfg, "max_divergence_restarts=0")
     store = Store(farm.settings.effective_redis_url)
     run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 90, 0.2,
                    what="the run to fail")
@@ -353,7 +356,8 @@ def test_the_sweep_page_overlays_its_trials_beside_the_leaderboard(farm, board, 
     page.click(f'a[href="/sweeps/{sweep_id}"]')
     page.wait_for_selector("#overlay svg g.trial")
     page.wait_for_function("document.querySelectorAll('#leaderboard tr.trial-row').length === 3")
-    groups = page.evaluate("""() => [...document.querySelectorAll('#overlay svg g.trial:not(.legend-entry)')]
+    groups = page.evaluate("""() => [...document.querySelectorAll(
+            '#overlay svg g.trial:not(.legend-entry)')]
         .map(g => ({trial: g.dataset.trial, colour: g.dataset.colour,
                     title: g.querySelector('title').textContent,
                     lines: g.querySelectorAll('polyline').length}))""")

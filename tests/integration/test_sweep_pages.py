@@ -101,6 +101,12 @@ def test_a_sweep_stored_before_the_plan_hash_reads_the_same(farm_settings, tmp_p
     store.r.hset(f"farm:sweep:{sweep_id}:trials", mapping=old)
     assert same(leaderboard_of(store, sweep_id)[2], whole)
     assert same(standings(store, sweep_id, 2, 10).rows, whole[10:20])
+    # the controller goes on writing such a sweep's trials whole, plan included
+    trial = sweeps.trials(sweep_id)[20]
+    trial.cancelled = True
+    sweeps.save_trial(sweep_id, trial)
+    again = sweeps.trials(sweep_id)[20]
+    assert again.cancelled and again.params == trial.params and again.cfg == trial.cfg
 
 
 def test_trials_waiting_for_their_dataset_count_as_building(farm_settings, tmp_path):

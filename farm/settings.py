@@ -118,6 +118,20 @@ class Settings:
     #: lands after the run ends): by `--wait`, and by a sweep before it closes. Bounded,
     #: so an eval worker that died holds nothing for ever.
     eval_wait: float = 600.0
+    #: Where the farm POSTs a JSON event when a sweep ends, a run fails or a host goes
+    #: away (README, "Notifications"); empty: no notifications. http:// or https://; a
+    #: `user:password@` in it is sent as basic auth and masked in every log line.
+    notify_url: str = ""
+    #: Seconds one POST of a notification may take before it counts as failed.
+    notify_timeout: float = 10.0
+    #: Tries of a notification after the first one fails; the waits between them double
+    #: from notify_backoff seconds up to notify_backoff_max (8 tries: about 20 minutes).
+    notify_retries: int = 8
+    notify_backoff: float = 5.0
+    notify_backoff_max: float = 600.0
+    #: Seconds after a task last found a host unreachable before that host's next
+    #: failure is a new outage (a second host.away); tasks retrying meanwhile are one.
+    notify_host_quiet: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -173,6 +187,9 @@ class Settings:
             raise ConfigError(f"rewarm_start={self.rewarm_start} must be in (0, 0.1]",
                               hint="the first rate after a restart is at most a tenth "
                                    "of the rate it warms up to")
+        if self.notify_url:
+            from farm.notify import check_url
+            check_url(self.notify_url)
         return self
 
     def to_env(self) -> dict[str, str]:

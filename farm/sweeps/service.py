@@ -52,6 +52,7 @@ class Tick:
     resent: list[str] = field(default_factory=list)
     builds: list[tuple[str, str]] = field(default_factory=list)  # (recipe, what was done)
     busy: bool = False  # another controller held the sweep
+    ended: bool = False  # this advance closed the sweep (its end is notified once)
     #: run id -> iterations whose evaluation the sweep waits for before it closes
     waiting: dict[str, set[int]] = field(default_factory=dict)
 
@@ -177,6 +178,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
                                reread_maps=True)
             views = _views(trials, runs, observed, builds, now())
             _close(sweeps, sweep, spec, views, now(), missing)
+            tick.ended = True
         tick.state = sweep.state.value
         return tick
 

@@ -1,4 +1,4 @@
-"""`farm sweep submit|show|list|cancel|export`: many trials from one spec, ranked.
+"""`farm sweep submit|show|list|cancel|export|report`: many trials from one spec, ranked.
 
 The spec format is documented in farm/sweeps/spec.py (and `farm sweep submit --help`).
 """
@@ -67,8 +67,11 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
-    advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
-            build=enqueue_recipe_build)
+    tick = advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
+                   build=enqueue_recipe_build)
+    if tick.ended:  # no trial could even be submitted
+        from workers.tasks.notify import sweep_ended
+        sweep_ended(sw.id)
     click.echo(sw.id)
     return follow(ctx, sw.id) if wait else EXIT_OK
 
@@ -275,6 +278,9 @@ def cancel(ctx: Context, sweep_id: str, timeout: float) -> int:
         click.echo(f"{sw.id} already {sw.state.value}")
         return EXIT_OK
     asked = cancel_sweep(store, sw.id)
+    ctx.celery()  # the notification goes to a cpu worker (farm.notify)
+    from workers.tasks.notify import sweep_ended
+    sweep_ended(sw.id)
     deadline = time.monotonic() + timeout
     pending = list(asked)
     while pending and time.monotonic() < deadline:
@@ -304,3 +310,19 @@ def export(ctx: Context, sweep_id: str, out_dir: str, trial: int | None) -> None
     result = json.loads((out / "result.json").read_text())
     click.echo(f"trial {result['trial']} ({result['run_id']}) -> {out}")
 
+
+
+@sweep.command()
+@click.argument("sweep_id", metavar="ID")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write.")
+@pass_ctx
+def report(ctx: Context, sweep_id: str, out_path: str) -> None:
+    """Write the sweep's morning report: one HTML file that opens anywhere, offline
+    (leaderboard with the settings each trial trained with, every trial's curves
+    overlaid, each trial's lineage and chart, failures with reasons, wall and GPU time)."""
+    from farm.sweeps.report import gather
+    from farm.sweeps.reporthtml import write
+    rep = gather(ctx.store(), sweep_id)
+    out = write(rep, out_path)
+    click.echo(f"{rep.sweep.id} ({rep.sweep.state.value}, {len(rep.trials)} trials) -> {out}")

@@ -23,7 +23,7 @@ from farm.remote.flow import localize_run
 from farm.runs.reaper import lost_runs, requeue
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
-from workers.tasks import store
+from workers.tasks import notify, store
 from workers.tasks.eval import drop_evaluated_pins, enqueue_eval
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = N
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
-          throws=(RunFailed,))
+          throws=(RunFailed,), max_retries=None)  # waits for an away host for ever
 def train(self, run_id: str) -> dict:
     """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
     FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
@@ -116,7 +116,8 @@ def train(self, run_id: str) -> dict:
                                       checkpoint=checkpoint, fetch=fetch))
     except HostUnreachable as e:  # the run stays queued and waits for that host
         log.warning("run %s waits for a host: %s", run_id, e)
-        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay, max_retries=None)
+        # (retry's own max_retries=None means the task's limit: unlimited is set above)
+        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay)
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
@@ -124,6 +125,8 @@ def train(self, run_id: str) -> dict:
         drop_evaluated_pins(run_id)
     except FarmError:
         log.warning("run %s: could not read its evaluations to drop pins", run_id)
+    if run.state is RunState.FAILED:  # queued once, posted by a cpu worker: no wait here
+        notify.run_failed(run)
     if run.sweep:  # start the sweep's next trial now, not at beat's next tick
         from workers.tasks.sweep import on_run_finished
         on_run_finished(run)

@@ -70,6 +70,11 @@ class HostUnreachable(FarmUnavailable):
     pass
 
 
+class NoSpace(FarmUnavailable):
+    """The filesystem of the data dir has too little free space for darknet's next
+    weights files: the run waits (its task is retried) until there is."""
+
+
 class RunFailed(FarmError):
     """A run ended failed; the message says why. The training task raises it, so Flower
     and the result backend say FAILURE with the reason, not SUCCESS."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 
@@ -387,7 +388,13 @@ def _weights_location(store, run: Run, best: bool, iteration: int | None,
                        + (f" at iteration {iteration}" if iteration is not None else ""),
                        hint=f"good checkpoints: {have}")
     c = wanted[-1]
-    return run.attempts[c.attempt - 1].host, c.path
+    host = run.attempts[c.attempt - 1].host
+    if host == here and not os.path.isfile(c.path):
+        raise BadInput(f"the checkpoint of run {run.id} at iteration {c.iteration} was "
+                       f"removed by the retention policy", path=c.path,
+                       hint="`farm fetch RUN` gives the newest good one, --best the best; "
+                            "keep_checkpoints=N keeps more of them")
+    return host, c.path
 
 
 COMMANDS = [train, runs_cmd, status, logs, cancel, fetch]

@@ -14,7 +14,7 @@ from collections import deque
 
 from celery.exceptions import Ignore
 
-from farm.errors import FarmError, HostUnreachable, RunFailed
+from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
 from farm.eval import should_evaluate
 from farm.runs.model import Run, RunState
 from farm.runs.progress import Progress, rate
@@ -56,7 +56,7 @@ def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = N
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
-          throws=(RunFailed,))
+          throws=(RunFailed,), max_retries=None)  # a waiting run retries for ever
 def train(self, run_id: str) -> dict:
     """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
     FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
@@ -112,7 +112,10 @@ def train(self, run_id: str) -> dict:
                                       checkpoint=checkpoint, fetch=fetch))
     except HostUnreachable as e:  # the run stays queued and waits for that host
         log.warning("run %s waits for a host: %s", run_id, e)
-        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay, max_retries=None)
+        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay)
+    except NoSpace as e:  # queued too, its message says what it waits for
+        log.warning("run %s waits for disk space: %s", run_id, e.message)
+        raise self.retry(exc=e, countdown=app.farm_settings.disk_retry_delay)
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise

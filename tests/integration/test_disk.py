@@ -110,6 +110,8 @@ def test_a_full_disk_stops_the_attempt_as_no_space_and_the_run_resumes_when_free
     assert run.state is RunState.QUEUED and run.attempts == []
     assert str(disk_farm.settings.runs_dir) in run.message and "bytes free" in run.message
     assert f"needs {need.to_start} " in run.message  # 6 micro weights files + the margin
+    code, out, _ = cli(capsys, "runs")
+    assert code == 0 and "queued" in out and "waiting for disk space" in out
 
     # 2. space back: it starts; the disk fills while it trains: stopped as no_space
     ballast.unlink()

@@ -177,7 +177,8 @@ def runs_cmd(ctx: Context, limit: int) -> None:
         best_text = (f"{format_map(best['map'])} @{best['iteration']}"
                      if best and best.get("map") is not None else "-")
         running = run.state is RunState.RUNNING
-        why = f"; {run.message}" if run.state is RunState.FAILED else ""
+        waits = run.state is RunState.QUEUED and run.message.startswith("waiting")
+        why = f"; {run.message}" if run.state is RunState.FAILED or waits else ""
         click.echo(f"{run.id:<16} {run.state.value:<10} {f'{p.iteration}/{run.max_batches}':>11} "
                    f"{format_rate(p.speed) if running else '-':>10} "
                    f"{format_duration(p.eta) if running else '-':>6} "

@@ -43,9 +43,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def usage(folder: Path) -> tuple[int, int]:
-    """(bytes, weights files) under `folder`; a hard link's data is counted once."""
-    seen, total, weights = set(), 0, 0
+def usage(folder: Path) -> tuple[int, int, int]:
+    """(bytes, weights files, their bytes) under `folder`; a hard link's data once."""
+    seen, total, weights, weights_bytes = set(), 0, 0, 0
     for base, _, files in os.walk(folder):
         for name in files:
             try:
@@ -56,8 +56,10 @@ def usage(folder: Path) -> tuple[int, int]:
                 continue
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size
-            weights += name.endswith((".weights", ".backup"))
-    return total, weights
+            if name.endswith((".weights", ".backup")):
+                weights += 1
+                weights_bytes += st.st_size
+    return total, weights, weights_bytes
 
 
 class Farm:
@@ -158,12 +160,16 @@ def main() -> int:
             runs = [store.load_run(t.run_id) for t in SweepStore(store).trials(ids[f.name])
                     if t.run_id]
             done = sum(r.state.value == "completed" for r in runs)
-            size, files = usage(f.data_dir / "runs")
-            print(f"  {f.name:<9}: runs/ {size} bytes ({size_text(size)}), {files} weights "
-                  f"files, peak {size_text(f.peak)}; {done}/{len(runs)} trials completed; "
+            size, files, wbytes = usage(f.data_dir / "runs")
+            print(f"  {f.name:<9}: runs/ {size} bytes ({size_text(size)}; peak "
+                  f"{size_text(f.peak)}), of which {files} weights files, {wbytes} bytes; "
+                  f"{done}/{len(runs)} trials completed; "
                   f"at yolov4's size: {size_text(files * YOLOV4_WEIGHTS)}")
         dry = farms[1].farm("gc", "--dry-run").strip().splitlines()[-1]
         print(f"  farm gc on the farm without retention: {dry}")
+        done = farms[1].farm("gc").strip().splitlines()[-1]
+        size, files, wbytes = usage(farms[1].data_dir / "runs")
+        print(f"  {done}; runs/ now {size} bytes, {files} weights files, {wbytes} bytes")
     finally:
         stop.set()
         for f in farms:

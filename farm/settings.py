@@ -48,10 +48,29 @@ class Settings:
     flower_port: int = 5555
     #: The farm board (runs, charts, sweeps) listens here, behind Flower's login.
     board_port: int = 5556
+    #: Days a browser stays logged in to the board (its session cookie's lifetime).
+    board_session_days: float = 7.0
     #: Seconds a run lease lives without a heartbeat; the heartbeat renews it every third.
-    lease_ttl: float = 60.0
-    #: Seconds between two passes of the beat job that resumes runs whose lease expired.
-    reaper_interval: float = 15.0
+    #: A holder that died on the reaper's own machine is seen at once (its pid is gone);
+    #: one on another machine is known lost only when its lease expires.
+    lease_ttl: float = 30.0
+    #: Seconds between two passes of the beat job that resumes runs whose holder died or
+    #: whose lease expired (it reads only the set of running runs: cheap).
+    reaper_interval: float = 2.0
+    #: Seconds a worker keeps retrying a Redis that went away (a restarted embedded Redis
+    #: answers again within about a second) before the operation fails; the CLI does not wait.
+    redis_patience: float = 20.0
+    #: `farm up` restarts a child that died (a worker, beat, Flower, the board, Redis)
+    #: after this many seconds, doubled for each further death within `restart_window`.
+    restart_backoff: float = 0.5
+    #: A child that dies `restart_limit` times within `restart_window` seconds is in a
+    #: crash loop (one that cannot start dies every few seconds): `farm up` gives up on
+    #: it, and says why, instead of restarting it again. Deaths further apart (a worker
+    #: killed now and then in a long night) are restarted for ever.
+    restart_limit: int = 5
+    restart_window: float = 60.0
+    #: gpu-queue workers `farm up` starts (one per GPU; here they train on the CPU).
+    gpu_workers: int = 1
     #: Broker redelivery timeout (seconds). Training tasks ack early and hold a lease, so
     #: this only has to exceed the longest short task; it must match on every process.
     visibility_timeout: int = 21600
@@ -99,6 +118,20 @@ class Settings:
     #: lands after the run ends): by `--wait`, and by a sweep before it closes. Bounded,
     #: so an eval worker that died holds nothing for ever.
     eval_wait: float = 600.0
+    #: Where the farm POSTs a JSON event when a sweep ends, a run fails or a host goes
+    #: away (README, "Notifications"); empty: no notifications. http:// or https://; a
+    #: `user:password@` in it is sent as basic auth and masked in every log line.
+    notify_url: str = ""
+    #: Seconds one POST of a notification may take before it counts as failed.
+    notify_timeout: float = 10.0
+    #: Tries of a notification after the first one fails; the waits between them double
+    #: from notify_backoff seconds up to notify_backoff_max (8 tries: about 20 minutes).
+    notify_retries: int = 8
+    notify_backoff: float = 5.0
+    notify_backoff_max: float = 600.0
+    #: Seconds after a task last found a host unreachable before that host's next
+    #: failure is a new outage (a second host.away); tasks retrying meanwhile are one.
+    notify_host_quiet: float = 3600.0
     #: Retention of weights files (yolov4's are ~245 MB each). 1: darknet's files are moved
     #: out of each attempt's backup/ into the run's checkpoints/ as they are recorded and
     #: what is left there (duplicates, weights written after nan, a file cut short) is
@@ -127,7 +160,21 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """`redis_url`, or the embedded Redis with the password `farm up` keeps in the
+        data dir (read here, so the secret never travels on a command line or in FARM_*)."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            password = self.redis_password_file.read_text().strip()
+        except OSError:
+            password = ""
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """The embedded Redis's password (made by `farm up`, mode 0600)."""
+        return Path(self.data_dir) / "redis.password"
 
     @property
     def runs_dir(self) -> Path:
@@ -150,12 +197,20 @@ class Settings:
                          "put it in the URL: redis://:PASSWORD@host:6379/0")
         if self.lease_ttl < 3:
             raise ConfigError(f"lease_ttl={self.lease_ttl} is too short", hint="use 3 s or more")
+        if self.restart_limit < 1 or self.restart_window <= 0 or self.restart_backoff < 0:
+            raise ConfigError("restart_limit must be at least 1, restart_window above 0 and "
+                              "restart_backoff not negative")
+        if self.gpu_workers < 1:
+            raise ConfigError(f"gpu_workers={self.gpu_workers} must be at least 1")
         if self.lr_factor <= 0 or self.lr_factor >= 1:
             raise ConfigError(f"lr_factor={self.lr_factor} must be between 0 and 1")
         if not 0 < self.rewarm_start <= 0.1:
             raise ConfigError(f"rewarm_start={self.rewarm_start} must be in (0, 0.1]",
                               hint="the first rate after a restart is at most a tenth "
                                    "of the rate it warms up to")
+        if self.notify_url:
+            from farm.notify import check_url
+            check_url(self.notify_url)
         if self.retention not in (0, 1) or self.keep_checkpoints < 0 or self.disk_margin < 0:
             raise ConfigError("retention must be 0 or 1, keep_checkpoints and disk_margin "
                               "not negative")

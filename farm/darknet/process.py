@@ -8,7 +8,6 @@ killed with -9 must not leave darknet training on the GPU), in its own working d
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import select
@@ -19,20 +18,16 @@ import threading
 from pathlib import Path
 
 from farm.errors import DarknetNotFound
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+from farm.procs import die_with_parent
 
 
 def _child_setup(memory_limit: int):
     """preexec_fn: die with the parent; cap private writable memory (RLIMIT_DATA) so that
     darknet's allocations fail, and it says so, before the kernel's OOM killer acts."""
+    die = die_with_parent()
+
     def setup() -> None:
-        _die_with_parent()
+        die()
         if memory_limit > 0:
             resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
     return setup

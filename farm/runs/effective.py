@@ -104,9 +104,14 @@ def _num(x: float) -> str:
 
 
 def _same(a: str | None, b: str | None) -> bool:
+    """Equal as darknet reads them: numbers by value, lists (`steps`, `scales`) item by
+    item (a restart writes `.1,.1` back as `0.1,0.1`: no change)."""
     if a == b:
         return True
+    if a is None or b is None:
+        return False
+    xs, ys = a.split(","), b.split(",")
     try:
-        return a is not None and b is not None and float(a) == float(b)
+        return len(xs) == len(ys) and all(float(x) == float(y) for x, y in zip(xs, ys))
     except ValueError:
         return False

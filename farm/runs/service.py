@@ -20,9 +20,10 @@ from farm.darknet.weights import cut_short
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
 from farm.runs import checks, disk, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
-from farm.runs.schedule import fit_steps
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
+from farm.runs.reaper import stop_leftover_darknet
 from farm.runs.retention import Retention, backup_waste, checkpoint_waste, remove
+from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
 from farm.state import LeaseRenewer, Store
@@ -112,6 +113,7 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     run = store.load_run(run_id)
     if token is None:
         return run  # held elsewhere: never start a second darknet for one run
+    stop_leftover_darknet(run)  # taken over from a holder that died or lost its lease
     beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
                         settings.lease_ttl, f"lease-{run_id}")
     beat.start()

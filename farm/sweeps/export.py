@@ -133,15 +133,13 @@ def _names(path: Path) -> list[str]:
 
 
 def _chart(store: Store, run: Run, path: Path, title: str) -> Path | None:
-    """The run's loss/mAP chart over its whole lineage (farm.chart), when it is installed."""
+    """The run's chart over its whole lineage (farm.plot.runchart), when it is installed."""
     try:
-        from farm import chart
+        from farm.plot import runchart
     except ImportError:
         return None
-    state = chart.update_chart(store, run.id)
-    path.write_bytes(chart.render_png(state, evaluations=store.evaluations(run.id),
-                                      darknet_maps=store.maps(run.id),
-                                      attempts=run.to_dict()["attempts"], title=title))
+    drawing = runchart.for_run(store, run, title=title)
+    path.write_bytes(runchart.draw(drawing, runchart.PNG_SIZE).to_png())
     return path
 
 

@@ -29,8 +29,9 @@ STRIDE = 10
 @dataclass(frozen=True)
 class Observed:
     iteration: int
-    curve: Points
+    curve: Points   # the objective: `loss` or `maps`
     maps: Points
+    loss: Points = ()  # the lowest avg loss of every STRIDE iterations
 
 
 def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
@@ -57,7 +58,7 @@ def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
         live = 0 if ended else int(store.live(trial.run_id).get("iteration") or 0)
         maps = tuple((i, v) for i, v in rec["maps"])
         loss = tuple(sorted((i, v) for i, v in rec["loss"].values()))
-        out[trial.index] = Observed(iteration=live, maps=maps,
+        out[trial.index] = Observed(iteration=live, maps=maps, loss=loss,
                                     curve=maps if objective == "map50" else loss)
     sweeps.save_curves(sweep_id, changed)
     return out

@@ -173,6 +173,17 @@ def test_bad_input_cancel_and_completion_are_never_retried(outcome):
     assert isinstance(next_attempt(run, add_attempt(run, outcome), Policy()), GiveUp)
 
 
+def test_a_list_written_back_in_another_spelling_is_no_change():
+    run = make_run()
+    add_attempt(run, Outcome.COMPLETED)
+    a = run.attempts[0]
+    a.requested = dict(a.hyper, scales=".1,.1", steps="800,900")
+    a.hyper = dict(a.hyper, scales="0.1,0.1", steps="800,900.0")
+    assert effective_settings(run).text == "as requested"
+    a.hyper["scales"] = "0.1,0.5"
+    assert effective_settings(run).changed == {"scales": [".1,.1", "0.1,0.5"]}
+
+
 def test_the_attempt_that_wrote_the_weights_is_the_one_shown():
     run = make_run()
     add_attempt(run, Outcome.DIVERGED, bad_at=120)

@@ -81,6 +81,42 @@ def test_plan_refuses_a_trial_darknet_would_refuse(spec_file):
     assert "test-time setting" in str(e.value)
 
 
+def test_plan_checks_each_shape_once_and_each_learning_rate_by_its_value(spec_file,
+                                                                        monkeypatch):
+    """2000 trials of a random search over the rate and two batch shapes: two cfg checks,
+    and a bad rate is still refused at its own trial, in the words check_cfg uses."""
+    calls = []
+    real = ctl.check_cfg
+    monkeypatch.setattr(ctl, "check_cfg", lambda cfg, **kw: calls.append(1) or real(cfg, **kw))
+    spec = spec_file("""
+    parameters:
+      learning_rate: {log_uniform: [0.0001, 0.01]}
+      batch/subdivisions: ["8/2", "8/4"]
+    trials: 2000
+    seed: 7
+    """)
+    trials = ctl.plan(spec)
+    assert len(trials) == 2000 and len(calls) == 2
+    assert len({t.params["learning_rate"] for t in trials}) > 1500
+    grid = spec_file("""
+    parameters:
+      learning_rate: [0.001, 0.002, 0.003]
+    """)  # the spec's own check refuses -0.5: a value only a bug in it would let through
+    grid = replace(grid, parameters=[replace(grid.parameters[0],
+                                             values=("0.001", "0.002", "-0.5"))])
+    with pytest.raises(BadInput) as e:
+        ctl.plan(grid)
+    whole = [f.reason for f in real(_with(grid, "-0.5"), training=True) if f.severity == "error"]
+    assert f"trial 2 (learning_rate=-0.5) would be refused: {whole[0]}" in str(e.value)
+
+
+def _with(spec, rate: str):
+    from farm.darknet.cfg import Cfg
+    cfg = Cfg.load(spec.cfg)
+    cfg.set_net("learning_rate", rate)
+    return cfg
+
+
 def v(index, state=S.RUNNING, iteration=0, curve=(), maps=(), **kw) -> TrialView:
     return TrialView(index=index, params={"learning_rate": str(index)}, state=state,
                      run_id=f"r{index}" if state is not S.PENDING else None,

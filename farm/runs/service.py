@@ -297,7 +297,6 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
         short = disk.shortage(backup, need.to_train, need.explain(disk.FILES_AHEAD))
         return None if short is None else str(short)
 
-
     def interrupt() -> Outcome | None:
         if beat.lost.is_set():
             return Outcome.LOST

@@ -70,9 +70,12 @@ def test_a_run_completes_with_iterations_and_checkpoints(farm, micro, capsys, da
     assert its == [100, 150] and all(c.finite for c in run.checkpoints)
     assert run.good_checkpoint and Path(run.good_checkpoint).exists()
     assert Path(run.good_checkpoint).name == "iter-0000150.weights"
-    # the attempt ran in its own directory, where darknet left its files
+    # the attempt ran in its own directory; retention moved what the farm keeps out of
+    # darknet's backup/ and removed the rest (.backup, _100: the same weights)
     workdir = Path(attempt.workdir)
-    assert (workdir / "backup" / "net_final.weights").exists()
+    assert (workdir / "darknet.log").exists() and list((workdir / "backup").iterdir()) == []
+    assert sorted(p.name for p in Path(run.good_checkpoint).parent.iterdir()) == \
+        ["iter-0000150.weights"]
     assert "detector" in attempt.command and "-dont_show" not in attempt.command  # pjreddie
 
     code, out, _ = cli(capsys, "status", run_id)

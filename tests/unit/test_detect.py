@@ -76,6 +76,12 @@ class SquareFinder(DnnDetector):
         boxes = np.array(boxes, float).reshape(-1, 4)
         return boxes, np.full((len(boxes), 1), 0.9)
 
+    def raw_tiles(self, tiles):
+        found = [self.raw(t) for t in tiles]
+        which = np.concatenate([np.full(len(b), k) for k, (b, _) in enumerate(found)])
+        return (np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found]),
+                which.astype(np.int64))
+
 
 SQUARES = [(5, 5, 12), (54, 20, 14), (100, 90, 16), (60, 60, 10), (150, 230, 12)]
 

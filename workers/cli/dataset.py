@@ -232,10 +232,20 @@ def _datasets_root(root: str | None) -> str:
 @click.option("--dialect", default="pjreddie", show_default=True,
               help="darknet dialect the lint checks label paths for.")
 @click.option("--no-image-check", is_flag=True, help="Lint: skip the image byte checks.")
+@click.option("--kind", type=click.Choice(pkg.KINDS), default="train", show_default=True,
+              help="screens: full labelled screenshots kept whole, to score detectors on "
+                   "(labelImg folders are imported first).")
 def package_cmd(sources, root, names, valid_ratio, valid_list, seed, network, dialect,
-                no_image_check) -> None:
-    """Package labelled folders into one immutable dataset named by its content."""
+                no_image_check, kind) -> None:
+    """Package labelled folders into one immutable dataset named by its content.
+
+    \b
+    A screens set (what `farm train --eval-screens` and `synth --from-screens` take):
+      farm dataset package --kind screens labelimg/ --names obj.names
+    """
     total = pkg.count_images(sources) if all(Path(s).is_dir() for s in sources) else 0
+    if kind == "screens":
+        return _package_screens(sources, root, names, dialect, no_image_check, total)
     with _progress(total, "package") as bar:
         result = pkg.package(sources, _datasets_root(root), names=names, valid_ratio=valid_ratio,
                              seed=seed, valid_list=valid_list,
@@ -246,6 +256,24 @@ def package_cmd(sources, root, names, valid_ratio, valid_list, seed, network, di
     state = "created" if result.created else "already there (same content)"
     click.echo(f"dataset {result.dataset_id} {state}: {result.images} images, "
                f"{result.train} train, {result.valid} valid")
+    click.echo(str(Path(result.path) / "obj.data"))
+
+
+def _package_screens(sources, root, names, dialect, no_image_check, total) -> None:
+    from farm.datasets import screens
+    try:
+        with _progress(total, "screens") as bar:
+            result = screens.package_screens(sources, _datasets_root(root), names=names,
+                                             dialect=dialect, check_images=not no_image_check,
+                                             on_progress=bar.update)
+    except FindingsError as e:
+        _echo_findings(e.findings)
+        raise
+    for w in result.warnings:
+        click.echo(w, err=True)
+    state = "created" if result.created else "already there (same content)"
+    click.echo(f"screens set {result.dataset_id} {state}: "
+               f"{screens.describe(screens.open_screens(result.path))}")
     click.echo(str(Path(result.path) / "obj.data"))
 
 

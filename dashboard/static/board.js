@@ -30,7 +30,7 @@ async function refreshRuns() {
     <td>${text(r.host)}</td>
     <td class="num">${text(r.iteration)}/${text(r.max_batches)}</td>
     <td class="num">${num(r.avg_loss)}</td>
-    <td class="num">${pct(r.best_map)}</td>
+    <td class="num">${pct(r.best_map)}${r.best_screens_map == null ? "" : ` <span class="muted" title="screens mAP">/ ${pct(r.best_screens_map)} screens</span>`}</td>
     <td class="num">${text(r.attempts)}</td>
     <td>${when(r.created_at)}</td>
     <td class="muted">${text(r.message)}</td></tr>`);
@@ -53,7 +53,8 @@ async function refreshRun(runId) {
     ["iteration", `${run.iteration}/${run.max_batches}`],
     ["avg loss", num(run.avg_loss)],
     ["learning rate", num(run.rate, 3)],
-    ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` : "-"],
+    ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` +
+      ("screens_map" in best ? ` (screens mAP ${pct(best.screens_map)})` : "") : "-"],
     ["best weights", best ? best.best_weights : "-"],
     ["host", `${run.host || "-"} (${run.worker || "no worker yet"})`],
     ["data", run.data], ["cfg", run.cfg],
@@ -73,7 +74,8 @@ async function refreshRun(runId) {
   $("#checkpoints tbody").innerHTML = run.checkpoints.map((c) => {
     const e = c.evaluation;
     const prf = e && !e.error ? `${num(e.precision, 2)} / ${num(e.recall, 2)} / ${num(e.f1, 2)}` : "-";
-    const map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map)) : "…";
+    let map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map)) : "…";
+    if (e && "screens_map" in e) map += ` / ${e.screens_error ? "error" : pct(e.screens_map)} screens`;
     return `<tr class="checkpoint"><td class="num">${c.iteration}</td><td class="num">${c.attempt}</td>
       <td>${c.finite ? "yes" : "poisoned"}</td><td class="num">${map}</td><td class="num">${prf}</td>
       <td>${text(e && e.evaluator)}</td><td class="muted small">${text(c.path)}</td></tr>`;

@@ -212,6 +212,26 @@ class DnnDetector:
         return found[:, :4] * (tw, th, tw, th), found[:, 5:5 + self.classes], which
 
 
+_LOADED: dict[tuple, DnnDetector] = {}
+#: networks kept loaded per process by shared_detector (a checkpoint's tile and screens
+#: evaluations, a bot's repeated calls): each holds its weights and OpenCV's buffers
+LOADED_NETWORKS = 2
+
+
+def shared_detector(cfg: str | os.PathLike, weights: str | os.PathLike, *,
+                    dialect="pjreddie") -> DnnDetector:
+    """The process's loaded network for (cfg, weights), loaded once: the file's path,
+    size and mtime are the key, so a rewritten weights file is loaded again."""
+    key = tuple((os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns)
+                if os.path.exists(p) else (os.path.abspath(p),)
+                for p in (os.fspath(cfg), os.fspath(weights))) + (str(dialect),)
+    detector = _LOADED.pop(key, None) or DnnDetector(cfg, weights, dialect=dialect)
+    _LOADED[key] = detector  # newest last
+    while len(_LOADED) > LOADED_NETWORKS:
+        _LOADED.pop(next(iter(_LOADED)))
+    return detector
+
+
 def _letterbox(image: np.ndarray, width: int, height: int
                ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """darknet's letterbox_image: scaled to fit, centred on grey (0.5). Returns the image

@@ -48,9 +48,8 @@ from farm.datasets.lint import label_path, lint_list
 from farm.errors import BadInput, FarmError, FindingsError
 from farm.runs import workspace
 from farm.eval import mapcalc
-from farm.eval.detect import (DnnDetector, check_inference_weights,
-                              darknet_detections, load_cfg, output_tail, read_image,
-                              run_darknet)
+from farm.eval.detect import (check_inference_weights, darknet_detections, load_cfg,
+                              output_tail, read_image, run_darknet, shared_detector)
 
 EVALUATORS = ("auto", "darknet-map", "opencv", "darknet-valid")
 
@@ -168,7 +167,7 @@ def _truths(image: str, dialect, size) -> list[mapcalc.Truth]:
 
 
 def _opencv(cfg, weights, images, dialect, tiled, tile, overlap, clip):
-    detector = DnnDetector(cfg, weights, dialect=dialect)
+    detector = shared_detector(cfg, weights, dialect=dialect)
     dets, truths = [], []
     for image in images:
         pixels = read_image(image)
@@ -255,6 +254,16 @@ def map_score(result: dict[str, Any]) -> float | None:
     return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
+def rank_score(run, result: dict[str, Any]) -> float | None:
+    """What ranks a run's checkpoints (its best.weights): the screens mAP for a run
+    ranked on screens (`farm train --eval-screens`, a sweep's screens_map50), else the
+    tile mAP."""
+    if run.rank_by == "screens_map50":
+        from farm.eval.screens import screens_score
+        return screens_score(result)
+    return map_score(result)
+
+
 def format_result(result: dict[str, Any]) -> str:
     """The result as darknet prints its mAP block, plus which evaluator ran."""
     def pct(v):
@@ -278,6 +287,10 @@ def format_result(result: dict[str, Any]) -> str:
               f"{'-nan' if m is None else f'{m:.6f}'}, or {pct(m)} %",
               f"evaluator: {result['evaluator']}{' (tiled)' if result.get('tiled') else ''}, "
               f"{result.get('images', '?')} images in {result.get('seconds', 0):.2f} s"]
+    if result.get("screens_id"):
+        tw, th = result["tile"]
+        lines.append(f"screens set {result['screens_id']}: whole screenshots, {tw}x{th} "
+                     f"tiles overlapping by {result['overlap']} px")
     return "\n".join(lines)
 
 
@@ -366,8 +379,13 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
         result["sha256"] = _sha256(weights)
     except FarmError as e:
         result = {"error": str(e), "map": None}
+    if run.eval_screens and not result.get("error"):
+        from farm.eval.screens import screens_record
+        result["screens"] = screens_record(weights, run.eval_screens, cfg_path,
+                                           dialect=settings.darknet_dialect,
+                                           darknet=settings.darknet)
     result.update(base, evaluated_at=time.time())
-    score = map_score(result)
+    score = rank_score(run, result)
     if store.record_evaluation(run_id, {**result, "best_weights": str(
             best_weights_path(settings.runs_dir, run_id))}, score):
         _install_best(store, run_id, weights, iteration,

@@ -108,6 +108,11 @@ class Run:
     #: the base cfg's text as submitted: a run trains what was asked even if the file is
     #: edited later or lives on another machine
     cfg_text: str | None = None
+    #: a screens set (its obj.data) every evaluation also scores, by tiled detection over
+    #: whole screenshots (farm.eval.screens); None: tile mAP only
+    eval_screens: str | None = None
+    #: what picks the run's best checkpoint: "map50" (tile mAP) or "screens_map50"
+    rank_by: str = "map50"
 
     @property
     def current(self) -> Attempt | None:

@@ -38,14 +38,22 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
                sweep: str | None = None, eval_every: int = 1000,
                task_id: str | None = None, origin: str | None = None,
-               queue: str | None = None, cfg_text: str | None = None) -> Run:
+               queue: str | None = None, cfg_text: str | None = None,
+               eval_screens: str | None = None, rank_by: str = "map50") -> Run:
     """Check what can be checked on the submitting host and record the run as queued.
 
     `origin` names the host whose files `data` and `weights` are: a worker on another
     host fetches them first. Checked here when that is this host; else the caller checks
     they exist there. `cfg_text`: the cfg as read where the work was submitted (a sweep),
-    instead of reading `cfg` here."""
+    instead of reading `cfg` here. `eval_screens`: a screens set every evaluation also
+    scores (its obj.data; checked here), `rank_by` "screens_map50" ranks on it."""
     remote = origin is not None and origin != settings.host_name
+    if eval_screens is not None and sweep is None:  # a sweep's spec checked its own
+        from farm.datasets.screens import open_screens
+        eval_screens = open_screens(eval_screens).obj_data
+    elif rank_by != "map50":
+        raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
+                       hint="give --eval-screens DATA (a `--kind screens` package)")
     data_path = data if remote else _must_exist(data, "obj.data")
     cfg_path = os.path.abspath(cfg) if cfg_text is not None else _must_exist(cfg, "cfg")
     weights_path = (weights if remote else _must_exist(weights, "start weights file")
@@ -65,7 +73,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
               max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
               task_id=task_id, origin=origin, queue=queue,
-              cfg_text=cfg_text)
+              cfg_text=cfg_text, eval_screens=eval_screens, rank_by=rank_by)
     store.ping()
     store.save_run(run)
     return run

@@ -37,9 +37,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--queue", metavar="QUEUE", help="Queue to train on (default gpu; host.<name> pins a host).")
 @click.option("--host", "on_host", metavar="HOST", help="Train on this inventory host (queue host.HOST).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 0 only if it completed.")
+@click.option("--eval-screens", "eval_screens", metavar="DATA",
+              help="A screens set (`farm dataset package --kind screens`): every evaluation "
+                   "also scores it, and the run's best weights are the best on it.")
 @pass_ctx
 def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_host,
-          wait) -> int:
+          wait, eval_screens) -> int:
     """Queue a darknet training run of DATA (obj.data) and CFG, from WEIGHTS if given.
 
     DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
@@ -66,7 +69,9 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
     task_id = str(uuid.uuid4())
     run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
                      overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue)
+                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
+                     eval_screens=eval_screens,
+                     rank_by="screens_map50" if eval_screens else "map50")
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id)
@@ -186,6 +191,36 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     if run.checkpoints:
         click.echo(f"  checkpoints: {len(good)} finite, {len(bad)} poisoned (after nan); "
                    f"newest good: {run.good_checkpoint or '-'}")
+    _echo_evaluations(run, store.evaluations(run.id), store.best_evaluation(run.id))
+
+
+def _echo_evaluations(run: Run, evaluations: list[dict], best: dict | None) -> None:
+    """Tile mAP and screens mAP side by side: the best checkpoint and the newest one."""
+    if not evaluations:
+        return
+    ranked = "screens mAP" if run.rank_by == "screens_map50" else "tile mAP"
+    click.echo(f"  evaluations: {len(evaluations)}, ranked by {ranked}"
+               + (f" on {run.eval_screens}" if run.eval_screens else ""))
+    for what, e in (("best", best), ("newest", evaluations[-1])):
+        if e:
+            click.echo(f"    {what + ':':<8} iteration {e['iteration']}: {_maps(e)}")
+
+
+def _maps(e: dict) -> str:
+    if e.get("error"):
+        return f"not evaluated: {e['error']}"
+    text = f"tile mAP {_pct(e.get('map'))}"
+    screens = e.get("screens")
+    if isinstance(screens, dict):
+        text += (f", screens mAP {_pct(screens.get('map'))}" if not screens.get("error")
+                 else f", screens not evaluated: {screens['error']}")
+        if not screens.get("error"):
+            text += f" (TP {screens.get('tp')}, FP {screens.get('fp')}, FN {screens.get('fn')})"
+    return text
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{float(value) * 100:.2f} %"
 
 
 @click.command()

@@ -35,7 +35,8 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
         width/height: [320, 416]
       concurrency: 2
       budget: {iterations: 2000}
-      objective: map50            # or min_avg_loss where no mAP exists
+      objective: map50            # or min_avg_loss where no mAP exists, or
+                                  # screens_map50 with eval: {screens: shots/}
       early_stopping: {zero_map_after: 1000, median: {grace: 500}}
 
     \b
@@ -121,14 +122,18 @@ def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
     for warning in sw.warnings:
         click.echo(f"  warning: {warning}")
     recipes = spec.recipe is not None  # then each trial's dataset id is a column
+    side = spec.eval_screens is not None  # tile mAP and screens mAP side by side
     click.echo(f"{'RANK':>4} {'TRIAL':>5} {'RUN':<16} {'STATE':<10} {label:>10} {'AT':>6} "
-               f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  "
+               + (f"{'TILE MAP':>9} {'SCREENS':>9} " if side else "")
+               + f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  "
                + (f"{'DATASET':<16}  " if recipes else "") + "PARAMS")
     for r in rows:
         at = "-" if r.best_iteration is None else str(r.best_iteration)
         restarts = f"{r.restarts}" + (f" ({r.divergences} nan)" if r.divergences else "")
+        maps = (f"{ctl.format_value('map50', r.tile_map):>9} "
+                f"{ctl.format_value('map50', r.screens_map):>9} ") if side else ""
         click.echo(f"{r.rank or '-':>4} {r.trial:>5} {r.run_id or '-':<16} {r.state:<10} "
-                   f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} "
+                   f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} {maps}"
                    f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
                    + (f"{r.dataset or '-':<16}  " if recipes else "")
                    + ctl.describe(r.params))

@@ -8,6 +8,7 @@ about ten iterations while 0.01 stays finite (measured with darknet 0.0.0+git201
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -135,3 +136,35 @@ def micro_dataset(root: str | os.PathLike, *, images: int = 16, size: int = 64,
     data.write_text(f"classes = 1\ntrain = {root / 'train.txt'}\nvalid = {root / 'valid.txt'}\n"
                     f"names = {root / 'obj.names'}\nbackup = {root / 'backup'}\n")
     return data
+
+
+def random_weights(cfg_path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
+                   dialect: str = "alexeyab") -> Path:
+    """A darknet weights file for a cfg, never trained: He-initialised kernels, batch norm
+    at identity (scale 1, mean 0, variance 1), zero biases. For benchmarks and tests that
+    need a network of a given shape, not a good one (a cfg darknet here cannot train)."""
+    from farm.darknet.cfg import Cfg, atoi
+    from farm.darknet.weights import layer_weight_counts
+    cfg = Cfg.load(cfg_path)
+    counts = layer_weight_counts(cfg, dialect=dialect)
+    if counts is None:
+        raise ValueError(f"{cfg_path}: a layer cannot be sized")
+    rng = np.random.default_rng(seed)
+    parts = [struct.pack("<iiiQ", 0, 2, 5, 0)]
+    for layer, count in zip(cfg.layers, counts):
+        if not count:
+            continue
+        if layer.name not in ("convolutional", "conv"):
+            raise ValueError(f"{cfg_path}: random weights for [{layer.name}] are not written")
+        n = atoi(layer.get("filters", "1"))
+        bn = bool(atoi(layer.get("batch_normalize", "0")))
+        kernel = count - n - (3 * n if bn else 0)
+        parts.append(np.zeros(n, np.float32).tobytes())
+        if bn:
+            parts += [np.ones(n, np.float32).tobytes(), np.zeros(n, np.float32).tobytes(),
+                      np.ones(n, np.float32).tobytes()]
+        fan_in = kernel // n
+        parts.append((rng.standard_normal(kernel) * np.sqrt(2 / fan_in)).astype(np.float32)
+                     .tobytes())
+    Path(out).write_bytes(b"".join(parts))
+    return Path(out)

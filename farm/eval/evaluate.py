@@ -65,7 +65,7 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
                         conf_thresh: float = mapcalc.CONF_THRESH, tiled: bool = False,
                         tile: tuple[int, int] | None = None, overlap: int | None = None,
                         base_dir: str | os.PathLike | None = None,
-                        clip: bool = False) -> dict[str, Any]:
+                        clip: bool = False, detector=None) -> dict[str, Any]:
     """mAP@iou_thresh, per-class AP and P/R/F1/TP/FP/FN/avg IoU at conf_thresh of
     `weights` on the valid list of `data` (obj.data), as a JSON-able dict.
 
@@ -75,7 +75,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
     objects at their borders).
 
     Refuses (BadInput/FindingsError) weights that do not fit `cfg` and a valid list that
-    fails the dataset lint, before any detection runs.
+    fails the dataset lint, before any detection runs. `detector`: the farm-native
+    evaluator's network, when the caller holds it loaded already (else loaded once per
+    process: farm.eval.detect.shared_detector).
     """
     start = time.monotonic()
     if evaluator not in EVALUATORS:
@@ -108,8 +110,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
         thresholds = dict(names=names, iou_thresh=iou_thresh, conf_thresh=conf_thresh,
                           points=points)
         if evaluator == "opencv":
-            dets, truths = _opencv(cfg, weights, images, found_dialect, tiled, tile, overlap,
-                                   clip)
+            dets, truths = _opencv(detector or shared_detector(cfg, weights,
+                                                               dialect=found_dialect),
+                                   images, found_dialect, tiled, tile, overlap, clip)
         else:
             dets, truths = _darknet_valid(binary, cfg, weights, images, len(names),
                                           found_dialect)
@@ -166,8 +169,7 @@ def _truths(image: str, dialect, size) -> list[mapcalc.Truth]:
     return mapcalc.read_truths(image, label, size=size) if label else []
 
 
-def _opencv(cfg, weights, images, dialect, tiled, tile, overlap, clip):
-    detector = shared_detector(cfg, weights, dialect=dialect)
+def _opencv(detector, images, dialect, tiled, tile, overlap, clip):
     dets, truths = [], []
     for image in images:
         pixels = read_image(image)

@@ -35,10 +35,11 @@ def evaluate_screens(weights: str | os.PathLike, *, screens: str | os.PathLike |
                      tile: tuple[int, int] | None = None, overlap: int | None = None,
                      iou_thresh: float = mapcalc.IOU_THRESH,
                      conf_thresh: float = mapcalc.CONF_THRESH,
-                     points: int = 0) -> dict[str, Any]:
+                     points: int = 0, detector=None) -> dict[str, Any]:
     """mAP@iou_thresh (and P/R/F1 at conf_thresh) of `weights` on a screens set, found by
     tiled detection over each whole screenshot. The result has evaluate_checkpoint's
-    shape plus `screens_id`, `tile` and `overlap`."""
+    shape plus `screens_id`, `tile` and `overlap`. `detector`: a loaded network (else
+    the process's shared one for cfg and weights)."""
     s = screens if isinstance(screens, Screens) else open_screens(screens)
     net = load_cfg(cfg)
     tw, th = tile or (int(net.width or 0), int(net.height or 0))
@@ -47,7 +48,7 @@ def evaluate_screens(weights: str | os.PathLike, *, screens: str | os.PathLike |
     result = evaluate_checkpoint(weights, data=s.obj_data, cfg=cfg, evaluator="opencv",
                                  darknet=darknet, dialect=dialect, points=points,
                                  iou_thresh=iou_thresh, conf_thresh=conf_thresh, tiled=True,
-                                 tile=(tw, th), overlap=overlap)
+                                 tile=(tw, th), overlap=overlap, detector=detector)
     result.update(screens_id=s.id, tile=[tw, th], overlap=overlap)
     return result
 

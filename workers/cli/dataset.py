@@ -114,9 +114,26 @@ def _single_thread() -> None:
               help="Local processes; the output is the same for any number.")
 @click.option("--sheet/--no-sheet", default=True, show_default=True,
               help="Write contact_sheet.png of the first images.")
+@click.option("--from-screens", "from_screens", metavar="DATA",
+              help="Learn from a screens set: its screenshots (marks painted out) as "
+                   "backgrounds, its marks as templates, its mark sizes reproduced.")
 def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_key,
-              backgrounds, negatives, workers, sheet) -> None:
-    """Synthesize N images with "×" marks pasted at true scale, and their labels."""
+              backgrounds, negatives, workers, sheet, from_screens) -> None:
+    """Synthesize N images with "×" marks pasted at true scale, and their labels.
+
+    \b
+    From the user's own labelled screenshots (a `--kind screens` package):
+      farm dataset synth out/syn -n 3000 --from-screens ~/datasets/<id> --canvas 416x416
+    """
+    if from_screens:
+        given = [flag for flag, v in (("--mark-px", mark_px), ("--background", backgrounds),
+                                      ("--colour-key", colour_key)) if v]
+        if given:
+            raise BadInput(f"{', '.join(given)} cannot be used with --from-screens: the "
+                           "screens give the backgrounds and the marks' sizes",
+                           hint="drop them, or synthesize without --from-screens")
+        return _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives,
+                                   workers, sheet, from_screens)
     data = _load_spec(spec_file)
     if canvas:
         data["canvas"] = list(_size(canvas, "--canvas"))
@@ -151,6 +168,55 @@ def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_ke
         synth.contact_sheet([(Path(out_dir) / "images" / f"{s}.jpg",
                               Path(out_dir) / "labels" / f"{s}.txt") for s in names], out)
         click.echo(f"contact sheet: {out} (look at it before training)")
+
+
+def _from_screens_chunk(args) -> int:
+    """One worker process's share of a synthesis from screens (prepared already)."""
+    from farm.datasets import fromscreens
+    spec_dict, out_dir, n, seed, start, count = args
+    fromscreens.synthesize_from_screens(None, out_dir, n, seed,
+                                        fromscreens.ScreenSynthSpec.from_dict(spec_dict),
+                                        start=start, count=count, prepared=True)
+    return count
+
+
+def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
+                        sheet, from_screens) -> None:
+    from farm.datasets import fromscreens
+    from farm.datasets.screens import open_screens
+    data = _load_spec(spec_file)
+    if canvas:
+        data["canvas"] = list(_size(canvas, "--canvas"))
+    if templates:
+        data["templates"] = list(templates)
+    if negatives is not None:
+        data["negatives"] = negatives
+    if n < 1 or workers < 1:
+        raise BadInput("--count and --workers must be at least 1", hint="e.g. -n 1000 --workers 4")
+    spec = fromscreens.ScreenSynthSpec.from_dict(data, path=spec_file)
+    screens = open_screens(from_screens)
+    prep = fromscreens.prepare(screens, Path(out_dir), spec.templates)
+    for note in prep.notes:
+        click.echo(f"farm: {note}", err=True)
+    with _progress(n, "synth") as bar:
+        jobs = [(spec.to_dict(), out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
+        if workers == 1:
+            for job in jobs:
+                bar.update(_from_screens_chunk(job))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_single_thread) as pool:
+                for done in pool.imap_unordered(_from_screens_chunk, jobs):
+                    bar.update(done)
+    click.echo(f"{n} images in {Path(out_dir) / 'images'}, labels in {Path(out_dir) / 'labels'}"
+               f" (painted screens in {Path(out_dir) / 'backgrounds'}, marks in "
+               f"{Path(out_dir) / 'templates'})")
+    report = fromscreens.size_report(prep.sizes)["long_side_px"]
+    click.echo(f"mark sizes from {len(prep.sizes)} labelled marks (long side, screen px): "
+               + ", ".join(f"{k} {v:g}" for k, v in report.items()))
+    if sheet:
+        out = fromscreens.write_sheet(out_dir, prep, n, spec.canvas)
+        click.echo(f"contact sheet: {out} (its caption gives the size distributions)")
 
 
 # --------------------------------------------------------------------------- import-voc

@@ -49,7 +49,7 @@ def package_screens(sources: Sequence[str | os.PathLike], root: str | os.PathLik
     with tempfile.TemporaryDirectory(prefix="farm-screens-") as tmp:
         folders, warnings = [], []
         for k, src in enumerate(sources):
-            if _is_labelimg(Path(src)):
+            if is_labelimg(Path(src)):
                 if names is None:
                     raise BadInput("a labelImg folder needs the class names", path=str(src),
                                    hint="pass --names obj.names (the classes you labelled)")
@@ -65,7 +65,7 @@ def package_screens(sources: Sequence[str | os.PathLike], root: str | os.PathLik
     return replace(result, warnings=tuple(warnings) + result.warnings)
 
 
-def _is_labelimg(folder: Path) -> bool:
+def is_labelimg(folder: Path) -> bool:
     """A folder of images with Pascal-VOC XML (labelImg's layout), not YOLO labels."""
     if not folder.is_dir() or (folder / "labels").is_dir():
         return False

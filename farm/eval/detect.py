@@ -38,7 +38,7 @@ from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
 from farm.errors import BadInput, FarmError, FindingsError
-from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms
+from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_part
 
 __all__ = ["DnnDetector", "Found", "nms", "NMS_THRESH"]  # nms: the farm's one (farm.eval.nms)
 
@@ -169,8 +169,8 @@ class DnnDetector:
         if w < tw or h < th:  # pad once: every crop is then a whole tile
             image = cv2.copyMakeBorder(image, 0, max(th - h, 0), 0, max(tw - w, 0),
                                        cv2.BORDER_CONSTANT, value=PAD_VALUE)
-        origins = np.array([(x, y) for y in tile_positions(h, th, overlap)
-                            for x in tile_positions(w, tw, overlap)], np.int64)
+        xs, ys = tile_positions(w, tw, overlap), tile_positions(h, th, overlap)
+        origins = np.array([(x, y) for y in ys for x in xs], np.int64)
         parts = []
         for start in range(0, len(origins), TILE_BATCH):
             chunk = origins[start:start + TILE_BATCH]
@@ -187,7 +187,8 @@ class DnnDetector:
         real = (inside_w >= MIN_BOX_PX) & (inside_h >= MIN_BOX_PX)
         boxes, scores, tiles = boxes[real], scores[real], tiles[real]
         cut = cut_by_inner_edge(boxes, origins[tiles], (tw, th), (w, h))
-        return _found(boxes, merge_tiles(boxes, scores, tiles, cut, self.nms))
+        inside = own_part(boxes, origins[tiles], xs, ys, (tw, th))
+        return _found(boxes, merge_tiles(boxes, scores, tiles, cut, inside, self.nms))
 
     def raw_tiles(self, tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (tile pixels) and class scores above the threshold of equally sized

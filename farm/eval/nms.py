@@ -11,11 +11,15 @@ screenshot. `merge_tiles` is the rule for a screenshot cut into overlapping tile
 3. NMS across the tiles: a mark (or a false positive) seen whole by two tiles in their
    overlap is one box.
 
-Everything is vectorised: an undertrained network leaves tens of thousands of boxes above
-darknet's 0.005 threshold on a screenshot's tiles.
+An undertrained network leaves tens of thousands of boxes above darknet's 0.005 threshold
+on a screenshot's tiles, so the work is kept to where it can matter: each tile's NMS runs
+in OpenCV (NMSBoxes: the same greedy rule in C++); across tiles only pairs from two tiles
+are measured, and of those only pairs with a box outside its tile's own part (the part
+no other tile sees): two boxes each inside its own tile's part cannot meet.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 NMS_THRESH = 0.45  # darknet's detector map / valid / test
@@ -25,6 +29,9 @@ CUT_MARGIN = 2.0
 COVERED = 0.5
 #: … provided the whole box has at least this share of the cut one's confidence
 AS_CONFIDENT = 0.25
+#: boxes of one group up to which OpenCV's NMSBoxes (quadratic, in C++) does the greedy
+#: pass; above it the sweep below, whose work grows with the overlaps only
+OPENCV_NMS_MAX = 4000
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float = NMS_THRESH, *,
@@ -34,14 +41,40 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float = NMS_THRESH, *,
 
     `boxes` are (N, 4) centre and size, `scores` (N, classes). With `groups` (N ints),
     only boxes of one group suppress each other (the tiles of a screenshot in one call).
-    The overlapping pairs are found in vectorised blocks first; the greedy pass then only
-    visits each box's few neighbours.
+    Among equal scores the earlier box wins (a stable order), in both engines.
     """
     scores = scores.copy()
-    n = len(boxes)
-    if n == 0:
+    if len(boxes) == 0:
         return scores
-    first, second = overlapping_pairs(boxes, thresh, groups=groups)
+    if groups is None:
+        members = [np.arange(len(boxes))]
+    else:
+        order = np.argsort(groups, kind="stable")
+        members = np.split(order, np.nonzero(np.diff(groups[order]))[0] + 1)
+    rects = np.column_stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2,
+                             boxes[:, 2], boxes[:, 3]]).astype(np.float64)
+    for idx in members:
+        if len(idx) > OPENCV_NMS_MAX:
+            first, second = overlapping_pairs(boxes[idx], thresh)
+            scores[idx] = greedy(scores[idx], first, second)
+            continue
+        for c in range(scores.shape[1]):
+            alive = idx[scores[idx, c] > 0]
+            if len(alive) < 2:
+                continue
+            keep = cv2.dnn.NMSBoxes(rects[alive], scores[alive, c].astype(np.float32), 0.0,
+                                    thresh)
+            dropped = np.ones(len(alive), bool)
+            dropped[np.asarray(keep, np.int64).reshape(-1)] = False
+            scores[alive[dropped], c] = 0
+    return scores
+
+
+def greedy(scores: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The greedy pass of NMS given the pairs (both orders) that overlap too much: per
+    class, best first, a box still alive zeroes its later partners. New scores."""
+    scores = scores.copy()
+    n = len(scores)
     for c in range(scores.shape[1]):
         s = scores[:, c]
         order = np.argsort(-s, kind="stable")
@@ -64,48 +97,60 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float = NMS_THRESH, *,
 
 
 def overlapping_pairs(boxes: np.ndarray, thresh: float, *, over: str = "union",
-                      groups: np.ndarray | None = None, block: int = 1024
+                      query: np.ndarray | None = None, block: int = 1 << 16
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j), both orders, of boxes whose intersection over their union
-    (`over="union"`: IoU) or over the smaller area (`over="smaller"`) is above `thresh`;
-    with `groups`, only pairs within one group.
+    """Index pairs (i, j) of boxes whose intersection over their union (`over="union"`:
+    IoU) or over the smaller area (`over="smaller"`) is above `thresh`: both orders, or
+    with `query` (a mask) the pairs with i a query box (both orders when j is one too).
 
-    A sweep along the longer side of the boxes' spread: with the boxes sorted by their
-    leading edge, a box can only overlap the ones whose leading edge lies within its own
-    extent, so only those pairs are measured. Groups are laid side by side along that
-    axis, so boxes of two groups are never even candidates.
+    A sweep along the longer side of the boxes' spread: two boxes overlap only if one's
+    leading edge lies within the other's extent, so each box is measured against the
+    boxes that start within it, and (with `query`) against the boxes it starts within.
     """
+    n = len(boxes)
     x0, y0 = boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2
     x1, y1 = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
-    area = boxes[:, 2] * boxes[:, 3]
-    if np.ptp(y0) > np.ptp(x0):
+    if n and np.ptp(y0) > np.ptp(x0):
         x0, y0, x1, y1 = y0, x0, y1, x1
-    lead, tail = x0, x1
-    if groups is not None:
-        shift = groups * (float(x1.max() - x0.min()) + 1.0)
-        lead, tail = x0 + shift, x1 + shift
-    by_x = np.argsort(lead, kind="stable")
-    ends = np.searchsorted(lead[by_x], tail[by_x], side="left")  # first leading edge past it
-    firsts, seconds = [], []
-    for start in range(0, len(boxes), block):
-        pos = np.arange(start, min(start + block, len(boxes)))
-        counts = np.maximum(ends[pos] - pos - 1, 0)
-        if not counts.sum():
-            continue
-        a = np.repeat(pos, counts)
-        b = a + 1 + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        i, j = by_x[a], by_x[b]
-        iw = np.minimum(x1[i], x1[j]) - np.maximum(x0[i], x0[j])
-        ih = np.minimum(y1[i], y1[j]) - np.maximum(y0[i], y0[j])
+    by = np.argsort(x0, kind="stable")
+    lead = x0[by]
+    queries = np.arange(n) if query is None else np.nonzero(query)[0]
+    # boxes j starting within query q: lead_q <= lead_j < tail_q
+    start = np.searchsorted(lead, x0[queries], side="left")
+    i, j = _expand(queries, start, np.searchsorted(lead, x1[queries], side="left"), by)
+    if query is not None:  # query q starting within box j: lead_j < lead_q < tail_j
+        q_by = queries[np.argsort(x0[queries], kind="stable")]
+        q_lead = x0[q_by]
+        jj, ii = _expand(np.arange(n), np.searchsorted(q_lead, x0, side="right"),
+                         np.searchsorted(q_lead, x1, side="left"), q_by)
+        i, j = np.concatenate([i, ii]), np.concatenate([j, jj])
+    i, j = i[i != j], j[i != j]
+    hits = []
+    for k in range(0, len(i), block):
+        a, b = i[k:k + block], j[k:k + block]
+        iw = np.minimum(x1[a], x1[b]) - np.maximum(x0[a], x0[b])
+        ih = np.minimum(y1[a], y1[b]) - np.maximum(y0[a], y0[b])
         inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-        base = area[i] + area[j] - inter if over == "union" else np.minimum(area[i], area[j])
+        area_a, area_b = boxes[a, 2] * boxes[a, 3], boxes[b, 2] * boxes[b, 3]
+        base = area_a + area_b - inter if over == "union" else np.minimum(area_a, area_b)
         with np.errstate(divide="ignore", invalid="ignore"):
-            hit = inter / base > thresh
-        firsts += [i[hit], j[hit]]
-        seconds += [j[hit], i[hit]]
-    if not firsts:
+            hits.append(inter / base > thresh)
+    hit = np.concatenate(hits) if hits else np.zeros(0, bool)
+    i, j = i[hit], j[hit]
+    if query is None:  # each pair was found once, from the box that starts first
+        i, j = np.concatenate([i, j]), np.concatenate([j, i])
+    return i, j
+
+
+def _expand(owners: np.ndarray, starts: np.ndarray, ends: np.ndarray, table: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, table[k]) for every k in [start, end) of each owner."""
+    counts = np.maximum(ends - starts, 0)
+    total = int(counts.sum())
+    if not total:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(firsts), np.concatenate(seconds)
+    offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return np.repeat(owners, counts), table[offsets + np.arange(total)]
 
 
 def cut_by_inner_edge(boxes: np.ndarray, origins: np.ndarray, tile: tuple[int, int],
@@ -122,6 +167,23 @@ def cut_by_inner_edge(boxes: np.ndarray, origins: np.ndarray, tile: tuple[int, i
             | ((tx + tw < w) & (x1 >= tx + tw - m)) | ((ty + th < h) & (y1 >= ty + th - m)))
 
 
+def own_part(boxes: np.ndarray, origins: np.ndarray, xs: list[int], ys: list[int],
+             tile: tuple[int, int]) -> np.ndarray:
+    """Which boxes lie wholly inside the part of their tile that no other tile covers,
+    for tiles on the grid of starts `xs` by `ys` (farm.datasets.tile.tile_positions)."""
+    tw, th = tile
+    parts = []
+    for starts, size, col in ((xs, tw, 0), (ys, th, 1)):
+        starts = np.asarray(starts)
+        k = np.searchsorted(starts, origins[:, col])
+        lo = np.where(k > 0, starts[np.maximum(k - 1, 0)] + size, starts[k])
+        hi = np.where(k + 1 < len(starts), starts[np.minimum(k + 1, len(starts) - 1)],
+                      starts[k] + size)
+        c, half = boxes[:, col], boxes[:, col + 2] / 2
+        parts.append((c - half >= lo) & (c + half <= hi))
+    return parts[0] & parts[1]
+
+
 def drop_cut_duplicates(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray) -> np.ndarray:
     """Zero a cut box's class score where a whole box of that class, about as confident,
     mostly overlaps it (over the smaller area): the same mark, seen whole by the
@@ -130,9 +192,9 @@ def drop_cut_duplicates(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray) 
     scores = scores.copy()
     if not cut.any():
         return scores
-    i, j = overlapping_pairs(boxes, COVERED, over="smaller")
-    keep = cut[i] & ~cut[j]
-    i, j = i[keep], j[keep]
+    i, j = overlapping_pairs(boxes, COVERED, over="smaller", query=cut)
+    whole = ~cut[j]
+    i, j = i[whole], j[whole]
     for c in range(scores.shape[1]):
         mine, theirs = scores[i, c], scores[j, c]
         hit = (mine > 0) & (theirs >= AS_CONFIDENT * mine)
@@ -141,12 +203,19 @@ def drop_cut_duplicates(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray) 
 
 
 def merge_tiles(boxes: np.ndarray, scores: np.ndarray, tiles: np.ndarray, cut: np.ndarray,
-                thresh: float = NMS_THRESH) -> np.ndarray:
+                inside: np.ndarray | None = None, thresh: float = NMS_THRESH) -> np.ndarray:
     """The scores left when the boxes of overlapping tiles become one screenshot's
-    (module docstring). `tiles`: each box's tile number; `cut`: cut_by_inner_edge."""
+    (module docstring). `tiles`: each box's tile number; `cut`: cut_by_inner_edge;
+    `inside`: own_part (None: every box may meet another tile's)."""
     scores = nms(boxes, scores, thresh, groups=tiles)
     alive = np.nonzero(scores.max(axis=1) > 0)[0] if len(scores) else np.zeros(0, np.int64)
-    kept = drop_cut_duplicates(boxes[alive], scores[alive], cut[alive])
+    b, t = boxes[alive], tiles[alive]
+    s = drop_cut_duplicates(b, scores[alive], cut[alive])
+    reach = np.ones(len(alive), bool) if inside is None else ~inside[alive]
+    i, j = overlapping_pairs(b, thresh, query=reach)
+    apart = t[i] != t[j]  # boxes of one tile were suppressed (or not) by its own NMS
+    pairs = np.unique(np.concatenate([np.column_stack([i, j]), np.column_stack([j, i])])[
+        np.concatenate([apart, apart])], axis=0).reshape(-1, 2)
     out = np.zeros_like(scores)
-    out[alive] = nms(boxes[alive], kept, thresh)
+    out[alive] = greedy(s, pairs[:, 0], pairs[:, 1])
     return out

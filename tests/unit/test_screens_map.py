@@ -91,7 +91,7 @@ def test_without_the_merge_the_same_case_scores_differently(case):
     import farm.eval.detect as detect
     real = detect.merge_tiles
     try:
-        detect.merge_tiles = lambda boxes, scores, tiles, cut, thresh: scores
+        detect.merge_tiles = lambda boxes, scores, *rest: scores
         naive = evaluate_screens(weights, screens=screens, cfg=cfg, overlap=16,
                                  detector=detector)
     finally:

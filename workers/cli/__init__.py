@@ -123,8 +123,8 @@ def cli(ctx: click.Context, config_file, data_dir, redis_url, darknet) -> None:
 
 
 def _register() -> None:
-    from workers.cli import evalcmd, farmctl, runs
-    for group in (runs, farmctl, evalcmd):
+    from workers.cli import acceptance, evalcmd, farmctl, runs
+    for group in (runs, farmctl, evalcmd, acceptance):
         for command in group.COMMANDS:
             cli.add_command(command)
     import importlib

@@ -181,7 +181,8 @@ def report(plan: Plan, sweep: dict, rows: list[dict]) -> dict:
         trials.append({"trial": r["trial"], "run_id": r["run_id"], "params": r["params"],
                        "state": r["state"], "screens_map50": r.get("screens_map"),
                        "tile_map50": r.get("tile_map"), "gpu_hours": wall / 3600,
-                       "iterations": r["iterations"], "restarts": r["restarts"]})
+                       "iterations": r["iterations"], "restarts": r["restarts"],
+                       "note": r.get("note", "")})
     ranked = [r for r in rows if r.get("rank")]
     best = ranked[0] if ranked else None
     value = best.get("screens_map") if best else None
@@ -207,7 +208,8 @@ def format_report(r: dict) -> list[str]:
         lines.append(f"  trial {t['trial']} {t['state']:<10} "
                      f"{' '.join(f'{k}={v}' for k, v in t['params'].items())}: held-out screens "
                      f"mAP {_pct(t['screens_map50'])}, tile mAP {_pct(t['tile_map50'])}, "
-                     f"{t['gpu_hours']:.3f} GPU-h")
+                     f"{t['gpu_hours']:.3f} GPU-h"
+                     + (f"\n    {t['note']}" if t["note"] and t["state"] != "completed" else ""))
     best = r["best"]
     if best is None:
         lines.append("no trial has a held-out screens mAP")

@@ -48,12 +48,12 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     instead of reading `cfg` here. `eval_screens`: a screens set every evaluation also
     scores (its obj.data; checked here), `rank_by` "screens_map50" ranks on it."""
     remote = origin is not None and origin != settings.host_name
+    if eval_screens is None and rank_by != "map50":
+        raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
+                       hint="give --eval-screens DATA (a `--kind screens` package)")
     if eval_screens is not None and sweep is None:  # a sweep's spec checked its own
         from farm.datasets.screens import open_screens
         eval_screens = open_screens(eval_screens).obj_data
-    elif rank_by != "map50":
-        raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
-                       hint="give --eval-screens DATA (a `--kind screens` package)")
     data_path = data if remote else _must_exist(data, "obj.data")
     cfg_path = os.path.abspath(cfg) if cfg_text is not None else _must_exist(cfg, "cfg")
     weights_path = (weights if remote else _must_exist(weights, "start weights file")

@@ -84,7 +84,8 @@ def acceptance(ctx: Context, labelled, names, cfg, weights, out_dir, held_out, i
             return EXIT_FAILED
         time.sleep(2.0)
     sw, _, rows = leaderboard_of(store, sweep.id)
-    figures = acc.report(plan, sw.to_dict(), [r.to_dict() for r in rows])
+    figures = acc.report(plan, {**sw.to_dict(), "state": sw.state.value},
+                         [r.to_dict() for r in rows])
     out = Path(out_dir)
     if figures["best"] is not None:
         export_best(store, sweep.id, out / "best", here=s.host_name)

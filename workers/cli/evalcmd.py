@@ -51,7 +51,8 @@ def _names(path: str | None, classes: int) -> list[str]:
 @click.option("--names", type=click.Path(dir_okay=False), help="obj.names, for labels.")
 @click.option("--tile", "tiled", is_flag=True,
               help="Detect on overlapping network-sized tiles (full-size screenshots).")
-@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size).")
+@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size; "
+              "another size runs the network at it: a multiple of 32).")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default 64).")
 @click.option("--thresh", default=0.25, show_default=True, help="Confidence to report.")
 @click.option("-o", "--out", "out_dir", default="detections", show_default=True,
@@ -101,10 +102,12 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
 @click.option("--screens", metavar="DATA", help="A screens set instead of --data: whole "
                                                 "screenshots, detected tile by tile.")
 @click.option("--overlap", type=int, help="With --screens: tile overlap in pixels "
-                                          "(default: the largest mark, at least 64).")
+                                          "(default: 64, half a small tile, or more to hold "
+                                          "the largest labelled mark whole).")
 @click.option("--cfg", "cfg", required=True, type=click.Path(dir_okay=False))
 @click.option("--tiled", is_flag=True, help="Full screenshots: detect on tiles, then score.")
-@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size).")
+@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size; "
+              "another size runs the network at it: a multiple of 32).")
 @click.option("--points", type=click.Choice(["0", "11", "101"]), default="0",
               show_default=True, help="0: area under curve (darknet's default); 11: VOC2007; "
                                       "101: COCO.")

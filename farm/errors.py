@@ -70,6 +70,11 @@ class HostUnreachable(FarmUnavailable):
     pass
 
 
+class RunFailed(FarmError):
+    """A run ended failed; the message says why. The training task raises it, so Flower
+    and the result backend say FAILURE with the reason, not SUCCESS."""
+
+
 class LeaseLost(FarmError):
     """Another process holds the run: this one must stop its darknet at once."""
 

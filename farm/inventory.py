@@ -21,13 +21,16 @@ from typing import Any, Mapping
 
 import yaml
 
+from farm.darknet.memory import parse_size
 from farm.errors import BadInput, Finding, FindingsError
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
 #: Roles served by the one CPU worker of a host, in queue order.
 CPU_ROLES = ("cpu", "augment", "label", "eval")
-HOST_FIELDS = ("address", "ssh", "roles", "data_dir", "darknet", "gpus")
-DEFAULT_FIELDS = ("ssh", "data_dir", "darknet")
+HOST_FIELDS = ("address", "ssh", "roles", "data_dir", "darknet", "gpus", "gpu_memory",
+               "dialect")
+DEFAULT_FIELDS = ("ssh", "data_dir", "darknet", "dialect")
+DIALECTS = ("alexeyab", "hankai", "pjreddie")
 SSH_FIELDS = ("user", "port", "key", "known_hosts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -58,6 +61,11 @@ class Host:
     darknet: str      # on the host: a name on its PATH or a path
     gpus: int
     line: int         # where the host starts in the inventory file
+    #: memory of each of its GPUs in bytes (`gpu_memory: 80GB`); None: not given
+    gpu_memory: int | None = None
+    #: the dialect of its darknet (`dialect: alexeyab`); None: not given (its worker
+    #: detects it; the head then judges cfgs by their own features)
+    dialect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,7 +334,7 @@ def _defaults(c: _Checker, doc: _Map) -> dict[str, tuple[Any, int]]:
     if d is None:
         return {}
     c.mapping(d, "defaults", DEFAULT_FIELDS, "field")
-    out = {k: (d[k], d.key_lines[k]) for k in ("data_dir", "darknet") if k in d}
+    out = {k: (d[k], d.key_lines[k]) for k in ("data_dir", "darknet", "dialect") if k in d}
     ssh = c.typed(d, "ssh", _Map, "defaults")
     if ssh is not None:
         c.mapping(ssh, "defaults.ssh", SSH_FIELDS, "field")
@@ -392,9 +400,36 @@ def _host(c: _Checker, name: Any, body: Any, line: int, defaults: dict) -> Host 
     darknet = "darknet" if km is None else c.typed(km, "darknet", str,
                                                    where if km is body else "defaults")
     ssh = _ssh(c, body, where, defaults, line)
+    gpu_memory = _gpu_memory(c, body, where, gpus)
+    dm = _merged(body, defaults, "dialect")
+    dialect = None if dm is None else c.typed(dm, "dialect", str,
+                                             where if dm is body else "defaults")
+    if dialect is not None and dialect not in DIALECTS:
+        c.error(dm.key_lines["dialect"], f"{where if dm is body else 'defaults'}: dialect "
+                f"{dialect!r} is not one of {', '.join(DIALECTS)}",
+                "write alexeyab, hankai or pjreddie (Debian's package), or leave it out")
     if len(c.findings) > before or None in (address, roles, gpus, data_dir, darknet, ssh):
         return None
-    return Host(name, address, ssh, tuple(roles), data_dir, darknet, gpus, line)
+    return Host(name, address, ssh, tuple(roles), data_dir, darknet, gpus, line, gpu_memory,
+                dialect)
+
+
+def _gpu_memory(c: _Checker, body: _Map, where: str, gpus: int | None) -> int | None:
+    """`gpu_memory: 80GB` (each GPU's) in bytes; the farm refuses a run whose cfg needs
+    more before it is queued."""
+    if "gpu_memory" not in body:
+        return None
+    raw, line = body["gpu_memory"], body.key_lines["gpu_memory"]
+    size = parse_size(raw) if isinstance(raw, str) else None
+    if size is None:
+        c.error(line, f"{where}: gpu_memory {raw!r} is not a size",
+                "write each GPU's memory with its unit, e.g. `gpu_memory: 24GB`")
+        return None
+    if not gpus:
+        c.error(line, f"{where} has gpu_memory but no gpus", "add `gpus: N`, or remove "
+                                                             "gpu_memory")
+        return None
+    return size
 
 
 def _roles(c: _Checker, body: _Map, where: str, line: int) -> list[str] | None:

@@ -72,6 +72,10 @@ class Settings:
     host_retries: int = 120
     #: Lines of each run's log kept in Redis for `farm logs` from any host.
     log_tail_lines: int = 2000
+    #: Seconds the evaluations of a finished run are waited for (the final checkpoint's
+    #: lands after the run ends): by `--wait`, and by a sweep before it closes. Bounded,
+    #: so an eval worker that died holds nothing for ever.
+    eval_wait: float = 600.0
 
     @property
     def embedded(self) -> bool:

@@ -197,6 +197,12 @@ class Store:
         with translated(self.url):
             return self.r.xrange(_k("run", run_id, "metrics"), min=start, count=count)
 
+    def recent_metrics(self, run_id: str, count: int = 300
+                       ) -> list[tuple[str, dict[str, str]]]:
+        """The newest `count` metric entries, oldest first (speed and ETA)."""
+        with translated(self.url):
+            return self.r.xrevrange(_k("run", run_id, "metrics"), count=count)[::-1]
+
     def log_since(self, run_id: str, seen: int = 0) -> tuple[list[str], int]:
         """Log lines after the first `seen` ever written (as far as the tail still holds
         them), and the new total to pass next time: what `farm logs -f` polls."""
@@ -226,6 +232,15 @@ class Store:
     def evaluations_sent(self, run_id: str) -> set[int]:
         with translated(self.url):
             return {int(x) for x in self.r.smembers(_k("run", run_id, "evalsent"))}
+
+    def pending_evaluations(self, run_id: str) -> set[int]:
+        """Iterations whose evaluation was sent and is not recorded yet (one round trip)."""
+        with translated(self.url):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.smembers(_k("run", run_id, "evalsent"))
+            pipe.hkeys(_k("run", run_id, "evals"))
+            sent, done = pipe.execute()
+        return {int(x) for x in sent} - {int(x) for x in done}
 
     def record_evaluation(self, run_id: str, result: dict[str, Any],
                           score: float | None) -> bool:

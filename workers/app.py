@@ -8,6 +8,7 @@ Queues are named by role (`gpu`, `cpu`, `augment`, `eval`) and by host (`host.<n
 from __future__ import annotations
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 from farm import settings as farm_settings
 
@@ -29,8 +30,40 @@ def host_queue(name: str) -> str:
     return f"host.{name}"
 
 
+class FarmAMQP(AMQP):
+    """What Flower hears when a task is sent (its `task-sent` event).
+
+    Flower lists what its events describe, so two things are settled here, once for
+    every sender (CLI, workers, beat):
+
+    - Housekeeping stays out of the list. `farm.reap` and `farm.sweep.tick_all` run every
+      few seconds on beat (412 ticks and 55 reaps buried 9 trainings in 15 minutes). They
+      are declared with `send_events=False`, which Celery 5.7 honours on the worker
+      (no received/started/succeeded events) but not when sending: `task_send_sent_event`
+      is app-wide and Celery has no per-task `send_sent_event`. So their sent event is
+      dropped here. They remain ordinary task messages (retried, logged by the worker,
+      run wherever a `cpu` worker is), which beat needs no thread of its own for.
+    - A task sent under a display name (`shadow`, e.g. `farm.train <run> <sweep>#<trial>`)
+      is listed by it from the start: Celery puts the registered name in the sent event
+      and the shadow only in the message, so a training still queued showed as a bare
+      `farm.train`.
+    """
+
+    def as_task_v2(self, task_id, name, *args, **kwargs):
+        message = super().as_task_v2(task_id, name, *args, **kwargs)
+        if message.sent_event is None:
+            return message
+        task = self.app.tasks.get(name)
+        if task is not None and not task.send_events:
+            return message._replace(sent_event=None)
+        shadow = message.headers.get("shadow")
+        if shadow:
+            message.sent_event["name"] = shadow
+        return message
+
+
 def make_app(settings: farm_settings.Settings | None = None) -> Celery:
-    app = Celery("farm", include=_existing(TASK_MODULES))
+    app = Celery("farm", include=_existing(TASK_MODULES), amqp=FarmAMQP)
     return configure(app, settings or farm_settings.load())
 
 

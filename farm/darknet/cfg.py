@@ -14,14 +14,14 @@ byte-for-byte until something is changed, and edits touch only the lines they ch
 from __future__ import annotations
 
 import difflib
-import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from farm.darknet.cfgvalues import (NET_KEYS, POLICIES, atof, atoi, value_hint,
+                                    value_problem)
 from farm.errors import BadInput, Finding
 
 # ---------------------------------------------------------------------------------------
@@ -50,52 +50,7 @@ ALEXEYAB_ACTIVATIONS = PJREDDIE_ACTIVATIONS | frozenset(
 
 DETECTION_SECTIONS = ("yolo", "Gaussian_yolo", "region")
 CONV_SECTIONS = ("convolutional", "conv")
-POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
-
-#: [net] keys darknet reads for detector training (AlexeyAB parse_net_options, pjreddie's
-#: and hank-ai's subsets), with the type `--set key=value` must have.
-NET_KEYS: dict[str, str] = {
-    **dict.fromkeys(
-        "batch subdivisions width height channels inputs max_batches burn_in step time_steps "
-        "track augment_speed sequential_subdivisions try_fix_nan weights_reject_freq "
-        "equidistant_point use_cuda_graph dynamic_minibatch optimized_memory adam max_crop "
-        "min_crop flip blur gaussian_noise mixup cutmix mosaic letter_box mosaic_bound "
-        "contrastive contrastive_jit_flip contrastive_color unsupervised attention "
-        "sgdr_cycle sgdr_mult notruth random center".split(), "int"),
-    **dict.fromkeys(
-        "learning_rate learning_rate_min momentum decay power scale gamma angle aspect "
-        "saturation exposure hue label_smooth_eps resize_step adversarial_lr max_chart_loss "
-        "loss_scale ema_alpha workspace_size_limit_MB badlabels_rejection_percentage "
-        "num_sigmas_reject_badlabels B1 B2 eps clip max_ratio min_ratio".split(), "float"),
-    "steps": "ints",
-    "scales": "floats",
-    "seq_scales": "floats",
-    "policy": "policy",
-}
-_POSITIVE = {"batch", "subdivisions", "width", "height", "channels", "max_batches",
-             "learning_rate", "time_steps"}
-_NON_NEGATIVE = {"burn_in", "momentum", "decay", "angle", "hue", "saturation", "exposure",
-                 "power", "gamma"}
-
 _STRIP = str.maketrans("", "", " \t\r\n")
-_INT_PREFIX = re.compile(r"\s*[-+]?\d+")
-_FLOAT_PREFIX = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def atoi(value: str | None) -> int | None:
-    """C atoi(): the leading integer, 0 when there is none; None for a missing value."""
-    if value is None:
-        return None
-    m = _INT_PREFIX.match(value)
-    return int(m.group()) if m else 0
-
-
-def atof(value: str | None) -> float | None:
-    """C atof() on the values darknet reads (leading number, 0.0 when there is none)."""
-    if value is None:
-        return None
-    m = _FLOAT_PREFIX.match(value)
-    return float(m.group()) if m else 0.0
 
 
 def dialect_name(dialect) -> str:
@@ -105,6 +60,22 @@ def dialect_name(dialect) -> str:
         raise BadInput(f"unknown darknet dialect {dialect!r}",
                        hint="use one of: pjreddie, alexeyab, hankai")
     return name
+
+
+def cfg_dialect(cfg: "Cfg") -> str | None:
+    """'alexeyab' when the cfg uses what only AlexeyAB's (and hank-ai's) darknet reads:
+    [route] groups=, their layer types, their activations. Such a cfg, and weights made
+    with it, belong to that dialect whatever darknet is installed where it is checked.
+    None when every dialect reads it alike."""
+    for s in cfg.layers:
+        if s.name == "route" and s.option("groups") is not None:
+            return "alexeyab"
+        if s.name not in PJREDDIE_SECTIONS and s.name in ALEXEYAB_SECTIONS:
+            return "alexeyab"
+        act = s.get("activation")
+        if act is not None and act not in PJREDDIE_ACTIVATIONS and act in ALEXEYAB_ACTIVATIONS:
+            return "alexeyab"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,18 +377,11 @@ def validate_net_overrides(overrides: dict[str, str]) -> dict[str, str]:
         if key not in NET_KEYS:
             raise BadInput(f"--set {key}: not a [net] key darknet reads",
                            hint=_suggest(key, NET_KEYS))
-        problem = _value_problem(key, value)
+        problem = value_problem("net", key, value.translate(_STRIP))
         if problem:
-            raise BadInput(f"--set {key}={value}: {problem}",
-                           hint=f"{key} takes {_TYPE_WORDS[NET_KEYS[key]]}")
+            raise BadInput(f"--set {key}={value}: {problem}", hint=value_hint("net", key))
         clean[key] = value.translate(_STRIP)
     return clean
-
-
-_TYPE_WORDS = {"int": "an integer, e.g. 64", "float": "a number, e.g. 0.001",
-               "ints": "integers separated by commas, e.g. 4800,5400",
-               "floats": "numbers separated by commas, e.g. .1,.1",
-               "policy": "one of " + ", ".join(POLICIES)}
 
 
 def _suggest(key: str, known) -> str:
@@ -429,29 +393,6 @@ def _suggest(key: str, known) -> str:
         return "closest known keys: " + ", ".join(close)
     return "known keys include batch, subdivisions, width, height, learning_rate, burn_in, " \
            "max_batches, steps, scales"
-
-
-def _value_problem(key: str, value: str) -> str | None:
-    kind = NET_KEYS[key]
-    if value == "":
-        return "empty value"
-    try:
-        if kind == "policy":
-            return None if value in POLICIES else f"unknown policy {value!r}"
-        if kind in ("ints", "floats"):
-            parse = int if kind == "ints" else float
-            numbers = [parse(v) for v in value.split(",")]
-            return None if all(math.isfinite(n) for n in numbers) else "not finite"
-        number = int(value) if kind == "int" else float(value)
-    except ValueError:
-        return f"{value!r} is not {_TYPE_WORDS[kind].split(',')[0]}"
-    if not math.isfinite(number):
-        return "not finite"
-    if key in _POSITIVE and number <= 0:
-        return "must be greater than 0"
-    if key in _NON_NEGATIVE and number < 0:
-        return "must not be negative"
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,6 +412,7 @@ def check_cfg(cfg: Cfg, *, training: bool = True, dialect="pjreddie",
     _check_text(cfg, d, out)
     _check_structure(cfg, d, out)
     _check_duplicates(cfg, d, out)
+    _check_values(cfg, out)
     if cfg.net is not None:
         _check_net(cfg, d, training, strict_size, out)
     _check_heads(cfg, d, training, out)
@@ -537,6 +479,20 @@ def _check_net(cfg: Cfg, d: str, training: bool, strict_size: bool,
         _check_schedule(cfg, out)
 
 
+def _check_values(cfg: Cfg, out: list[Finding]) -> None:
+    """Every typed value darknet reads (the first of two equal keys): numbers where it
+    reads numbers, within the range some real network uses (farm.darknet.cfgvalues)."""
+    for section in cfg.sections:
+        name = "net" if section is cfg.net else section.name
+        for opt in section.options:
+            if section.option(opt.key) is not opt:
+                continue
+            problem = value_problem(name, opt.key, opt.value)
+            if problem:
+                _add(out, cfg, opt.line, f"{opt.key}={opt.value} in {section.type} at line "
+                     f"{section.line}: {problem}", value_hint(name, opt.key))
+
+
 def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:
     """darknet's option_find() takes the first of two equal keys; hank-ai refuses them."""
     for section in cfg.sections:
@@ -555,6 +511,9 @@ def _check_size(cfg: Cfg, d: str, strict: bool, out: list[Finding]) -> None:
     for key in ("width", "height"):
         value = cfg._net_int(key)
         line = cfg.net.line_of(key)
+        raw = cfg.net_get(key)
+        if raw is not None and value_problem("net", key, raw):
+            continue  # _check_values says what is wrong with it
         if not value or value <= 0:
             _add(out, cfg, line, f"[net] has no positive {key} ('No input parameters "
                  "supplied')", f"set {key}=416 (a multiple of 32)")

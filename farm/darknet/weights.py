@@ -18,18 +18,21 @@ import struct
 from dataclasses import dataclass
 from itertools import accumulate
 
-from farm.darknet.cfg import Cfg, Section, dialect_name, atoi
+from farm.darknet.cfg import Cfg, Section, atoi, cfg_dialect, dialect_name
 from farm.errors import BadInput, Finding
 
 FLOAT_BYTES = 4
 HEADER_BYTES = 20  # what every current darknet writes (0.2.x: 12 bytes + uint64 seen)
+#: AlexeyAB's and hank-ai's header revision (`0.2.5`); pjreddie's darknet writes `0.2.0`.
+ALEXEYAB_REVISION = 5
+_TEXT_PROBE = 64  # bytes read to tell a text file from weights
 
 #: Layers that store no parameters.
 _NO_WEIGHTS = frozenset(
     "maxpool max avgpool avg local_avgpool local_avg route shortcut upsample yolo "
     "Gaussian_yolo region detection reorg reorg3d dropout softmax soft cost crop activation "
     "logistic l2norm sam scale_channels empty silence".split())
-_PARTIAL_NAME = re.compile(r"\.conv\.\d+$")
+_PARTIAL_NAME = re.compile(r"\.conv\.(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,24 @@ class WeightsHeader:
 
 
 def read_header(path: str | os.PathLike) -> WeightsHeader:
-    """The header of a weights file; BadInput when it is unreadable or too short."""
+    """The header of a weights file; BadInput when it is unreadable, too short, or text
+    (a Git LFS pointer, an HTML error page saved under the weights' name)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
+            head = f.read(_TEXT_PROBE)
     except OSError as e:
         raise BadInput(f"cannot read weights file: {e.strerror}", path=str(path)) from None
+    if not head:
+        raise BadInput("empty weights file (0 bytes): darknet would train from scratch "
+                       "without a word", path=str(path),
+                       hint="copy the file again, or leave WEIGHTS out to train from scratch")
+    text = _text_start(head)
+    if text is not None:
+        lfs = head.startswith(b"version https://git-lfs")
+        raise BadInput(f"a text file, not darknet weights (it starts {text!r})",
+                       path=str(path),
+                       hint="it is a Git LFS pointer: fetch the real file (git lfs pull)"
+                       if lfs else "pass the binary .weights file darknet wrote")
     if len(head) < 12:
         raise BadInput(f"not a darknet weights file: {len(head)} bytes, shorter than the "
                        "12-byte version header", path=str(path),
@@ -60,6 +75,15 @@ def read_header(path: str | os.PathLike) -> WeightsHeader:
                        path=str(path), hint="copy the file again")
     (seen,) = struct.unpack("<Q" if wide else "<I", head[12:size])
     return WeightsHeader(major, minor, revision, seen, size)
+
+
+def _text_start(head: bytes) -> str | None:
+    """The first line of `head` when it is text; None for binary. darknet's header
+    starts with major version 0 (four zero bytes), which no text has."""
+    if any(b < 32 and b not in (9, 10, 13) for b in head):
+        return None
+    line = head.decode("utf-8", errors="replace").strip().splitlines()
+    return (line[0] if line else "")[:60]
 
 
 def iteration_of(path: str | os.PathLike, batch: int, subdivisions: int = 1) -> int:
@@ -81,15 +105,32 @@ def iteration_of(path: str | os.PathLike, batch: int, subdivisions: int = 1) -> 
 # Sizing a cfg
 
 
-@dataclass
-class _Shape:
+@dataclass(frozen=True)
+class Shape:
     h: int
     w: int
     c: int
 
+    @property
+    def size(self) -> int:
+        return self.h * self.w * self.c
 
-def layer_weight_counts(cfg: Cfg, *, dialect="pjreddie") -> list[int] | None:
-    """Float32 parameters per layer, in file order; None when a layer cannot be sized.
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer as darknet builds it: its section, its stored parameters, its input and
+    output shapes (per image)."""
+
+    section: Section
+    params: int
+    inp: Shape
+    out: Shape
+
+
+def layers_of(cfg: Cfg, *, dialect="pjreddie", width: int | None = None,
+              height: int | None = None) -> list[Layer] | None:
+    """The layers darknet builds from `cfg` (at `width`×`height` when given, as after a
+    random resize), in file order; None when a layer cannot be sized here.
 
     The dialect matters: pjreddie ignores `groups=` on [route], so yolov4-tiny's layers
     after a grouped route take twice the channels there.
@@ -98,18 +139,25 @@ def layer_weight_counts(cfg: Cfg, *, dialect="pjreddie") -> list[int] | None:
     net = cfg.net
     if net is None:
         return None
-    shape = _Shape(atoi(net.get("height", "0")), atoi(net.get("width", "0")),
-                   atoi(net.get("channels", "0")))
-    outputs: list[_Shape] = []
-    counts: list[int] = []
-    for i, layer in enumerate(cfg.layers):
-        sized = _size_layer(layer, shape, outputs, i, d)
+    shape = Shape(height or atoi(net.get("height", "0")), width or atoi(net.get("width", "0")),
+                  atoi(net.get("channels", "0")))
+    outputs: list[Shape] = []
+    layers: list[Layer] = []
+    for i, section in enumerate(cfg.layers):
+        sized = _size_layer(section, shape, outputs, i, d)
         if sized is None:
             return None
-        count, shape = sized
-        counts.append(count)
-        outputs.append(shape)
-    return counts
+        count, out = sized
+        layers.append(Layer(section, count, shape, out))
+        outputs.append(out)
+        shape = out
+    return layers
+
+
+def layer_weight_counts(cfg: Cfg, *, dialect="pjreddie") -> list[int] | None:
+    """Float32 parameters per layer, in file order; None when a layer cannot be sized."""
+    layers = layers_of(cfg, dialect=dialect)
+    return None if layers is None else [layer.params for layer in layers]
 
 
 def expected_weights_bytes(cfg: Cfg, *, dialect="pjreddie") -> int | None:
@@ -119,15 +167,15 @@ def expected_weights_bytes(cfg: Cfg, *, dialect="pjreddie") -> int | None:
     return None if counts is None else HEADER_BYTES + FLOAT_BYTES * sum(counts)
 
 
-def _size_layer(layer: Section, inp: _Shape, outputs: list[_Shape], index: int,
-                d: str) -> tuple[int, _Shape] | None:
+def _size_layer(layer: Section, inp: Shape, outputs: list[Shape], index: int,
+                d: str) -> tuple[int, Shape] | None:
     name = layer.name
     if name in ("convolutional", "conv"):
         return _size_conv(layer, inp)
     if name in ("connected", "conn"):
         out = atoi(layer.get("output", "1"))
         bn = 3 * out if atoi(layer.get("batch_normalize", "0")) else 0
-        return out + out * inp.h * inp.w * inp.c + bn, _Shape(1, 1, out)
+        return out + out * inp.h * inp.w * inp.c + bn, Shape(1, 1, out)
     if name == "batchnorm":
         return 3 * inp.c, inp
     if name not in _NO_WEIGHTS:
@@ -143,7 +191,7 @@ _UNSIZABLE_CONV = ("binary", "xnor", "antialiasing", "sway", "rotate", "stretch"
                    "stretch_sway")
 
 
-def _size_conv(layer: Section, inp: _Shape) -> tuple[int, _Shape] | None:
+def _size_conv(layer: Section, inp: Shape) -> tuple[int, Shape] | None:
     if layer.option("share_index") is not None or \
             any(atoi(layer.get(k, "0")) for k in _UNSIZABLE_CONV):
         return None
@@ -156,36 +204,36 @@ def _size_conv(layer: Section, inp: _Shape) -> tuple[int, _Shape] | None:
     dilation = atoi(layer.get("dilation", "1")) if size > 1 else 1
     padding = size // 2 if atoi(layer.get("pad", "0")) else atoi(layer.get("padding", "0"))
     kernel = dilation * (size - 1) + 1
-    out = _Shape((inp.h + 2 * padding - kernel) // stride_y + 1,
+    out = Shape((inp.h + 2 * padding - kernel) // stride_y + 1,
                  (inp.w + 2 * padding - kernel) // stride_x + 1, n)
     bn = 3 * n if atoi(layer.get("batch_normalize", "0")) else 0
     return n + bn + (inp.c // groups) * n * size * size, out
 
 
-def _shape_without_weights(layer: Section, inp: _Shape, outputs: list[_Shape], index: int,
-                           d: str) -> _Shape | None:
+def _shape_without_weights(layer: Section, inp: Shape, outputs: list[Shape], index: int,
+                           d: str) -> Shape | None:
     name = layer.name
     if name in ("maxpool", "max"):
         stride = atoi(layer.get("stride", "1")) or 1
         size = atoi(layer.get("size", str(stride)))
         padding = atoi(layer.get("padding", str(size - 1)))
-        return _Shape((inp.h + padding - size) // stride + 1,
+        return Shape((inp.h + padding - size) // stride + 1,
                       (inp.w + padding - size) // stride + 1, inp.c)
     if name in ("avgpool", "avg"):
-        return _Shape(1, 1, inp.c)
+        return Shape(1, 1, inp.c)
     if name == "route":
         return _route_shape(layer, outputs, index, d)
     if name == "upsample":
         s = atoi(layer.get("stride", "2")) or 1
-        return _Shape(inp.h // -s, inp.w // -s, inp.c) if s < 0 else \
-            _Shape(inp.h * s, inp.w * s, inp.c)
+        return Shape(inp.h // -s, inp.w // -s, inp.c) if s < 0 else \
+            Shape(inp.h * s, inp.w * s, inp.c)
     if name in ("reorg", "reorg3d"):
         s = atoi(layer.get("stride", "1")) or 1
-        return _Shape(inp.h // s, inp.w // s, inp.c * s * s)
+        return Shape(inp.h // s, inp.w // s, inp.c * s * s)
     return inp
 
 
-def _route_shape(layer: Section, outputs: list[_Shape], index: int, d: str) -> _Shape | None:
+def _route_shape(layer: Section, outputs: list[Shape], index: int, d: str) -> Shape | None:
     refs = [atoi(v) for v in layer.get("layers", "").split(",") if v.strip()]
     refs = [r + index if r < 0 else r for r in refs]
     if not refs or any(not 0 <= r < index for r in refs):
@@ -194,7 +242,7 @@ def _route_shape(layer: Section, outputs: list[_Shape], index: int, d: str) -> _
     c = sum(s.c for s in shapes)
     if d != "pjreddie":  # pjreddie ignores groups= ("Unused field")
         c //= max(atoi(layer.get("groups", "1")), 1)
-    return _Shape(shapes[0].h, shapes[0].w, c)
+    return Shape(shapes[0].h, shapes[0].w, c)
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,13 +250,21 @@ def _route_shape(layer: Section, outputs: list[_Shape], index: int, d: str) -> _
 
 
 def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = True,
-                  dialect="pjreddie") -> list[Finding]:
+                  dialect=None, reader=None) -> list[Finding]:
     """Whether the weights file at `path` fits `cfg`; every problem as a Finding.
 
-    Refused: an unreadable or short header, a truncated file, weights written for another
+    Refused: an empty, text or short file, a truncated one, weights written for another
     cfg (a size no prefix of this cfg's layers has), and, for inference, `*.conv.N`
     partial files (a pretrained backbone only: its detection heads are missing). For
-    training, a file holding the first N layers of the cfg is a valid start.
+    training, the first N layers of the cfg are a valid start when darknet partial made
+    them (`seen` is 0, and a `.conv.N` name says N); a training checkpoint cut at a layer
+    boundary is a truncated copy.
+
+    The sizes are counted as the darknet that wrote the file builds the network:
+    `dialect` when known (the run's recorded one), else from the file and the cfg (see
+    `weights_dialects`), never from the darknet installed here. `reader`: the dialect of
+    the program that will load them, when its network differs (pjreddie ignores [route]
+    groups=; OpenCV honours them like AlexeyAB).
     """
     path = os.fspath(path)
     try:
@@ -229,20 +285,69 @@ def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = Tr
                            "layers (a backbone), not the detection heads: it detects nothing",
                            "use it to start training; for detection use a trained "
                            "_best/_final/_last weights file"))
-    counts = layer_weight_counts(cfg, dialect=dialect)
-    if counts is None:
-        out.append(Finding(path, None, f"{cfg.path} has a layer type whose weights cannot be "
-                           "sized here, so the file size was not checked",
-                           "check it by loading it with darknet", "warning"))
-        return out
-    problem = _size_problem(size - header.header_size, counts, cfg, for_inference)
-    if problem:
-        out.append(Finding(path, None, *problem))
+    fit = None
+    problems: list[tuple[str, str]] = []
+    for d, counts in _layouts(cfg, weights_dialects(header, cfg, dialect)):
+        if counts is None:
+            out.append(Finding(path, None, f"{cfg.path} has a layer type whose weights "
+                               "cannot be sized here, so the file size was not checked",
+                               "check it by loading it with darknet", "warning"))
+            return out
+        problem = _size_problem(size - header.header_size, counts, cfg, for_inference,
+                                header, os.path.basename(path))
+        if problem is None:
+            fit = d
+            break
+        problems.append(problem)
+    if fit is None:
+        out.append(Finding(path, None, *problems[0]))
+    elif reader is not None and _counts(cfg, reader) != _counts(cfg, fit):
+        out.append(Finding(path, None, f"laid out for the network {_WHO[_family(fit)]} "
+                           f"builds from {cfg.path}; {_WHO[_family(reader)]} builds another "
+                           "one from it ([route] groups= " + ("ignored" if _family(reader)
+                                                             == "pjreddie" else "honoured")
+                           + "), so the weights would land in the wrong layers",
+                           "evaluate with --evaluator opencv (it reads AlexeyAB's layout), "
+                           "or with the darknet that trained them"))
     return out
 
 
-def _size_problem(payload: int, counts: list[int], cfg: Cfg,
-                  for_inference: bool) -> tuple[str, str] | None:
+_WHO = {"pjreddie": "pjreddie's (Debian's) darknet", "alexeyab": "AlexeyAB's darknet"}
+
+
+def _family(dialect) -> str:
+    """pjreddie, or alexeyab for the two that honour [route] groups (and count alike)."""
+    return "pjreddie" if dialect_name(dialect) == "pjreddie" else "alexeyab"
+
+
+def weights_dialects(header: WeightsHeader, cfg: Cfg, dialect=None) -> list[str]:
+    """The dialects whose layout the file may have, most likely first: the one given; else
+    AlexeyAB's when the header says `0.2.5` (pjreddie writes `0.2.0`); else both, the
+    cfg's own (farm.darknet.cfg.cfg_dialect) first."""
+    if dialect is not None:
+        return [_family(dialect)]
+    if header.revision == ALEXEYAB_REVISION:
+        return ["alexeyab"]
+    first = cfg_dialect(cfg) or "pjreddie"
+    return [first, "pjreddie" if first == "alexeyab" else "alexeyab"]
+
+
+def _counts(cfg: Cfg, dialect) -> list[int] | None:
+    return layer_weight_counts(cfg, dialect=_family(dialect))
+
+
+def _layouts(cfg: Cfg, dialects: list[str]):
+    """(dialect, counts) for each dialect whose counts differ from the ones before."""
+    seen = []
+    for d in dialects:
+        counts = _counts(cfg, d)
+        if counts not in seen or counts is None:
+            seen.append(counts)
+            yield d, counts
+
+
+def _size_problem(payload: int, counts: list[int], cfg: Cfg, for_inference: bool,
+                  header: WeightsHeader, name: str) -> tuple[str, str] | None:
     total = sum(counts)
     if payload % FLOAT_BYTES:
         return (f"truncated: {payload} bytes of parameters is not a whole number of "
@@ -250,22 +355,54 @@ def _size_problem(payload: int, counts: list[int], cfg: Cfg,
     floats = payload // FLOAT_BYTES
     if floats == total:
         return None
+    if floats == 0:
+        return ("holds no parameters, only the header: darknet would start from random "
+                "weights without a word", "copy the file again, or leave it out to train "
+                                          "from scratch")
     if floats > total:
         return (f"written for another cfg: it holds {floats} parameters, {floats - total} "
-                f"more than {cfg.path} needs ({total})",
-                "use the cfg these weights were trained with (same classes and filters)")
+                f"more than {cfg.path} needs ({total}){_as_built(cfg, counts)}",
+                "use the cfg these weights were trained with (same layers, classes, "
+                "filters)")
     ends = list(accumulate(counts))
-    if floats in ends or floats == 0:
-        layers = ends.index(floats) + 1 if floats else 0
-        if not for_inference:
-            return None
-        return (f"holds only the first {layers} of {len(counts)} layers of {cfg.path}: "
-                "a partial or truncated file, the rest would stay random",
-                "use complete trained weights (_best/_final/_last) for detection")
+    if floats in ends:
+        return _prefix_problem(ends, floats, cfg, for_inference, header, name)
     inside = next(i for i, end in enumerate(ends) if end > floats)
     layer = cfg.layers[inside]
     return (f"does not fit {cfg.path}: its {floats} parameters end inside layer {inside} "
             f"({layer.type} at line {layer.line}), not at a layer boundary (the cfg needs "
-            f"{total}): a truncated copy, or weights written for another cfg (other "
-            "classes, filters or width)",
+            f"{total}{_as_built(cfg, counts)}): a truncated copy, or weights written for "
+            "another cfg (other classes, filters or width)",
             "copy the file again, or use the cfg these weights were trained with")
+
+
+def _prefix_problem(ends: list[int], floats: int, cfg: Cfg, for_inference: bool,
+                    header: WeightsHeader, name: str) -> tuple[str, str] | None:
+    """A file holding exactly the first layers of the cfg: a backbone made by `darknet
+    partial` (seen 0; a `.conv.N` name gives N), or a truncated checkpoint."""
+    layers = ends.index(floats) + 1
+    held = f"holds only the first {layers} of {len(ends)} layers of {cfg.path}"
+    if for_inference:
+        return (f"{held}: a partial or truncated file, the rest would stay random",
+                "use complete trained weights (_best/_final/_last) for detection")
+    named = _PARTIAL_NAME.search(name)
+    if named:
+        n = int(named.group(1))
+        if not 1 <= n <= len(ends) or ends[n - 1] != floats:
+            return (f"named .conv.{n} but {held}: a backbone of another cfg, or a "
+                    "truncated copy", f"use the .conv file made for {cfg.path}'s "
+                                      "backbone (darknet partial CFG WEIGHTS OUT N)")
+        return None
+    if header.seen:
+        return (f"{held}, yet it was written while training (seen={header.seen} images): "
+                "a truncated copy of a checkpoint", "copy the file again")
+    return None
+
+
+def _as_built(cfg: Cfg, counts: list[int]) -> str:
+    """Which dialect's network the count is for, when the dialects disagree."""
+    if layer_weight_counts(cfg, dialect="pjreddie") == layer_weight_counts(cfg,
+                                                                           dialect="alexeyab"):
+        return ""
+    who = "pjreddie" if counts == layer_weight_counts(cfg, dialect="pjreddie") else "alexeyab"
+    return f", as {_WHO[who]} builds it"

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import valid_argv
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
@@ -43,6 +44,8 @@ from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_p
 __all__ = ["DnnDetector", "Found", "nms", "NMS_THRESH"]  # nms: the farm's one (farm.eval.nms)
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
+#: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
+OPENCV_LAYOUT = "alexeyab"
 TILE_OVERLAP = 64      # farm dataset tile's default
 #: tiles per forward pass in tiled detection; measured on 2 cores (bench/bench_tiled.py):
 #: 64x64 micro tiles run ~8x faster batched than one by one, 416x416 ones ~1.1x
@@ -75,13 +78,16 @@ class Found:
                      y1 - y0)
 
 
-def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect="pjreddie") -> None:
+def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect=None, *,
+                            reader=OPENCV_LAYOUT) -> None:
     """Refuse weights that would detect nothing or garbage: truncated files, weights of
-    another cfg, `*.conv.N` backbones. Every finding is in the error."""
+    another cfg, `*.conv.N` backbones, weights laid out for another network than the
+    one `reader` builds. `dialect`: the darknet that wrote them, when known (else their
+    header and the cfg's features tell). Every finding is in the error."""
     if not os.path.isfile(weights):
         raise BadInput("weights file does not exist", path=str(weights),
                        hint="check the path of the .weights file")
-    findings = check_weights(weights, cfg, for_inference=True, dialect=dialect)
+    findings = check_weights(weights, cfg, for_inference=True, dialect=dialect, reader=reader)
     if any(f.severity == "error" for f in findings):
         raise FindingsError(findings, "weights")
 
@@ -98,7 +104,8 @@ class DnnDetector:
     """A darknet network run by OpenCV: detections as `detector map` sees them."""
 
     def __init__(self, cfg: str | os.PathLike | Cfg, weights: str | os.PathLike, *,
-                 dialect="pjreddie", thresh: float = DETECT_THRESH, nms: float = NMS_THRESH):
+                 dialect=None, thresh: float = DETECT_THRESH, nms: float = NMS_THRESH):
+        """`dialect`: the darknet that wrote the weights, when known."""
         self.cfg = cfg if isinstance(cfg, Cfg) else load_cfg(cfg)
         check_inference_weights(weights, self.cfg, dialect)
         self.width, self.height = int(self.cfg.width or 0), int(self.cfg.height or 0)
@@ -220,7 +227,7 @@ LOADED_NETWORKS = 2
 
 
 def shared_detector(cfg: str | os.PathLike, weights: str | os.PathLike, *,
-                    dialect="pjreddie") -> DnnDetector:
+                    dialect=None) -> DnnDetector:
     """The process's loaded network for (cfg, weights), loaded once: the file's path,
     size and mtime are the key, so a rewritten weights file is loaded again."""
     key = tuple((os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns)
@@ -330,8 +337,7 @@ def darknet_detections(binary: str, cfg: str | os.PathLike, weights: str | os.Pa
         (root / "obj.data").write_text(
             f"classes = {classes}\nvalid = {root / 'valid.txt'}\nnames = {root / 'names.txt'}\n"
             f"results = {root / 'results'}\n")
-        argv = [binary, "detector", "valid", str(root / "obj.data"), os.fspath(cfg),
-                os.fspath(weights)]
+        argv = valid_argv(binary, root / "obj.data", cfg, weights)
         log = run_darknet(argv, root, timeout)
         found: dict[str, list[Found]] = {image: [] for image in images}
         for j in range(classes):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.darknet import dialect as dialects
+from farm.darknet.cfg import cfg_dialect
 from farm.darknet.events import MapResult
 from farm.darknet.logparse import parse_text
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
@@ -65,7 +66,8 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
                         conf_thresh: float = mapcalc.CONF_THRESH, tiled: bool = False,
                         tile: tuple[int, int] | None = None, overlap: int | None = None,
                         base_dir: str | os.PathLike | None = None,
-                        clip: bool = False, detector=None) -> dict[str, Any]:
+                        clip: bool = False, weights_dialect: str | None = None,
+                        detector=None) -> dict[str, Any]:
     """mAP@iou_thresh, per-class AP and P/R/F1/TP/FP/FN/avg IoU at conf_thresh of
     `weights` on the valid list of `data` (obj.data), as a JSON-able dict.
 
@@ -75,7 +77,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
     objects at their borders).
 
     Refuses (BadInput/FindingsError) weights that do not fit `cfg` and a valid list that
-    fails the dataset lint, before any detection runs. `detector`: the farm-native
+    fails the dataset lint, before any detection runs. `weights_dialect`: the darknet
+    that wrote the weights, when known; else their header and the cfg tell. Paths are
+    made absolute first: darknet runs in a scratch folder. `detector`: the farm-native
     evaluator's network, when the caller holds it loaded already (else loaded once per
     process: farm.eval.detect.shared_detector).
     """
@@ -83,20 +87,26 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
     if evaluator not in EVALUATORS:
         raise BadInput(f"unknown evaluator {evaluator!r}", hint=f"use one of {EVALUATORS}")
     mapcalc.check_points(points)
+    weights, data, cfg = (os.path.abspath(p) for p in (weights, data, cfg))
+    base_dir = os.path.abspath(base_dir) if base_dir else None
     net = load_cfg(cfg)
     needs_darknet = evaluator in ("darknet-map", "darknet-valid")
     found_dialect, binary = resolve_dialect(darknet, dialect, needed=needs_darknet)
-    check_inference_weights(weights, net, found_dialect)
+    if evaluator == "auto":
+        has_map = found_dialect != dialects.Dialect.PJREDDIE and binary
+        evaluator = "darknet-map" if has_map and not tiled else "opencv"
+    # the weights are judged by their own layout (header, cfg, `weights_dialect`: the
+    # run's record), against the network the evaluator builds: OpenCV's is AlexeyAB's
+    reader = "alexeyab" if evaluator == "opencv" else found_dialect.value
+    check_inference_weights(weights, net, weights_dialect, reader=reader)
+    data_dialect = dialect if dialect != "auto" else cfg_dialect(net) or found_dialect.value
     valid, names = _valid_and_names(data, net, base_dir)
-    report = lint_list(valid, classes=len(names), dialect=found_dialect, role="valid",
-                       base_dir=base_dir or os.path.dirname(os.path.abspath(data)),
+    report = lint_list(valid, classes=len(names), dialect=data_dialect, role="valid",
+                       base_dir=base_dir or os.path.dirname(data),
                        min_images_per_class=None)
     if report.errors:
         raise FindingsError(report.findings, "valid list")
     images = list(report.paths)
-    if evaluator == "auto":
-        has_map = found_dialect != dialects.Dialect.PJREDDIE and binary
-        evaluator = "darknet-map" if has_map and not tiled else "opencv"
     if tiled and evaluator != "opencv":
         raise BadInput(f"--tiled works with the farm-native evaluator only, not {evaluator}",
                        hint="drop --evaluator or use --evaluator opencv")
@@ -104,23 +114,22 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
         if found_dialect == dialects.Dialect.PJREDDIE:
             raise BadInput(f"{binary} is pjreddie's darknet (Debian's), which has no "
                            "`detector map`", hint="use --evaluator opencv or darknet-valid")
-        result = _darknet_map(binary, valid, names, cfg, weights, points, iou_thresh,
+        result = _darknet_map(binary, images, names, cfg, weights, points, iou_thresh,
                               conf_thresh)
     else:
         thresholds = dict(names=names, iou_thresh=iou_thresh, conf_thresh=conf_thresh,
                           points=points)
         if evaluator == "opencv":
             dets, truths = _opencv(detector or shared_detector(cfg, weights,
-                                                               dialect=found_dialect),
-                                   images, found_dialect, tiled, tile, overlap, clip)
+                                                               dialect=weights_dialect),
+                                   images, data_dialect, tiled, tile, overlap, clip)
         else:
             dets, truths = _darknet_valid(binary, cfg, weights, images, len(names),
-                                          found_dialect)
+                                          data_dialect)
         result = score_dict(mapcalc.score(dets, truths, images=len(images), **thresholds))
         result["evaluator"] = "opencv-dnn" if evaluator == "opencv" else "darknet-valid"
     result.update(images=len(images), tiled=tiled, clipped=clip or evaluator == "darknet-valid",
-                  weights=os.path.abspath(weights), cfg=os.path.abspath(cfg),
-                  data=os.path.abspath(data), valid=valid,
+                  weights=weights, cfg=cfg, data=data, valid=valid,
                   seconds=round(time.monotonic() - start, 3))
     return result
 
@@ -195,16 +204,18 @@ def _darknet_valid(binary, cfg, weights, images, classes, dialect):
     return dets, truths
 
 
-def _darknet_map(binary, valid, names, cfg, weights, points, iou_thresh, conf_thresh):
-    """`detector map` in a scratch folder (darknet writes files into its cwd)."""
+def _darknet_map(binary, images, names, cfg, weights, points, iou_thresh, conf_thresh):
+    """`detector map` in a scratch folder (darknet writes files into its cwd), on a copy
+    of the valid list with every image absolute (the lint resolved them)."""
     with tempfile.TemporaryDirectory(prefix="farm-map-") as tmp:
         names_path = Path(tmp) / "obj.names"
         names_path.write_text("".join(f"{n}\n" for n in names))
-        write_obj_data(Path(tmp) / "obj.data", {"classes": str(len(names)), "valid": valid,
-                                                "names": str(names_path)})
-        argv = [binary, "detector", "map", str(Path(tmp) / "obj.data"), os.fspath(cfg),
-                os.fspath(weights), "-points", str(points), "-iou_thresh", str(iou_thresh),
-                "-thresh", str(conf_thresh)]
+        valid = Path(tmp) / "valid.txt"
+        valid.write_text("".join(f"{image}\n" for image in images))
+        write_obj_data(Path(tmp) / "obj.data", {"classes": str(len(names)),
+                                                "valid": str(valid), "names": str(names_path)})
+        argv = dialects.map_argv(binary, Path(tmp) / "obj.data", cfg, weights, points=points,
+                                 iou_thresh=iou_thresh, thresh=conf_thresh)
         log = run_darknet(argv, Path(tmp), timeout=6 * 3600)
     blocks = [e for e in parse_text(log) if isinstance(e, MapResult)]
     if not blocks:

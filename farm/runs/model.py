@@ -98,6 +98,7 @@ class Run:
     ended_at: float | None = None
     inputs_checked: bool = False
     sweep: str | None = None
+    trial: int | None = None              # its trial's index in `sweep`
     #: evaluate a finite checkpoint every this many iterations (and the final one)
     eval_every: int = 1000
     #: the host whose files `data` and `weights` name; None: every worker sees them

@@ -16,8 +16,8 @@ from farm.darknet import dialect as dialects
 from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
-from farm.errors import BadInput, FarmError, HostUnreachable
-from farm.runs import workspace
+from farm.errors import BadInput, FarmError, Finding, HostUnreachable
+from farm.runs import checks, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import Policy, Restart, next_attempt
 from farm.runs.supervisor import Limits, Supervisor
@@ -36,17 +36,21 @@ def _must_exist(path: str, what: str) -> str:
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
-               sweep: str | None = None, eval_every: int = 1000,
+               sweep: str | None = None, trial: int | None = None, eval_every: int = 1000,
                task_id: str | None = None, origin: str | None = None,
                queue: str | None = None, cfg_text: str | None = None,
+               check: bool = True, warn: Callable[[Finding], None] | None = None,
                eval_screens: str | None = None, rank_by: str = "map50") -> Run:
     """Check what can be checked on the submitting host and record the run as queued.
 
     `origin` names the host whose files `data` and `weights` are: a worker on another
     host fetches them first. Checked here when that is this host; else the caller checks
     they exist there. `cfg_text`: the cfg as read where the work was submitted (a sweep),
-    instead of reading `cfg` here. `eval_screens`: a screens set every evaluation also
-    scores (its obj.data; checked here), `rank_by` "screens_map50" ranks on it."""
+    instead of reading `cfg` here. `check`: run the checks before queueing
+    (farm.runs.checks: cfg, memory, start weights, dataset lint; a sweep checked them
+    when it was submitted); their warnings go to `warn`. `eval_screens`: a screens set
+    every evaluation also scores (its obj.data; checked here unless a sweep's spec did),
+    `rank_by` "screens_map50" ranks on it."""
     remote = origin is not None and origin != settings.host_name
     if eval_screens is None and rank_by != "map50":
         raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
@@ -60,20 +64,29 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                     ) if weights else None
     sets = validate_net_overrides(dict(overrides or {}))
     pol = Policy.from_settings(settings, policy)
-    parsed = Cfg.parse(cfg_text, cfg_path) if cfg_text is not None else Cfg.load(cfg_path)
-    cfg_text = parsed.dumps()
-    for k, v in sets.items():
-        parsed.set_net(k, v)
+    base_cfg = Cfg.parse(cfg_text, cfg_path) if cfg_text is not None else Cfg.load(cfg_path)
+    parsed, place = checks.with_overrides(base_cfg, sets)
     if parsed.max_batches is None:
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
     base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
+    if check:
+        host = queue[len("host."):] if queue and queue.startswith("host.") else None
+        inventory = checks.read_inventory(settings)
+        found = checks.check_training(
+            data=None if remote else data_path, cfg=parsed,
+            weights=None if remote else weights_path, base_dir=base, place=place,
+            dialect=checks.trainer_dialect(settings, parsed, host, inventory),
+            limit=checks.submit_limit(settings, host, inventory))
+        for finding in found.warnings if warn else ():
+            warn(finding)
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
-              max_batches=int(parsed.max_batches), sweep=sweep, eval_every=eval_every,
+              max_batches=int(parsed.max_batches), sweep=sweep, trial=trial,
+              eval_every=eval_every,
               task_id=task_id, origin=origin, queue=queue,
-              cfg_text=cfg_text, eval_screens=eval_screens, rank_by=rank_by)
+              cfg_text=base_cfg.dumps(), eval_screens=eval_screens, rank_by=rank_by)
     store.ping()
     store.save_run(run)
     return run
@@ -136,7 +149,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
         if not run.inputs_checked:
-            workspace.preflight(run, dialect.value)
+            workspace.preflight(run, dialect.value, checks.worker_limit(settings))
             workspace.write_inputs(run, settings.runs_dir)
             run.inputs_checked = True
     except BadInput as e:
@@ -144,6 +157,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     while True:
         attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
+        store.record_progress(run.id, attempt.number, [], log_markers(attempt), time.time())
         hooks.attempt_started(run, attempt)
         if process is not None:
             _supervise(store, settings, run, attempt, process, beat, hooks)
@@ -206,6 +220,17 @@ def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects
         attempt.outcome, attempt.message, attempt.ended_at = Outcome.CRASHED, str(e), time.time()
     store.save_run(run)
     return attempt, process
+
+
+def log_markers(attempt: Attempt) -> list[str]:
+    """The lines the run's log (in Redis: `farm logs`, the board) gets where an attempt
+    starts: which one, from where and why, so attempts never run together. darknet.log on
+    disk stays darknet's own output (one per attempt)."""
+    where = f" from iteration {attempt.start_iteration}" if attempt.start_iteration else ""
+    lines = [f"--- attempt {attempt.number}{where} on {attempt.host} ({attempt.reason}) ---"]
+    if attempt.pid is None and attempt.outcome is not None:
+        lines.append(f"--- darknet did not start: {attempt.message} ---")
+    return lines
 
 
 def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,

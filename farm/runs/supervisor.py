@@ -71,7 +71,7 @@ class Supervisor:
     def supervise(self) -> Attempt:
         parser = LogParser()
         a = self.attempt
-        log = open(a.log_path, "ab")
+        log = open(a.log_path, "ab", buffering=0)  # on disk as it arrives: `tail -f` works
         last_flush = last_iter_at = self.clock()
         iters: list[Iteration] = []
         lines: list[str] = []

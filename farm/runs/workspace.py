@@ -13,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from farm.darknet.cfg import Cfg, check_cfg
+from farm.darknet.cfg import Cfg
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, Finding, FindingsError
+from farm.runs import checks
 from farm.runs.model import Run
 
 #: The attempt's cfg. No dot in the stem: darknet names weights after the cfg's base name
@@ -38,10 +39,14 @@ def checkpoints_dir(runs_dir: Path, run_id: str) -> Path:
 
 def training_cfg(run: Run, hyper: dict[str, str]) -> Cfg:
     """The base cfg with the run's overrides and this attempt's hyperparameters."""
-    cfg = Cfg.parse(run.cfg_text, run.cfg) if run.cfg_text is not None else Cfg.load(run.cfg)
+    cfg = _base_cfg(run)
     for key, value in {**run.overrides, **hyper}.items():
         cfg.set_net(key, value)
     return cfg
+
+
+def _base_cfg(run: Run) -> Cfg:
+    return Cfg.parse(run.cfg_text, run.cfg) if run.cfg_text is not None else Cfg.load(run.cfg)
 
 
 def base_hyper(run: Run) -> dict[str, str]:
@@ -51,17 +56,13 @@ def base_hyper(run: Run) -> dict[str, str]:
             "burn_in": cfg.net_get("burn_in", "0")}
 
 
-def preflight(run: Run, dialect: str) -> None:
-    """Refuse bad cfgs and datasets before darknet spends a second on them."""
-    from farm.datasets.lint import lint_obj_data
-
-    cfg = training_cfg(run, {})
-    errors = [f for f in check_cfg(cfg, training=True, dialect=dialect) if f.severity == "error"]
-    if errors:
-        raise FindingsError(errors, "cfg")
-    report = lint_obj_data(run.data, classes=cfg.classes, dialect=dialect,
-                           base_dir=run.base_dir)
-    report.raise_for_errors()
+def preflight(run: Run, dialect: str, limit: checks.MemoryLimit | None = None) -> None:
+    """Refuse bad cfgs, start weights and datasets before darknet spends a second on
+    them: the checks `farm train` ran at submit, again here (files change meanwhile),
+    with this worker's dialect and memory `limit`."""
+    cfg, place = checks.with_overrides(_base_cfg(run), run.overrides)
+    checks.check_training(data=run.data, cfg=cfg, weights=run.weights, dialect=dialect,
+                          base_dir=run.base_dir, limit=limit, reader=dialect, place=place)
 
 
 def write_absolute_list(src: str, dst: Path, base_dir: str) -> None:

@@ -13,6 +13,7 @@ import math
 import random
 import statistics
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from farm.darknet.cfg import NET_KEYS, Cfg, check_cfg
 from farm.errors import BadInput
@@ -102,9 +103,10 @@ def fit_schedule(trial: Trial, base: Cfg) -> None:
     trial.overrides["steps"] = ",".join(str(max(1, s * new // old)) for s in base.steps)
 
 
-def plan(spec: SweepSpec, dialect: str = "pjreddie") -> list[Trial]:
+def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> list[Trial]:
     """`expand`, then fit each trial's schedule and check its cfg as darknet will read
-    it, so a trial that could only end as bad input is refused before any trains."""
+    it, so a trial that could only end as bad input is refused before any trains.
+    `dialect`: the one to judge with, or how to tell it from a trial's cfg."""
     bases: dict[str, Cfg] = {}
     trials = expand(spec)
     for trial in trials:
@@ -114,7 +116,8 @@ def plan(spec: SweepSpec, dialect: str = "pjreddie") -> list[Trial]:
         cfg = bases[trial.cfg].copy()
         for key, value in trial.overrides.items():
             cfg.set_net(key, value)
-        errors = [f for f in check_cfg(cfg, training=True, dialect=dialect)
+        judged = dialect(cfg) if callable(dialect) else dialect
+        errors = [f for f in check_cfg(cfg, training=True, dialect=judged)
                   if f.severity == "error"]
         if errors:
             first = errors[0]

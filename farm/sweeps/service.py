@@ -9,13 +9,15 @@ sending it (the run's lease makes a second `farm.train` message for one run harm
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from farm.darknet import dialect as dialects
-from farm.errors import BadInput, FarmError
+from farm.errors import BadInput, FarmError, Finding
+from farm.runs import checks
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.runs.service import submit_run
@@ -29,7 +31,8 @@ from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
 from farm.sweeps.store import RecipeStore, SweepStore
 
-#: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker.
+#: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker (under
+#: the task id recorded on the run, so the board links it to Flower).
 Enqueue = Callable[[str, "str | None"], str]
 
 
@@ -44,17 +47,29 @@ class Tick:
     resent: list[str] = field(default_factory=list)
     builds: list[tuple[str, str]] = field(default_factory=list)  # (recipe, what was done)
     busy: bool = False  # another controller held the sweep
+    #: run id -> iterations whose evaluation the sweep waits for before it closes
+    waiting: dict[str, set[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"sweep": self.sweep_id, "state": self.state, "busy": self.busy,
+                "waiting": {r: sorted(its) for r, its in self.waiting.items()},
                 "started": self.started, "resent": self.resent, "builds": self.builds,
                 "stopped": [[s.index, s.run_id, s.reason] for s in self.stopped]}
 
 
 def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
-                 gpu_workers: int | None = None) -> Sweep:
-    """Plan every trial (checking each one's cfg) and record the sweep as running."""
-    trials = ctl.plan(spec, _dialect(settings))
+                 gpu_workers: int | None = None,
+                 warn: Callable[[Finding], None] | None = None) -> Sweep:
+    """Plan every trial, check what they will train with (farm.runs.checks), and record
+    the sweep as running. Nothing is recorded when a check fails."""
+    inventory = checks.read_inventory(settings)
+    host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
+    judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
+    trials = ctl.plan(spec, judge)
+    for finding in _check_inputs(spec, trials, judge,
+                                 checks.submit_limit(settings, host, inventory)):
+        if warn:
+            warn(finding)
     warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
@@ -67,23 +82,46 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     return sweep
 
 
-def _dialect(settings: Settings) -> str:
-    """The dialect whose rules the trials' cfgs must pass. A host that only submits may
-    have no darknet: then AlexeyAB's rules, the widest, so no valid cfg is refused."""
-    try:
-        return dialects.detect(settings.darknet, settings.darknet_dialect).value
-    except FarmError:
-        return "alexeyab"
+def _check_inputs(spec: SweepSpec, trials: list[Trial], judge: Callable[[Cfg], str],
+                  limit: checks.MemoryLimit | None) -> list[Finding]:
+    """The checks of `farm train` for a sweep, each only once: every distinct trial cfg
+    (its memory, the start weights against it), the dataset once per dialect and class
+    count (a recipe's dataset does not exist yet: it is linted when built). Returns the
+    warnings; FindingsError on the first trial with an error."""
+    bases: dict[str, Cfg] = {}
+    done: set[str] = set()
+    linted: set[tuple[str, int | None]] = set()
+    warnings: dict[tuple, Finding] = {}
+    for trial in trials:
+        base = bases.setdefault(trial.cfg, Cfg.load(trial.cfg))
+        cfg, place = checks.with_overrides(base, trial.overrides,
+                                           f"{spec.path} (trial {trial.index})")
+        if cfg.dumps() in done:
+            continue
+        done.add(cfg.dumps())
+        dialect = judge(cfg)
+        lint = spec.data is not None and (dialect, cfg.classes) not in linted
+        linted.add((dialect, cfg.classes))
+        found = checks.check_training(data=spec.data if lint else None, cfg=cfg,
+                                      weights=spec.weights, dialect=dialect,
+                                      base_dir=os.path.dirname(spec.path), limit=limit,
+                                      place=place)
+        for f in found.warnings:
+            warnings.setdefault((f.path, f.line, f.reason), f)
+    return list(warnings.values())
 
 
 def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue,
             now: Callable[[], float] = time.time, early_stop: bool = True,
-            wait: float = 0.0, build: bld.EnqueueBuild | None = None) -> Tick:
+            wait: float = 0.0, build: bld.EnqueueBuild | None = None,
+            evaluators: Callable[[], bool] | None = None) -> Tick:
     """Move one sweep on: re-send runs a dead controller never sent, have the datasets
     of the next trials built (`build` sends one; without it, only trials whose dataset
     is ready move), start trials up to the concurrency, stop hopeless ones
-    (`early_stop`), and close the sweep when every trial has ended. Safe to call at any
-    time, from anywhere, any number of times."""
+    (`early_stop`), and close the sweep when every trial has ended and their
+    evaluations have landed (`evaluators()` says an eval worker is up to land them; None:
+    close without waiting; at most `settings.eval_wait` after a trial ended). Safe to
+    call at any time, from anywhere, any number of times."""
     sweeps = SweepStore(store)
     observed = _observe(store, sweeps, sweep_id) if early_stop else None
     with sweeps.lock(sweep_id, wait=wait) as held:
@@ -114,10 +152,15 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
             tick.stopped = ctl.decide_stops(spec, views, now())
             _stop(store, sweeps, sweep_id, trials, tick.stopped, now())
         if not tick.started and ctl.finished(views):
-            if observed is None:  # the summary names the best trial
-                observed = observe(store, sweeps, sweep_id, spec.objective, trials, runs)
-                views = _views(trials, runs, observed, builds, now())
-            _close(sweeps, sweep, spec, views, now())
+            missing = _unevaluated(store, trials, now() - settings.eval_wait)
+            if missing and evaluators is not None and evaluators():
+                tick.waiting = missing  # the eval task's hook advances it when they land
+                return tick
+            # the summary names the best trial: with every evaluation that landed
+            observed = observe(store, sweeps, sweep_id, spec.objective, trials, runs,
+                               reread_maps=True)
+            views = _views(trials, runs, observed, builds, now())
+            _close(sweeps, sweep, spec, views, now(), missing)
         tick.state = sweep.state.value
         return tick
 
@@ -268,7 +311,9 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
                          cfg_text=sweep.cfgs.get(trial.cfg),
                          overrides=trial.overrides, policy=spec.policy,
                          base_dir=os.path.dirname(spec.path), sweep=sweep.id,
-                         eval_every=spec.eval_every, origin=origin,
+                         trial=trial.index, eval_every=spec.eval_every, origin=origin,
+                         task_id=str(uuid.uuid4()),  # the board links it to Flower
+                         check=False,  # checked at submit_sweep; the worker checks again
                          eval_screens=spec.eval_screens,
                          rank_by="screens_map50" if spec.objective == "screens_map50"
                          else "map50")
@@ -331,8 +376,20 @@ def _stop(store: Store, sweeps: SweepStore, sweep_id: str, trials: list[Trial],
         sweeps.save_trial(sweep_id, trial)
 
 
+def _unevaluated(store: Store, trials: list[Trial], since: float) -> dict[str, set[int]]:
+    """Evaluations sent for trials' runs that ended after `since` and not recorded yet
+    (the final checkpoint's is sent as its run ends). Older ones are not waited for."""
+    out = {}
+    for t in trials:
+        if t.run_id and t.result and (t.result.get("ended_at") or 0) >= since:
+            pending = store.pending_evaluations(t.run_id)
+            if pending:
+                out[t.run_id] = pending
+    return out
+
+
 def _close(sweeps: SweepStore, sweep: Sweep, spec: SweepSpec, views: list[ctl.TrialView],
-           now: float) -> None:
+           now: float, missing: dict[str, set[int]] | None = None) -> None:
     counts: dict[str, int] = {}
     for v in views:
         counts[v.state.value] = counts.get(v.state.value, 0) + 1
@@ -343,5 +400,9 @@ def _close(sweeps: SweepStore, sweep: Sweep, spec: SweepSpec, views: list[ctl.Tr
         summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)}), "
                     f"{ctl.objective_label(spec.objective)} "
                     f"{ctl.format_value(spec.objective, top.best)}")
+    if missing:
+        summary += "; not evaluated: " + ", ".join(
+            f"{run_id} iteration {', '.join(str(i) for i in sorted(its))}"
+            for run_id, its in missing.items())
     sweep.state, sweep.ended_at, sweep.message = SweepState.DONE, now, summary
     sweeps.save(sweep)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -348,3 +350,56 @@ def test_partial_conv_weights_are_refused_by_farm_detect(trained, tmp_path, caps
     assert code == 2 and "micro.conv.3" in err
     assert "holds only the first N pretrained layers" in err and "detects nothing" in err
     assert not (tmp_path / "out" / "detections.json").exists()
+
+
+# -- the right dialect, absolute paths (issue 10, item 5) --------------------------------------
+
+#: Parameters of a one-class yolov4-tiny as AlexeyAB's darknet builds it (and writes its
+#: weights): the figure of the checkpoint a Debian host refused before ("its 5880324
+#: parameters end inside layer 35 … the cfg needs 6073860", pjreddie's count).
+Y4T_1CLASS_ALEXEYAB = 5880324
+
+
+def test_an_alexeyab_yolov4_tiny_checkpoint_is_evaluated_by_opencv_on_this_debian_host(
+        tmp_path, capsys, monkeypatch):
+    """The weights' header (0.2.5) and the cfg's [route] groups say AlexeyAB: they are
+    judged in its layout, which OpenCV builds too, whatever darknet is installed here."""
+    upstream = Path(__file__).resolve().parents[2].parent / "shared" / "darknet" / "cfg" / \
+        "yolov4-tiny-custom.cfg"
+    if not upstream.exists():
+        pytest.skip(f"{upstream} is absent (../shared is not checked out beside the project)")
+    from farm.darknet.cfg import Cfg, make_cfg
+    micro_dataset(tmp_path / "ds", images=8)
+    make_cfg(Cfg.load(upstream), classes=1, width=64, height=64, batch=2, subdivisions=1,
+             max_batches=100).save(tmp_path / "y4t.cfg")
+    weights = tmp_path / "y4t_best.weights"
+    weights.write_bytes(struct.pack("<iiiQ", 0, 2, 5, 64000) + bytes(4 * Y4T_1CLASS_ALEXEYAB))
+    monkeypatch.chdir(tmp_path)  # and relative paths, as a person types them
+    code, out, err = farm_cli(capsys, "eval", "y4t_best.weights", "--data", "ds/obj.data",
+                              "--cfg", "y4t.cfg", "--evaluator", "opencv", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["evaluator"] == "opencv-dnn" and result["images"] == 2
+    assert result["weights"] == str(weights) and result["cfg"] == str(tmp_path / "y4t.cfg")
+    # Debian's darknet would build another network from this cfg: refused, saying why
+    code, _, err = farm_cli(capsys, "eval", "y4t_best.weights", "--data", "ds/obj.data",
+                            "--cfg", "y4t.cfg", "--evaluator", "darknet-valid")
+    assert code == 2 and "pjreddie's (Debian's) darknet builds another one" in err
+    assert "--evaluator opencv" in err
+
+
+def test_farm_eval_with_relative_paths_runs_darknet_in_its_own_folder(trained, capsys,
+                                                                     monkeypatch):
+    """darknet runs in a scratch folder; the paths typed relative to the shell's folder
+    reach it absolute (before, darknet said "Couldn't open file: …/micro.cfg")."""
+    data, cfg, weights = trained
+    root = cfg.parent
+    monkeypatch.chdir(root)
+    rel = [os.path.relpath(p, root) for p in (weights[300], data, cfg)]
+    assert not any(os.path.isabs(p) for p in rel)
+    code, out, err = farm_cli(capsys, "eval", rel[0], "--data", rel[1], "--cfg", rel[2],
+                              "--evaluator", "darknet-valid", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["evaluator"] == "darknet-valid" and result["images"] == 8
+    assert result["map"] > 0.1 and result["cfg"] == str(cfg)

@@ -105,8 +105,8 @@ def test_a_run_with_eval_screens_ranks_its_checkpoints_on_the_screens(
     assert code == 0, err
     assert "ranked by screens mAP" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("best:"))
-    assert f"iteration {top['iteration']}: tile mAP {top['map'] * 100:.2f} %, screens mAP " \
-           f"{top['screens']['map'] * 100:.2f} %" in line
+    assert f"iteration {top['iteration']}, mAP@0.50 {top['map'] * 100:.2f} %, screens " \
+           f"mAP@0.50 {top['screens']['map'] * 100:.2f} %" in line
     # keep the final weights for the reference test below
     shutil.copyfile(run.checkpoints[-1].path, root / "final.weights")
 

@@ -208,36 +208,23 @@ def test_crash_by_signal_restarts_once_from_the_newest_good_checkpoint(farm, mic
     assert run.attempts[1].start_iteration >= 100 and run.attempts[1].changes == {}
 
 
-def test_a_cfg_whose_filters_do_not_match_classes_is_bad_input_and_not_retried(
+def test_a_valid_list_given_a_blank_line_after_submit_is_bad_input_naming_the_line(
         farm, micro, capsys, darknet_bin):
+    """Checked at submit (tests/integration/test_submit_checks.py), and again by the
+    worker: the list changed while the run waited in the queue."""
     data, tmp = micro
-    cfg = micro_cfg(tmp / "bad.cfg", max_batches=20, filters=21)
-    farm.worker("gpu1")
-    code, out, err = cli(capsys, "train", str(data), str(cfg), "--wait")
-    assert code == 1
-    run = store_of(farm).load_run(out.splitlines()[0])
-    [attempt] = run.attempts
-    assert attempt.outcome is Outcome.BAD_INPUT and run.state is RunState.FAILED
-    assert "bad.cfg" in attempt.message and "filters" in attempt.message
-    line = next(n for n, t in enumerate(cfg.read_text().splitlines(), 1) if t == "filters=21")
-    assert f"bad.cfg:{line}" in attempt.message
-    assert "not retried" in run.message
-
-
-def test_a_valid_list_with_a_blank_line_is_bad_input_naming_the_line(farm, micro, capsys,
-                                                                     darknet_bin):
-    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=20)
+    code, out, err = cli(capsys, "train", str(data), str(cfg))
+    assert code == 0, err
     valid = tmp / "ds" / "valid.txt"
     lines = valid.read_text().splitlines()
     valid.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")
-    cfg = micro_cfg(tmp / "micro.cfg", max_batches=20)
     farm.worker("gpu1")
-    code, out, _ = cli(capsys, "train", str(data), str(cfg), "--wait")
-    assert code == 1
-    run = store_of(farm).load_run(out.splitlines()[0])
+    run = wait_run(store_of(farm), out.strip())
     [attempt] = run.attempts
-    assert attempt.outcome is Outcome.BAD_INPUT
+    assert attempt.outcome is Outcome.BAD_INPUT and run.state is RunState.FAILED
     assert f"{valid}:2" in attempt.message and "blank" in attempt.message.lower()
+    assert "not retried" in run.message
 
 
 def test_flower_shows_the_run_id_and_training_progress(farm, micro, capsys, darknet_bin):

@@ -1,11 +1,13 @@
 """Dialect detection and the command lines each dialect gets (docs/darknet.md §4, §9)."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
-from farm.darknet.dialect import Dialect, classify_banner, detect, train_argv, train_stdin
+from farm.darknet.dialect import (Dialect, classify_banner, detect, map_argv, train_argv,
+                                  train_stdin, valid_argv)
 from farm.errors import DarknetNotFound
 
 
@@ -17,17 +19,18 @@ def test_banners_of_the_three_dialects():
 
 
 def test_pjreddie_gets_no_flag_it_would_read_as_the_weights_path():
-    argv = train_argv(Dialect.PJREDDIE, "/usr/bin/darknet", "o.data", "n.cfg", None, with_map=True)
-    assert argv == ["/usr/bin/darknet", "detector", "train", "o.data", "n.cfg"]
-    argv = train_argv(Dialect.PJREDDIE, "d", "o.data", "n.cfg", "w.weights")
-    assert argv[-1] == "w.weights"
+    argv = train_argv(Dialect.PJREDDIE, "/usr/bin/darknet", "/r/o.data", "/r/n.cfg", None,
+                      with_map=True)
+    assert argv == ["/usr/bin/darknet", "detector", "train", "/r/o.data", "/r/n.cfg"]
+    argv = train_argv(Dialect.PJREDDIE, "d", "/r/o.data", "/r/n.cfg", "/r/w.weights")
+    assert argv[-1] == "/r/w.weights"
 
 
 def test_alexeyab_and_hankai_flags():
-    a = train_argv(Dialect.ALEXEYAB, "d", "o.data", "n.cfg", "w.weights", with_map=True)
-    assert a[:6] == ["d", "detector", "train", "o.data", "n.cfg", "w.weights"]
+    a = train_argv(Dialect.ALEXEYAB, "d", "/r/o.data", "/r/n.cfg", "/r/w.weights", with_map=True)
+    assert a[:6] == ["d", "detector", "train", "/r/o.data", "/r/n.cfg", "/r/w.weights"]
     assert "-dont_show" in a and "-map" in a
-    h = train_argv(Dialect.HANKAI, "d", "o.data", "n.cfg", None)
+    h = train_argv(Dialect.HANKAI, "d", "/r/o.data", "/r/n.cfg", None)
     assert "-nocolour" in h and "-dont_show" in h and "-map" not in h
     assert train_stdin(Dialect.HANKAI) == b"yes\n" and train_stdin(Dialect.PJREDDIE) is None
 
@@ -42,3 +45,42 @@ def test_the_debian_binary_is_detected_as_pjreddie():
 def test_a_missing_binary_says_how_to_get_one():
     with pytest.raises(DarknetNotFound, match="apt-get install darknet"):
         detect("/nonexistent/darknet")
+
+
+def test_every_path_darknet_is_given_is_absolute(tmp_path, monkeypatch):
+    """darknet runs in a folder of the farm's (an attempt's, a scratch one) and opens
+    files relative to it: relative paths from the user's command line would miss."""
+    monkeypatch.chdir(tmp_path)
+    here = str(tmp_path)
+    t = train_argv(Dialect.ALEXEYAB, "d", "ds/obj.data", "net.cfg", "../w.weights")
+    assert t[3:6] == [f"{here}/ds/obj.data", f"{here}/net.cfg",
+                      f"{tmp_path.parent}/w.weights"]
+    m = map_argv("d", "obj.data", "net.cfg", "w/best.weights", points=0, iou_thresh=0.5,
+                 thresh=0.25)
+    assert m[:6] == ["d", "detector", "map", f"{here}/obj.data", f"{here}/net.cfg",
+                     f"{here}/w/best.weights"]
+    assert m[6:] == ["-points", "0", "-iou_thresh", "0.5", "-thresh", "0.25"]
+    v = valid_argv("d", "obj.data", "./net.cfg", "best.weights")
+    assert v == ["d", "detector", "valid", f"{here}/obj.data", f"{here}/net.cfg",
+                 f"{here}/best.weights"]
+
+
+def test_a_detected_dialect_is_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    """Each `farm` command is a new process: darknet's banner is read once per binary
+    (path, size, mtime), not once per command."""
+    from farm.darknet import dialect as dialects
+    monkeypatch.setattr(dialects, "DIALECT_CACHE", tmp_path / "cache" / "dialects.json")
+    binary = tmp_path / "darknet"
+    binary.write_text('#!/bin/sh\necho \'Darknet V5 "Moonlit" v5.1\'\n')
+    binary.chmod(0o755)
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.HANKAI
+    remembered = json.loads(dialects.DIALECT_CACHE.read_text())
+    [key] = remembered
+    assert key.startswith(f"{binary} ") and remembered[key] == "hankai"
+    dialects.DIALECT_CACHE.write_text(json.dumps({key: "alexeyab"}))  # read, not re-run
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.ALEXEYAB
+    binary.write_text("#!/bin/sh\necho 'usage: darknet <function>'\n")  # a new binary
+    dialects._detect_cached.cache_clear()
+    assert detect(str(binary)) is Dialect.PJREDDIE

@@ -87,7 +87,8 @@ def test_read_header_of_current_and_old_files(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "0 bytes, shorter than the 12-byte"),
+    (b"", r"empty weights file \(0 bytes\)"),
+    (b"\x00\x00\x00\x00\x02", "5 bytes, shorter than the 12-byte"),
     (struct.pack("<iii", 0, 2, 0) + b"\x01\x02", "truncated weights header: 14 of 20"),
 ])
 def test_read_header_refuses_short_files(tmp_path, content, message):
@@ -173,7 +174,8 @@ def test_a_layer_prefix_starts_training_but_does_not_detect(tmp_path, micro):
 
 
 @pytest.mark.parametrize("content, text", [
-    (b"abc", "shorter than the 12-byte version header"),
+    (b"\x00\x01\x02", "shorter than the 12-byte version header"),
+    (b"abc", "a text file, not darknet weights (it starts 'abc')"),
     (struct.pack("<iiiQ", 5000, 2, 0, 0), "not a darknet weights file"),
 ])
 def test_bad_headers_are_findings_not_exceptions(tmp_path, micro, content, text):
@@ -186,3 +188,78 @@ def test_bad_headers_are_findings_not_exceptions(tmp_path, micro, content, text)
 def test_a_missing_file_is_a_finding(tmp_path, micro):
     [f] = check_weights(tmp_path / "none.weights", micro)
     assert "cannot read weights file" in f.reason
+
+
+# -- start weights: what would silently train from scratch, or from the wrong network ------
+
+
+@pytest.mark.parametrize("name, make, said", [
+    ("empty.weights", lambda p: p.write_bytes(b""), "empty weights file (0 bytes)"),
+    ("text.weights", lambda p: p.write_text("weights go here\n"), "a text file, not darknet"),
+    ("lfs.weights", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\n"
+                                           "oid sha256:0\nsize 24251276\n"), "Git LFS"),
+    ("header.weights", lambda p: write_weights(p, 0), "holds no parameters"),
+    ("cut.weights", lambda p: write_weights(p, 1000, seen=400), "end inside layer 2"),
+    ("m_last.weights", lambda p: write_weights(p, 248 + 1216, seen=400),
+     "first 3 of 6 layers of micro.cfg, yet it was written while training (seen=400"),
+    ("other.weights", lambda p: write_weights(p, 1770 + 19 * 3 * 32 + 3),
+     "written for another cfg"),
+    ("micro.conv.4", lambda p: write_weights(p, 248), "named .conv.4 but holds only the "
+                                                      "first 1 of 6"),
+])
+def test_bad_start_weights_are_refused_with_what_is_wrong(tmp_path, micro, name, make, said):
+    path = tmp_path / name
+    make(path)
+    [f] = check_weights(path, micro, for_inference=False)
+    assert f.severity == "error" and f.path == str(path)
+    assert said in f.reason + f.fix
+
+
+@pytest.mark.parametrize("name, floats", [
+    ("micro.conv.1", 248), ("micro.conv.2", 248), ("micro.conv.3", 248 + 1216),
+    ("micro.conv.4", 248 + 1216), ("backbone.weights", 248 + 1216),  # seen 0: darknet partial
+    ("m_final.weights", 1770)])
+def test_backbones_and_complete_weights_start_training(tmp_path, micro, name, floats):
+    assert check_weights(write_weights(tmp_path / name, floats), micro,
+                         for_inference=False) == []
+
+
+def yolov4_tiny() -> Cfg:
+    path = SHARED / "darknet" / "cfg" / "yolov4-tiny.cfg"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not checked out beside the project)")
+    return Cfg.load(path)
+
+
+#: The published AlexeyAB yolov4-tiny.weights is 24 251 276 bytes (20-byte header).
+Y4T_ALEXEYAB = (24251276 - 20) // 4
+#: pjreddie ignores groups=2 on three routes: layers 4, 12, 20 take twice the channels.
+Y4T_PJREDDIE = Y4T_ALEXEYAB + 32 * 32 * 9 + 64 * 64 * 9 + 128 * 128 * 9
+
+
+def test_alexeyab_weights_fit_whatever_darknet_is_installed(tmp_path):
+    """The header (0.2.5) and the cfg's route groups say AlexeyAB: counted as it builds
+    the network, not as the Debian darknet here would."""
+    cfg = yolov4_tiny()
+    path = write_weights(tmp_path / "y4t_best.weights", Y4T_ALEXEYAB, seen=64000,
+                         version=(0, 2, 5))
+    assert check_weights(path, cfg) == []
+    assert check_weights(path, cfg, reader="alexeyab") == []  # OpenCV's network
+    [f] = check_weights(path, cfg, reader="pjreddie")
+    assert "pjreddie's (Debian's) darknet builds another one from it" in f.reason
+    assert "--evaluator opencv" in f.fix
+    # an old header (0.2.0) with the cfg's groups: AlexeyAB's layout still fits
+    old = write_weights(tmp_path / "old.weights", Y4T_ALEXEYAB, version=(0, 2, 0))
+    assert check_weights(old, cfg) == []
+
+
+def test_pjreddie_weights_of_a_grouped_cfg_fit_its_network_only(tmp_path):
+    cfg = yolov4_tiny()
+    path = write_weights(tmp_path / "p_final.weights", Y4T_PJREDDIE, version=(0, 2, 0))
+    assert check_weights(path, cfg) == []  # pjreddie's own layout
+    assert check_weights(path, cfg, reader="pjreddie") == []
+    [f] = check_weights(path, cfg, reader="alexeyab")
+    assert "laid out for the network pjreddie's (Debian's) darknet builds" in f.reason
+    # told they are AlexeyAB's (a run's record), they do not fit
+    [f] = check_weights(path, cfg, dialect="alexeyab")
+    assert "written for another cfg" in f.reason and "as AlexeyAB's darknet builds it" in f.reason

@@ -63,6 +63,34 @@ def parse_size(value: str, flag: str, presets: dict | None = None) -> tuple[int,
     return w, h
 
 
+#: Warnings printed when a command goes ahead anyway (the rest are counted).
+SHOWN_WARNINGS = 5
+
+
+def refusing(fn):
+    """Run fn; when it refuses input, print every error but the first and the first
+    warnings; the error itself (`farm: error:` with its hint) then names the first."""
+    from farm.errors import FindingsError
+    try:
+        return fn()
+    except FindingsError as e:
+        errors = [f for f in e.findings if f.severity == "error"]
+        for finding in errors[1:]:
+            click.echo(str(finding), err=True)
+        warn_findings(f for f in e.findings if f.severity != "error")
+        raise
+
+
+def warn_findings(findings) -> None:
+    """Print the first SHOWN_WARNINGS findings and how many more there are."""
+    findings = list(findings)
+    for finding in findings[:SHOWN_WARNINGS]:
+        click.echo(f"farm: {finding}", err=True)
+    if len(findings) > SHOWN_WARNINGS:
+        click.echo(f"farm: … and {len(findings) - SHOWN_WARNINGS} more warnings "
+                   "(`farm dataset lint`, `farm cfg check` list them all)", err=True)
+
+
 def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
     """Copy a file from an inventory host (sha256 checked on both sides)."""
     from farm.remote import flow

@@ -11,6 +11,7 @@ import os
 import click
 
 from farm.darknet.cfg import Cfg, calc_anchors, check_cfg, make_cfg
+from farm.darknet.memory import estimate, parse_size
 from farm.errors import BadInput, Finding
 
 DIALECTS = ("pjreddie", "alexeyab", "hankai")
@@ -94,10 +95,29 @@ def make(base_cfg, output, classes, names, width, height, batch, subdivisions, m
 @dialect_option
 @click.option("--inference", is_flag=True,
               help="Check for detection (batch=1 allowed), not for training.")
-def check(cfg_path, dialect, inference) -> None:
-    """Print every rule CFG breaks, with its line and the fix; exit 2 on errors."""
-    findings = check_cfg(Cfg.load(cfg_path), training=not inference, dialect=dialect)
+@click.option("--memory", metavar="SIZE|here",
+              help="Refuse a cfg whose training needs more than SIZE (e.g. 24GB, a GPU's), "
+                   "or than this host's RAM (here, in GPU terms with --gpu).")
+@click.option("--gpu", is_flag=True, help="Estimate for a GPU (CUDA buffers, no images).")
+def check(cfg_path, dialect, inference, memory, gpu) -> None:
+    """Print every rule CFG breaks, with its line and the fix, and the memory its
+    training needs at its batch/subdivisions; exit 2 on errors."""
+    from farm.runs.checks import MemoryLimit, host_memory, memory_findings
+    parsed = Cfg.load(cfg_path)
+    findings = check_cfg(parsed, training=not inference, dialect=dialect)
+    limit = None
+    if memory is not None:
+        size = host_memory() if memory == "here" else parse_size(memory)
+        if size is None:
+            raise BadInput(f"--memory {memory!r} is not a size",
+                           hint="for example --memory 24GB, or --memory here")
+        limit = MemoryLimit(size, "this host's RAM" if memory == "here" else
+                            "the limit given (--memory)", gpu=gpu)
+    need = None if inference or _errors(findings) else estimate(parsed, dialect=dialect)
+    findings += memory_findings(parsed, need, limit)
     _print_findings(findings)
+    if need is not None:
+        click.echo(f"{cfg_path}: training needs {need.describe(gpu)}")
     errors = _errors(findings)
     click.echo(f"{cfg_path}: {_count(len(errors), 'error')}, "
                f"{_count(len(findings) - len(errors), 'warning')} ({dialect})")

@@ -12,26 +12,14 @@ from pathlib import Path
 
 import click
 
-from farm.errors import BadInput, FindingsError
-from workers.cli import Context, parse_size, pass_ctx
+from farm.errors import BadInput
+from workers.cli import Context, parse_size, pass_ctx, refusing
 
 EVALUATOR_CHOICES = ["auto", "opencv", "darknet-valid", "darknet-map"]
 
 
 def _size(value: str | None, flag: str) -> tuple[int, int] | None:
     return parse_size(value, flag) if value else None
-
-
-def _refusing(fn):
-    """Run fn; when it refuses input for several reasons, print each before the error
-    (which names the first)."""
-    try:
-        return fn()
-    except FindingsError as e:
-        if len(e.findings) > 1:
-            for finding in e.findings:
-                click.echo(str(finding), err=True)
-        raise
 
 
 def _names(path: str | None, classes: int) -> list[str]:
@@ -67,11 +55,9 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
       farm detect backup/net_best.weights shot.png --cfg net.cfg --names obj.names --tile
     """
     from farm.eval.detect import DnnDetector, annotate, found_json, read_image
-    from farm.eval.evaluate import resolve_dialect
     import cv2
-    s = ctx.settings
-    dialect, _ = resolve_dialect(s.darknet, s.darknet_dialect, needed=False)
-    detector = _refusing(lambda: DnnDetector(cfg, weights, dialect=dialect))
+    # the weights are judged by their own layout (header, cfg), not the local darknet's
+    detector = refusing(lambda: DnnDetector(cfg, weights))
     labels = _names(names, detector.classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,13 +121,13 @@ def eval_cmd(ctx: Context, weights, data, screens, overlap, cfg, tiled, tile_siz
                        hint="farm eval W --cfg net.cfg --screens ~/datasets/<id>")
     if screens:
         from farm.eval.screens import evaluate_screens
-        result = _refusing(lambda: evaluate_screens(
+        result = refusing(lambda: evaluate_screens(
             weights, screens=screens, cfg=cfg, dialect=s.darknet_dialect, darknet=s.darknet,
             tile=_size(tile_size, "--tile-size"), overlap=overlap, points=int(points),
             iou_thresh=iou_thresh, conf_thresh=thresh))
         click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
         return
-    result = _refusing(lambda: evaluate_checkpoint(
+    result = refusing(lambda: evaluate_checkpoint(
         weights, data=data, cfg=cfg, evaluator=evaluator, darknet=s.darknet,
         dialect=s.darknet_dialect, points=int(points), iou_thresh=iou_thresh,
         conf_thresh=thresh, tiled=tiled, tile=_size(tile_size, "--tile-size"),

@@ -10,7 +10,8 @@ import click
 
 from farm.errors import BadInput
 from farm.runs.model import Outcome, Run, RunState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx
+from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
+                         warn_findings)
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -47,6 +48,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
 
     DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
     obj.data): the training host fetches them first, only the files it lacks.
+    Before anything is queued, the cfg (with --set), the memory its training needs,
+    WEIGHTS and the dataset are checked: bad input exits 2 naming file and line.
     Prints the run id. The run is watched: nan stops darknet, and it restarts from its
     newest good checkpoint with safer settings (see `farm status RUN`).
     """
@@ -67,14 +70,17 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         _check_remote(ctx, origin, [p for p in (data, weights) if p])
     store = ctx.store()
     task_id = str(uuid.uuid4())
-    run = submit_run(store, ctx.settings, data=data, cfg=cfg, weights=weights,
-                     overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
-                     eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
-                     eval_screens=eval_screens,
-                     rank_by="screens_map50" if eval_screens else "map50")
+    warnings = []
+    run = refusing(lambda: submit_run(
+        store, ctx.settings, data=data, cfg=cfg, weights=weights,
+        overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
+        eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
+        warn=warnings.append, eval_screens=eval_screens,
+        rank_by="screens_map50" if eval_screens else "map50"))
+    warn_findings(warnings)
     ctx.celery()
     from workers.tasks.train import enqueue_train
-    enqueue_train(run.id, queue, task_id=task_id)
+    enqueue_train(run.id, queue, task_id=task_id, run=run)
     if on_host and not listeners(ctx, queue):
         click.echo(f"farm: warning: no worker listens on {queue} now: the run waits queued "
                    f"until {on_host}'s worker is up (`farm hosts workers`)", err=True)
@@ -95,25 +101,45 @@ def _check_remote(ctx: Context, host: str, paths: list[str]) -> None:
 
 
 def follow(ctx: Context, run_id: str, poll: float = 1.0) -> int:
-    """Print attempts and progress until the run ends; the exit code says how it ended."""
+    """Show the run's progress until it ends and its last evaluation is recorded; then
+    its summary. The exit code says how it ended."""
+    from workers.cli import live
     store = ctx.store()
-    seen_attempts, last_line = 0, ""
-    while True:
-        run = store.load_run(run_id)
-        for a in run.attempts[seen_attempts:]:
-            click.echo(f"attempt {a.number} started: {a.reason}", err=True)
-        seen_attempts = len(run.attempts)
-        live = store.live(run_id)
-        if live:
-            line = (f"iteration {live['iteration']}/{run.max_batches} "
-                    f"avg loss {float(live['avg_loss']):.4g} (attempt {live['attempt']})")
-            if line != last_line:
-                click.echo(line, err=True)
-                last_line = line
-        if run.state.finished:
-            click.echo(f"{run.id}: {run.state.value}: {run.message}")
-            return EXIT_OK if run.state is RunState.COMPLETED else EXIT_FAILED
-        time.sleep(poll)
+    out = live.LiveOutput()
+    printer = live.EvaluationPrinter(out)
+    seen_attempts = 0
+    try:
+        while True:
+            run = store.load_run(run_id)
+            for a in run.attempts[seen_attempts:]:
+                out.event(f"attempt {a.number} started: {a.reason}")
+            seen_attempts = len(run.attempts)
+            evaluations = store.evaluations(run_id)
+            printer.show(run_id, evaluations)
+            if run.state.finished:
+                break
+            if run.state is RunState.RUNNING and run.current and run.current.pid:
+                out.progress(live.run_progress(store, run, evaluations).line())
+            time.sleep(poll)
+        missing = wait_for_evaluations(ctx, [run_id], out, printer)
+    finally:
+        out.close()
+    for line in live.summary_lines(store, run, ctx.settings.host_name,
+                                   missing.get(run_id, set())):
+        click.echo(line)
+    return EXIT_OK if run.state is RunState.COMPLETED else EXIT_FAILED
+
+
+def wait_for_evaluations(ctx: Context, run_ids: list[str], out, printer
+                         ) -> dict[str, set[int]]:
+    """Wait (at most eval_wait seconds) for the evaluations sent for `run_ids`, if an eval
+    worker is up to make them; what is still missing."""
+    from workers.app import ROUTES
+    from workers.cli import live
+    queue = ROUTES["farm.eval.*"]["queue"]
+    return live.await_evaluations(ctx.store(), run_ids, listening=lambda: listeners(ctx, queue),
+                                  queue=queue, timeout=ctx.settings.eval_wait, out=out,
+                                  printer=printer)
 
 
 def _ago(ts: float | None) -> str:
@@ -123,7 +149,7 @@ def _ago(ts: float | None) -> str:
     return f"{d:.0f}s ago" if d < 120 else f"{d / 60:.0f}m ago" if d < 7200 else f"{d / 3600:.1f}h ago"
 
 
-def _fmt_loss(value: str | None) -> str:
+def _fmt_loss(value: str | float | None) -> str:
     if value is None:
         return "-"
     x = float(value)
@@ -134,24 +160,43 @@ def _fmt_loss(value: str | None) -> str:
 @click.option("--limit", default=50, show_default=True)
 @pass_ctx
 def runs_cmd(ctx: Context, limit: int) -> None:
-    """List runs, newest first."""
+    """List runs, newest first: progress, speed, time left, best mAP, and why a run failed."""
+    from farm.runs.progress import format_duration, format_map, format_rate
+    from workers.cli.live import run_progress
     store = ctx.store()
     rows = store.load_runs(limit)
     if not rows:
         click.echo("no runs yet: `farm train DATA CFG` queues one")
         return
-    click.echo(f"{'RUN':<16} {'STATE':<10} {'ITER':>11} {'AVG LOSS':>9} {'ATT':>3}  CREATED")
+    click.echo(f"{'RUN':<16} {'STATE':<10} {'ITER':>11} {'SPEED':>10} {'ETA':>6} "
+               f"{'AVG LOSS':>9} {'BEST mAP':>15} {'ATT':>3}  {'CREATED':<9}  WHY")
     for run in rows:
-        live = store.live(run.id)
-        it = f"{live.get('iteration', run.last_iteration)}/{run.max_batches}"
-        click.echo(f"{run.id:<16} {run.state.value:<10} {it:>11} "
-                   f"{_fmt_loss(live.get('avg_loss')):>9} {len(run.attempts):>3}  {_ago(run.created_at)}")
+        p = run_progress(store, run, evaluations=[])
+        best = store.best_evaluation(run.id)
+        best_text = (f"{format_map(best['map'])} @{best['iteration']}"
+                     if best and best.get("map") is not None else "-")
+        running = run.state is RunState.RUNNING
+        why = run.message if run.state is RunState.FAILED else ""
+        click.echo(f"{run.id:<16} {run.state.value:<10} {f'{p.iteration}/{run.max_batches}':>11} "
+                   f"{format_rate(p.speed) if running else '-':>10} "
+                   f"{format_duration(p.eta) if running else '-':>6} "
+                   f"{_fmt_loss(p.avg_loss):>9} {best_text:>15} {len(run.attempts):>3}  "
+                   f"{_ago(run.created_at):<9}  {why}".rstrip())
 
 
-def status_dict(run: Run, live: dict, maps: list) -> dict:
+def status_dict(run: Run, live: dict, maps: list, evaluations: list | None = None,
+                best: dict | None = None, pending: set | None = None,
+                progress=None) -> dict:
     d = run.to_dict()
     d["live"] = live
     d["maps"] = maps
+    d["evaluations"] = evaluations or []
+    d["best"] = best
+    d["evaluations_pending"] = sorted(pending or ())
+    if progress is not None:
+        d["progress"] = {"iteration": progress.iteration, "max_batches": progress.max_batches,
+                         "iterations_per_second": progress.speed,
+                         "eta_seconds": progress.eta, "restarts": progress.restarts}
     return d
 
 
@@ -160,20 +205,26 @@ def status_dict(run: Run, live: dict, maps: list) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
 @pass_ctx
 def status(ctx: Context, run_id: str, as_json: bool) -> None:
-    """Show a run: its attempts, their outcomes, and what changed between them."""
+    """Show a run: its attempts, their outcomes, what changed between them, and its
+    evaluations (mAP per checkpoint) with the best."""
+    from workers.cli.live import run_progress
     store = ctx.store()
     run = store.find_run(run_id)
     live = store.live(run.id)
+    evaluations = store.evaluations(run.id)
+    best = store.best_evaluation(run.id)
+    pending = store.pending_evaluations(run.id)
+    progress = run_progress(store, run, evaluations)
     if as_json:
-        click.echo(json.dumps(status_dict(run, live, store.maps(run.id)), indent=2))
+        click.echo(json.dumps(status_dict(run, live, store.maps(run.id), evaluations, best,
+                                          pending, progress), indent=2))
         return
     click.echo(f"run {run.id}: {run.state.value}" + (f" - {run.message}" if run.message else ""))
     click.echo(f"  data {run.data}\n  cfg  {run.cfg}\n  weights {run.weights or '(scratch)'}")
     if run.overrides:
         click.echo("  set  " + " ".join(f"{k}={v}" for k, v in run.overrides.items()))
     if live:
-        click.echo(f"  now  iteration {live['iteration']}/{run.max_batches}, "
-                   f"avg loss {_fmt_loss(live['avg_loss'])}")
+        click.echo(f"  now  {progress.line()}")
     for a in run.attempts:
         outcome = a.outcome.value if a.outcome else "running"
         span = f"iterations {a.start_iteration}->{a.last_iteration if a.last_iteration is not None else '?'}"
@@ -191,36 +242,51 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     if run.checkpoints:
         click.echo(f"  checkpoints: {len(good)} finite, {len(bad)} poisoned (after nan); "
                    f"newest good: {run.good_checkpoint or '-'}")
-    _echo_evaluations(run, store.evaluations(run.id), store.best_evaluation(run.id))
+    _print_evaluations(ctx, store, run, evaluations, best, pending)
 
 
-def _echo_evaluations(run: Run, evaluations: list[dict], best: dict | None) -> None:
-    """Tile mAP and screens mAP side by side: the best checkpoint and the newest one."""
-    if not evaluations:
+def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
+                       best: dict | None, pending: set[int]) -> None:
+    from farm.runs.progress import format_map
+    if not evaluations and not pending:
+        click.echo(f"  evaluations: none yet (a finite checkpoint every {run.eval_every} "
+                   "iterations and the final one are evaluated)")
         return
-    ranked = "screens mAP" if run.rank_by == "screens_map50" else "tile mAP"
-    click.echo(f"  evaluations: {len(evaluations)}, ranked by {ranked}"
-               + (f" on {run.eval_screens}" if run.eval_screens else ""))
-    for what, e in (("best", best), ("newest", evaluations[-1])):
-        if e:
-            click.echo(f"    {what + ':':<8} iteration {e['iteration']}: {_maps(e)}")
+    screens = bool(run.eval_screens)  # then the screens mAP beside the tile mAP
+    click.echo("  evaluations (mAP@0.50 on the valid list" + (
+        f"; SCREENS: on the whole screenshots of {run.eval_screens}; ranked by "
+        f"{'screens mAP' if run.rank_by == 'screens_map50' else 'tile mAP'}"
+        if screens else "") + "):")
+    click.echo(f"    {'ITER':>6} {'mAP':>9}" + (f" {'SCREENS':>9}" if screens else "")
+               + f" {'P':>5} {'R':>5} {'F1':>5}  EVALUATOR")
+    for e in evaluations:
+        mark = "  <- best" if best and int(best["iteration"]) == int(e["iteration"]) else ""
+        if e.get("error"):
+            click.echo(f"    {e['iteration']:>6} failed: {e['error']}")
+            continue
+        prf = " ".join(f"{'-' if e.get(k) is None else format(float(e[k]), '.2f'):>5}"
+                       for k in ("precision", "recall", "f1"))
+        click.echo(f"    {e['iteration']:>6} {format_map(e.get('map') or 0.0):>9}"
+                   + (f" {_screens_map(e):>9}" if screens else "") + f" {prf}  "
+                   f"{e.get('evaluator') or '?'}{mark}")
+        if screens and (e.get("screens") or {}).get("error"):
+            click.echo(f"{'':>11}screens not evaluated: {e['screens']['error']}")
+    if pending:
+        click.echo("    pending: iteration " + ", ".join(str(i) for i in sorted(pending))
+                   + " (sent to the eval queue, not recorded yet)")
+    if best and best.get("map") is not None:
+        from farm.eval.evaluate import best_weights_location
+        found = best_weights_location(store, run, ctx.settings.host_name)
+        where = f", weights {found[1]} on {found[0] or ctx.settings.host_name}" if found else ""
+        click.echo(f"  best: iteration {best['iteration']}, mAP@0.50 "
+                   f"{format_map(best['map'])}"
+                   + (f", screens mAP@0.50 {_screens_map(best)}" if screens else "") + where)
 
 
-def _maps(e: dict) -> str:
-    if e.get("error"):
-        return f"not evaluated: {e['error']}"
-    text = f"tile mAP {_pct(e.get('map'))}"
-    screens = e.get("screens")
-    if isinstance(screens, dict):
-        text += (f", screens mAP {_pct(screens.get('map'))}" if not screens.get("error")
-                 else f", screens not evaluated: {screens['error']}")
-        if not screens.get("error"):
-            text += f" (TP {screens.get('tp')}, FP {screens.get('fp')}, FN {screens.get('fn')})"
-    return text
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{float(value) * 100:.2f} %"
+def _screens_map(e: dict) -> str:
+    from farm.runs.progress import format_map
+    screens = e.get("screens") or {}
+    return "failed" if screens.get("error") else format_map(screens.get("map"))
 
 
 @click.command()
@@ -228,8 +294,12 @@ def _pct(value) -> str:
 @click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines of the tail to print first.")
 @pass_ctx
-def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> None:
-    """Print darknet's output for a run (from any host: the tail is kept in Redis)."""
+def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
+    """Print darknet's output for a run (from any host: the tail is kept in Redis).
+
+    Each attempt starts with a `--- attempt N ... (why) ---` line. A run that ended
+    before darknet ever started (bad input found first) has no output: its reason is
+    printed instead, and the exit code is 1."""
     store = ctx.store()
     run = store.find_run(run_id)
     tail, seen = store.log_since(run.id, 0)
@@ -239,9 +309,19 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> None:
         new, seen = store.log_since(run.id, seen)
         for line in new:
             click.echo(line)
-        if not new and store.load_run(run.id).state.finished:
-            break
+        if not new:
+            run = store.load_run(run.id)
+            if run.state.finished:
+                break
         time.sleep(0.5)
+    run = store.load_run(run.id)
+    if run.state.finished and not any(a.pid for a in run.attempts):
+        click.echo(f"{run.id}: darknet never started: the run {run.state.value} before it "
+                   f"could: {run.message or 'no reason recorded'}", err=True)
+        return EXIT_OK if run.state is RunState.CANCELLED else EXIT_FAILED
+    if not seen:
+        click.echo(f"{run.id} is {run.state.value}: no output yet", err=True)
+    return EXIT_OK
 
 
 @click.command()

@@ -11,7 +11,7 @@ import click
 
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import SweepState
-from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
+from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx, refusing, warn_findings
 
 
 @click.group()
@@ -57,8 +57,11 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries
     app = ctx.celery()
-    sw = submit_sweep(store, ctx.settings, spec,
-                      gpu_workers=_workers_on(app, spec.queue or "gpu"))
+    warnings = []
+    sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
+                                       gpu_workers=_workers_on(app, spec.queue or "gpu"),
+                                       warn=warnings.append))
+    warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
     from workers.tasks.sweep import enqueue_recipe_build
@@ -76,23 +79,63 @@ def _workers_on(app, queue: str) -> int:
 
 
 def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:
-    """Print trials as they start and end until the sweep ends; then the leaderboard."""
+    """Show trials as they start and end, their evaluations as they land, and a live line
+    (each running trial's progress, the sweep's ETA) until the sweep ends; the sweep
+    ends once its trials' last evaluations are recorded. Then the leaderboard."""
     from farm.sweeps.service import leaderboard_of
+    from workers.cli import live
     store = ctx.store()
+    out = live.LiveOutput()
+    trial_of: dict[str, int] = {}
+    printer = live.EvaluationPrinter(out, prefix=lambda run_id: f"trial {trial_of[run_id]}: ")
     seen: dict[int, str] = {}
-    while True:
-        sw, spec, rows = leaderboard_of(store, sweep_id)
-        for row in sorted(rows, key=lambda r: r.trial):
-            if seen.get(row.trial) != row.state:
-                seen[row.trial] = row.state
-                note = f": {row.note}" if row.note and row.state != "queued" else ""
-                click.echo(f"trial {row.trial} {row.state} ({ctl.describe(row.params)})"
-                           f"{note}", err=True)
-        if sw.state is not SweepState.RUNNING:
-            _print_board(sw, spec, rows)
-            done = sw.state is SweepState.DONE and any(r.state == "completed" for r in rows)
-            return EXIT_OK if done else EXIT_FAILED
-        time.sleep(poll)
+    followed: set[int] = set()  # trials not over when first seen: their evaluations print
+    try:
+        while True:
+            sw, spec, rows = leaderboard_of(store, sweep_id)
+            for row in sorted(rows, key=lambda r: r.trial):
+                if row.run_id:
+                    trial_of[row.run_id] = row.trial
+                if row.trial not in seen and row.state not in _OVER:
+                    followed.add(row.trial)
+                if seen.get(row.trial) != row.state:
+                    seen[row.trial] = row.state
+                    note = f": {row.note}" if row.note and row.state != "queued" else ""
+                    out.event(f"trial {row.trial} {row.state} ({ctl.describe(row.params)})"
+                              f"{note}")
+            for row in rows:
+                if row.trial in followed and row.run_id:
+                    printer.show(row.run_id, store.evaluations(row.run_id))
+            if sw.state is not SweepState.RUNNING:
+                break
+            out.progress(_sweep_line(store, spec, rows))
+            time.sleep(poll)
+    finally:
+        out.close()
+    _print_board(sw, spec, rows)
+    done = sw.state is SweepState.DONE and any(r.state == "completed" for r in rows)
+    return EXIT_OK if done else EXIT_FAILED
+
+
+_OVER = ("completed", "failed", "stopped", "cancelled")
+
+
+def _sweep_line(store, spec, rows: list[ctl.Row]) -> str:
+    """sweep 1/4 done, 2 running, 1 waiting, ETA 3m10s | #1 340/600 13 it/s ETA 20s ..."""
+    from farm.runs.progress import format_duration, short, sweep_eta
+    from workers.cli.live import run_progress
+    done = [r for r in rows if r.state in _OVER]
+    running = [r for r in rows if r.state in ("running", "stopping") and r.run_id]
+    waiting = len(rows) - len(done) - len(running)
+    progress = {r.trial: run_progress(store, store.load_run(r.run_id)) for r in running}
+    lengths = [r.wall_time for r in done if r.state == "completed" and r.wall_time]
+    lengths = lengths or [r.wall_time + p.eta for r in running
+                          if r.wall_time and (p := progress[r.trial]).eta is not None]
+    eta = sweep_eta([p.eta for p in progress.values()], waiting, spec.concurrency,
+                    sum(lengths) / len(lengths) if lengths else None)
+    head = (f"sweep {len(done)}/{len(rows)} done, {len(running)} running, {waiting} waiting, "
+            f"ETA {format_duration(eta)}")
+    return " | ".join([head] + [f"#{t} {short(p)}" for t, p in sorted(progress.items())])
 
 
 @sweep.command()

@@ -57,6 +57,8 @@ def checkpoint(self, run_id: str, path: str, iteration: int, host: str | None = 
     except HostUnreachable as e:
         log.warning("evaluation of %s @%s waits for a host: %s", run_id, iteration, e)
         raise self.retry(exc=e, countdown=s.host_retry_delay, max_retries=s.host_retries)
+    from workers.tasks.sweep import on_evaluation
+    on_evaluation(run_id)  # an ended trial's last evaluation lets its sweep close
     return {k: result.get(k) for k in ("run_id", "iteration", "map", "evaluator", "seconds",
                                        "error")}
 

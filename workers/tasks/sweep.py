@@ -1,16 +1,21 @@
 """Sweep tasks: thin Celery wrappers around farm.sweeps.service.advance.
 
-Three things move a sweep on, and any of them may run at the same time as another
+Four things move a sweep on, and any of them may run at the same time as another
 (advance holds the sweep's lock and never submits a trial twice):
-- `farm.sweep.tick_all`, on beat every few seconds: start, stop, close, for every sweep;
 - `on_run_finished(run)`, called by `farm.train` when a sweep's run ends: starts the next
   trial at once, so a GPU does not wait for beat between two trials;
-- `farm.sweep.tick`, sent by `farm sweep submit` to start the first trials, and by
-  `farm.dataset.synth_recipe` when a dataset its trials wait for is built.
+- `on_evaluation(run_id)`, called by `farm.eval.checkpoint` when an evaluation of an
+  ended trial lands: the sweep closes once its last one has (its summary names the best);
+- `farm.sweep.tick_all`, on beat every few seconds: early stopping and budgets for
+  running trials, recovery after a controller died. Housekeeping, so it sends no task
+  events (workers.app.FarmAMQP): Flower lists the trainings, not thousands of ticks;
+- `farm.sweep.tick`, sent by `farm.dataset.synth_recipe` when a dataset its trials wait
+  for is built.
 """
 from __future__ import annotations
 
 import logging
+import time
 
 from farm.runs.model import Run
 from farm.sweeps.service import advance
@@ -24,8 +29,29 @@ log = logging.getLogger(__name__)
 HOOK_LOCK_WAIT = 10.0
 
 
+#: Seconds an answer to "does a worker consume the eval queue?" is reused (the question
+#: is a broadcast of about a second, asked only while a sweep waits to close).
+EVALUATORS_TTL = 30.0
+
+_evaluators = {"at": -EVALUATORS_TTL, "up": False}
+
+
 def _enqueue(run_id: str, queue: str | None) -> str:
     return enqueue_train(run_id, queue)
+
+
+def evaluators_up() -> bool:
+    """Whether a worker consumes the eval queue now: a sweep waits for its last
+    evaluations only then (they would stay queued otherwise)."""
+    now = time.monotonic()
+    if now - _evaluators["at"] >= EVALUATORS_TTL:
+        from workers.app import ROUTES
+        queue = ROUTES["farm.eval.*"]["queue"]
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        _evaluators["up"] = any(q.get("name") == queue for qs in replies.values()
+                                for q in qs or ())
+        _evaluators["at"] = now
+    return _evaluators["up"]
 
 
 def enqueue_recipe_build(key: str) -> str:
@@ -39,14 +65,14 @@ def enqueue_recipe_build(key: str) -> str:
 def tick(sweep_id: str) -> dict:
     """Advance one sweep (idempotent)."""
     result = advance(store(), app.farm_settings, sweep_id, enqueue=_enqueue, wait=2.0,
-                     build=enqueue_recipe_build)
+                     build=enqueue_recipe_build, evaluators=evaluators_up)
     for stop in result.stopped:
         log.info("sweep %s: stopping trial %d (%s): %s", sweep_id, stop.index, stop.run_id,
                  stop.reason)
     return result.to_dict()
 
 
-@app.task(name="farm.sweep.tick_all")
+@app.task(name="farm.sweep.tick_all", send_events=False)  # housekeeping (FarmAMQP)
 def tick_all() -> list[dict]:
     """Advance every sweep that still has work (what beat runs)."""
     from farm.sweeps.store import SweepStore
@@ -55,7 +81,8 @@ def tick_all() -> list[dict]:
     for sweep_id in SweepStore(st).active_ids():
         try:
             results.append(advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
-                                   build=enqueue_recipe_build).to_dict())
+                                   build=enqueue_recipe_build,
+                                   evaluators=evaluators_up).to_dict())
         except Exception:  # one broken sweep must not starve the others
             log.exception("sweep %s: tick failed", sweep_id)
     return results
@@ -69,7 +96,18 @@ def on_run_finished(run: Run) -> None:
         return
     try:
         advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue, early_stop=False,
-                wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build)
+                wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build, evaluators=evaluators_up)
     except Exception:
         log.exception("sweep %s: could not start the next trial after run %s", run.sweep,
                       run.id)
+
+
+def on_evaluation(run_id: str) -> None:
+    """An evaluation of `run_id` was recorded: when the run is an ended trial, the sweep
+    may now close (it waits for its trials' last evaluations). Never raises."""
+    try:
+        run = store().load_run(run_id)
+    except Exception:
+        log.exception("run %s: could not read it after its evaluation", run_id)
+        return
+    on_run_finished(run)

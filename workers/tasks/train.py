@@ -10,10 +10,14 @@ import logging
 import uuid
 import os
 import time
+from collections import deque
 
-from farm.errors import FarmError, HostUnreachable
+from celery.exceptions import Ignore
+
+from farm.errors import FarmError, HostUnreachable, RunFailed
 from farm.eval import should_evaluate
-from farm.runs.model import RunState
+from farm.runs.model import Run, RunState
+from farm.runs.progress import Progress, rate
 from farm.remote.flow import localize_run
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
@@ -26,35 +30,61 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0
 
 
-def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = None) -> str:
-    """Send a run to the GPU queue; the task name Flower shows carries the run id.
+def task_name(run: Run) -> str:
+    """The name Flower lists a run's task under: `farm.train <run>`, and for a sweep's
+    trial `farm.train <run> <sweep>#<trial>`."""
+    name = f"farm.train {run.id}"
+    if run.sweep:
+        name += f" {run.sweep}#{run.trial}" if run.trial is not None else f" {run.sweep}"
+    return name
 
-    Pass the `task_id` already recorded on the run: saving the run again after sending
-    could overwrite what a fast worker has written meanwhile."""
-    options = {"shadow": f"farm.train {run_id}"}
+
+def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = None, *,
+                  run: Run | None = None) -> str:
+    """Send a run to the GPU queue (or `queue`) under its Flower name (task_name).
+
+    The task id is the one recorded on the run (`task_id` when given): saving the run
+    again after sending could overwrite what a fast worker has written meanwhile, so
+    every sender (the CLI, a sweep, the reaper) records the id first and sends second.
+    `run`: the record, when the caller holds it (else it is read)."""
+    run = run or store().load_run(run_id)
+    options = {"shadow": task_name(run)}
     if queue:
         options["queue"] = queue
-    result = train.apply_async(args=[run_id], task_id=task_id, **options)
+    result = train.apply_async(args=[run_id], task_id=task_id or run.task_id, **options)
     return result.id
 
 
-@app.task(name="farm.train", bind=True, acks_late=False, track_started=True)
+@app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
+          throws=(RunFailed,))
 def train(self, run_id: str) -> dict:
+    """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
+    FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
     st = store()
     worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
-    last = {"at": 0.0}
+    last = {"at": 0.0, "attempt": 0}
+    samples: deque[tuple[float, int]] = deque(maxlen=2000)  # (wall time, iteration)
 
     def progress(run, it) -> None:
         now = time.monotonic()
+        if run.current.number != last["attempt"]:  # a restart: speed is measured afresh
+            last["attempt"] = run.current.number
+            samples.clear()
+        samples.append((now, it.number))
         if now - last["at"] < PROGRESS_EVERY:
             return
         last["at"] = now
-        text = f"{run_id} attempt {run.current.number}: iteration {it.number}/{run.max_batches} avg loss {it.avg_loss:.4g}"
+        p = Progress(iteration=it.number, max_batches=run.max_batches, speed=rate(samples),
+                     avg_loss=it.avg_loss, restarts=len(run.attempts) - 1,
+                     attempt=run.current.number)
+        text = f"attempt {p.attempt}: {p.line(with_map=False)}"
         self.send_event("task-progress", result=text, run_id=run_id,
                         iteration=it.number, avg_loss=it.avg_loss)
-        self.update_state(state="PROGRESS", meta={"run_id": run_id, "attempt": run.current.number,
+        self.update_state(state="PROGRESS", meta={"run_id": run_id, "attempt": p.attempt,
                                                   "iteration": it.number,
-                                                  "avg_loss": it.avg_loss})
+                                                  "avg_loss": it.avg_loss,
+                                                  "iterations_per_second": p.speed,
+                                                  "eta_seconds": p.eta})
 
     def checkpoint(run, c) -> None:
         """Evaluate finite checkpoints at the run's cadence, on the `eval` queue."""
@@ -93,8 +123,28 @@ def train(self, run_id: str) -> dict:
     if run.sweep:  # start the sweep's next trial now, not at beat's next tick
         from workers.tasks.sweep import on_run_finished
         on_run_finished(run)
+    if run.state is RunState.FAILED:
+        raise RunFailed(f"{run.id}: {run.message}")
+    if run.state is RunState.CANCELLED:
+        _end_revoked(self, run)
     return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
             "message": run.message}
+
+
+def _end_revoked(task, run: Run) -> None:
+    """End the task as REVOKED, in Flower and in the result backend (a cancelled run).
+
+    Flower's state machine (celery.events.state.Task.event) lets any custom state, such
+    as the PROGRESS this task has been sending, outrank REVOKED, so a `task-revoked`
+    event alone would leave it PROGRESS for ever. RETRY is the one state that every
+    event replaces: a `task-retry` event (a name of our own, so Flower's Retried counter
+    stays true) steps back to it first. Ignore then keeps Celery from recording SUCCESS
+    over the revocation."""
+    task.send_event("task-retry")
+    task.send_event("task-revoked", terminated=False, signum=None, expired=False,
+                    result=run.message)
+    task.backend.mark_as_revoked(task.request.id, run.message, request=task.request)
+    raise Ignore()
 
 
 def _due(run, c) -> bool:
@@ -127,7 +177,7 @@ def _catch_up_evals(st, run) -> None:
             _send_eval(st, run, c)
 
 
-@app.task(name="farm.reap")
+@app.task(name="farm.reap", send_events=False)  # housekeeping: not in Flower (FarmAMQP)
 def reap() -> list[str]:
     """Resubmit runs that are marked running but whose lease expired (their worker died)."""
     st = store()

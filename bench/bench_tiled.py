@@ -7,6 +7,12 @@ is printed before and after, and each figure is the median of --repeat runs):
 - farm:     DnnDetector.detect_tiled: one network load, the 416x416 tiles (64 px overlap:
             3 x 7 = 21 tiles) through blobFromImages in batches of TILE_BATCH, one merge;
 - one by one: the same, one tile per forward pass (TILE_BATCH = 1), as before batching;
+- strips, one tile: the network run at 416x2400 (3 strips, overlapping by 64 px across
+            only) or 1088x2400 (the whole screen, padded): `--tile-size`; the network is
+            convolutional, but a box near a 416 tile's edge sees other context there:
+            the share of its boxes that the 416x416 tiling also finds (IoU above 0.9)
+            is printed. Judge a strip size by its screens mAP (`farm eval --screens
+            SCREENS --tile-size 416x2400`), not by speed alone;
 - darknet:  `darknet detector valid` over the same 21 tiles written as PNG files: one
             network load, then darknet's own forward pass per tile; its own "Total
             Detection Time" (after the load) is the figure.
@@ -83,6 +89,19 @@ def farm_ms(cfg: Path, weights: Path, image, thresh: float, batch: int,
         return (time.perf_counter() - start) * 1000, len(found)
     finally:
         detect.TILE_BATCH = old
+
+
+def agreement(cfg: Path, weights: Path, image, tile: tuple[int, int]) -> float:
+    """Share of the boxes found with `tile` that 416x416 tiles find too (IoU > 0.9)."""
+    detector = detect.DnnDetector(cfg, weights, dialect="alexeyab")
+    ref = detector.detect_tiled(image, overlap=OVERLAP)
+    other = detector.detect_tiled(image, tile=tile, overlap=OVERLAP)
+    if not other:
+        return float("nan")
+    from farm.eval.mapcalc import iou
+    boxes = [(f.cx, f.cy, f.w, f.h) for f in ref]
+    hit = sum(any(iou((f.cx, f.cy, f.w, f.h), b) > 0.9 for b in boxes) for f in other)
+    return hit / len(other)
 
 
 def write_tiles(image, root: Path) -> Path:
@@ -162,6 +181,10 @@ def main() -> int:
                 farm_ms(*v4, image, 0.25, detect.TILE_BATCH))
             add("yolov4-tiny dense weights, farm batched (0.25)",
                 farm_ms(*v4_dense, image, 0.25, detect.TILE_BATCH))
+            add("yolov4-tiny farm 416x2400 strips (0.25)",
+                farm_ms(*v4, image, 0.25, detect.TILE_BATCH, (416, 2400)))
+            add("yolov4-tiny farm one 1088x2400 tile (0.25)",
+                farm_ms(*v4, image, 0.25, detect.TILE_BATCH, (1088, 2400)))
         micro = micro_cfg(root / "micro.cfg")
         micro_w = random_weights(micro, root / "micro.weights", dialect="pjreddie", sparse=True)
         for _ in range(args.repeat):
@@ -181,6 +204,9 @@ def main() -> int:
               f"screenshot (goal: under 1000)")
         print(f"batching, yolov3-tiny: {med['yolov3-tiny farm one tile a pass (thresh 0.005)'] / med['yolov3-tiny farm batched (thresh 0.005)']:.2f}x; "
               f"micro 64x64: {med['micro 64x64 farm one tile a pass (thresh 0.25)'] / med['micro 64x64 farm batched (thresh 0.25)']:.2f}x")
+        for tile in ((416, 2400), (1088, 2400)):
+            print(f"boxes at 0.005 found with {tile[0]}x{tile[1]} that 416x416 tiles find too: "
+                  f"{agreement(*v4, image, tile):.1%}")
         print(f"load average after: {load()}")
         return 0
     finally:

@@ -134,32 +134,20 @@ def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_ke
                            hint="drop them, or synthesize without --from-screens")
         return _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives,
                                    workers, sheet, from_screens)
-    data = _load_spec(spec_file)
-    if canvas:
-        data["canvas"] = list(_size(canvas, "--canvas"))
+    data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
     if mark_px:
         data["mark_px"] = _numbers(mark_px, "--mark-px", 2, "-")
-    if templates:
-        data["templates"] = list(templates)
     if colour_key:
         data["colour_key"] = [int(v) for v in _numbers(colour_key, "--colour-key", 3)]
     if backgrounds:
         data["backgrounds"] = list(backgrounds)
-    if negatives is not None:
-        data["negatives"] = negatives
-    if n < 1 or workers < 1:
-        raise BadInput("--count and --workers must be at least 1", hint="e.g. -n 1000 --workers 4")
     spec = synth.SynthSpec.from_dict(data, path=spec_file)
     synth.load_assets(spec)  # bad templates/backgrounds fail here, not in a worker
     with _progress(n, "synth") as bar:
         if workers == 1:
             synth.synthesize(spec, out_dir, n, seed, on_progress=bar.update)
         else:
-            jobs = [(spec.to_dict(), out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_single_thread) as pool:
-                for done in pool.imap_unordered(_synth_chunk, jobs):
-                    bar.update(done)
+            _in_pool(_synth_chunk, spec.to_dict(), out_dir, n, seed, workers, bar)
     click.echo(f"{n} images in {Path(out_dir) / 'images'}, labels in {Path(out_dir) / 'labels'}")
     if sheet:
         width = max(6, len(str(n - 1)))
@@ -180,10 +168,8 @@ def _from_screens_chunk(args) -> int:
     return count
 
 
-def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
-                        sheet, from_screens) -> None:
-    from farm.datasets import fromscreens
-    from farm.datasets.screens import open_screens
+def _spec_flags(spec_file, canvas, templates, negatives, n: int, workers: int) -> dict:
+    """The synthesis settings of --spec, with the flags both kinds of synthesis take."""
     data = _load_spec(spec_file)
     if canvas:
         data["canvas"] = list(_size(canvas, "--canvas"))
@@ -193,21 +179,35 @@ def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negative
         data["negatives"] = negatives
     if n < 1 or workers < 1:
         raise BadInput("--count and --workers must be at least 1", hint="e.g. -n 1000 --workers 4")
+    return data
+
+
+def _in_pool(chunk_fn, spec_dict: dict, out_dir, n: int, seed: int, workers: int,
+             bar) -> None:
+    """The n images made by `workers` processes, in chunks (the output is the same)."""
+    jobs = [(spec_dict, out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_single_thread) as pool:
+        for done in pool.imap_unordered(chunk_fn, jobs):
+            bar.update(done)
+
+
+def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
+                        sheet, from_screens) -> None:
+    from farm.datasets import fromscreens
+    from farm.datasets.screens import open_screens
+    data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
     spec = fromscreens.ScreenSynthSpec.from_dict(data, path=spec_file)
     screens = open_screens(from_screens)
     prep = fromscreens.prepare(screens, Path(out_dir), spec.templates)
     for note in prep.notes:
         click.echo(f"farm: {note}", err=True)
     with _progress(n, "synth") as bar:
-        jobs = [(spec.to_dict(), out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
         if workers == 1:
-            for job in jobs:
-                bar.update(_from_screens_chunk(job))
+            fromscreens.synthesize_from_screens(None, out_dir, n, seed, spec, prepared=True,
+                                                on_progress=bar.update)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_single_thread) as pool:
-                for done in pool.imap_unordered(_from_screens_chunk, jobs):
-                    bar.update(done)
+            _in_pool(_from_screens_chunk, spec.to_dict(), out_dir, n, seed, workers, bar)
     click.echo(f"{n} images in {Path(out_dir) / 'images'}, labels in {Path(out_dir) / 'labels'}"
                f" (painted screens in {Path(out_dir) / 'backgrounds'}, marks in "
                f"{Path(out_dir) / 'templates'})")
@@ -317,11 +317,16 @@ def package_cmd(sources, root, names, valid_ratio, valid_list, seed, network, di
                              seed=seed, valid_list=valid_list,
                              network=_size(network, "--network"), dialect=dialect,
                              check_images=not no_image_check, on_progress=bar.update)
+    _echo_packaged(result, "dataset", f"{result.images} images, {result.train} train, "
+                                      f"{result.valid} valid")
+
+
+def _echo_packaged(result, what: str, holds: str) -> None:
+    """Warnings to stderr; what was packaged; its obj.data last (for scripts)."""
     for w in result.warnings:
         click.echo(w, err=True)
     state = "created" if result.created else "already there (same content)"
-    click.echo(f"dataset {result.dataset_id} {state}: {result.images} images, "
-               f"{result.train} train, {result.valid} valid")
+    click.echo(f"{what} {result.dataset_id} {state}: {holds}")
     click.echo(str(Path(result.path) / "obj.data"))
 
 
@@ -335,12 +340,8 @@ def _package_screens(sources, root, names, dialect, no_image_check, total) -> No
     except FindingsError as e:
         _echo_findings(e.findings)
         raise
-    for w in result.warnings:
-        click.echo(w, err=True)
-    state = "created" if result.created else "already there (same content)"
-    click.echo(f"screens set {result.dataset_id} {state}: "
-               f"{screens.describe(screens.open_screens(result.path))}")
-    click.echo(str(Path(result.path) / "obj.data"))
+    _echo_packaged(result, "screens set",
+                   screens.describe(screens.open_screens(result.path)))
 
 
 # --------------------------------------------------------------------------- lint

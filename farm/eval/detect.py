@@ -16,10 +16,9 @@ Two sources, so that each checks the other (docs: evaluate.py):
 
 `detect_tiled` finds small marks in full-size screenshots: overlapping network-sized tiles
 (as `farm dataset tile` cuts them for training) go through the network in batches (one
-`blobFromImages` and one forward pass per `TILE_BATCH` tiles: the per-call overhead of
-OpenCV's DNN module, not arithmetic, dominated a small network's tile-by-tile loop), the
-boxes are mapped back and merged by farm.eval.nms.merge_tiles (a mark straddling a tile
-edge, or seen whole by two tiles, is one box). A box with less than `MIN_BOX_PX` of
+`blobFromImages` and one forward pass per `TILE_BATCH` tiles), the boxes of all tiles are
+mapped back at once and merged by farm.eval.nms.merge_tiles (a mark straddling a tile
+edge, or seen whole by two tiles, is one box): no Python work per tile. A box with less than `MIN_BOX_PX` of
 height or width inside the image is no detection and is dropped.
 """
 from __future__ import annotations
@@ -47,9 +46,11 @@ DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
 OPENCV_LAYOUT = "alexeyab"
 TILE_OVERLAP = 64      # farm dataset tile's default
-#: tiles per forward pass in tiled detection; measured on 2 cores (bench/bench_tiled.py):
-#: 64x64 micro tiles run ~8x faster batched than one by one, 416x416 ones ~1.1x
-TILE_BATCH = 16
+#: tiles per forward pass in tiled detection. Measured on 2 cores with OpenCV 4.14: 21
+#: yolov4-tiny 416x416 tiles 1.09 s one by one, 0.87-0.91 s in passes of 3 to 21; 64x64
+#: micro tiles gain nothing (OpenCV's per-call cost is small there; the old tile loop's
+#: was its Python work per tile, now vectorised)
+TILE_BATCH = 8
 #: px: a tiled box with less height or width than this inside the image is dropped
 MIN_BOX_PX = 1.0
 

@@ -57,7 +57,9 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
     from farm.eval.detect import DnnDetector, annotate, found_json, read_image
     import cv2
     # the weights are judged by their own layout (header, cfg), not the local darknet's
-    detector = refusing(lambda: DnnDetector(cfg, weights))
+    # the network drops what is under --thresh itself: NMS keeps the same boxes above it,
+    # and a bot's screenshot is no mAP curve (farm eval keeps darknet's 0.005)
+    detector = refusing(lambda: DnnDetector(cfg, weights, thresh=thresh))
     labels = _names(names, detector.classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

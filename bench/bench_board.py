@@ -1,14 +1,20 @@
-"""Server time of the farm board's data: a run page with 50 000 iterations of metrics, and
-the runs list with 500 runs (goal: under 200 ms each).
+"""Server time of the farm board's data: a run page with 50 000 iterations of metrics, the
+runs list with 500 runs, and the sweep pages with a sweep of 10 000 trials queued (goal:
+under 200 ms each).
 
 It starts its own redis-server on a free loopback port, fills it as training would
 (a run of three attempts with a restart after nan, checkpoints and evaluations; 499 other
 runs), folds the big run's chart once (the board does that in the background while a run
 trains; its one-time cost is printed too), then times:
   - the data functions the handlers call (runs_payload, run_payload, chart_payload);
-  - the same over HTTP on loopback, with the login, JSON encoding and gzip (end to end).
+  - the same over HTTP on loopback, with the login, JSON encoding and gzip (end to end);
+  - the sweep pages and their API with a sweep of `--sweep-trials` trials queued (four
+    submitted, the rest pending), and the bytes each answer sends (uncompressed); with
+    `--baseline REV`, that revision's board (a process of its own, its own Redis database,
+    the sweep submitted by its own `farm sweep submit`) on the same sweep, side by side.
 
     python bench/bench_board.py [--iterations 50000] [--runs 500] [--repeat 15] [--serve]
+    python bench/bench_board.py --sweep-trials 10000 --baseline 2684f74
 
 --serve keeps the filled board running (prints its URL and password) to look at it.
 """
@@ -18,6 +24,7 @@ import argparse
 import base64
 import json
 import math
+import os
 import shutil
 import socket
 import statistics
@@ -32,7 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dashboard.board import chart_payload, make_app, run_payload, runs_payload  # noqa: E402
+from dashboard.app import make_app  # noqa: E402
+from dashboard.board import chart_payload, run_payload, runs_payload  # noqa: E402
 from farm.chart import update_chart  # noqa: E402
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState  # noqa: E402
 from farm.settings import Settings  # noqa: E402
@@ -140,10 +148,11 @@ def timed(fn, repeat: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
-def get(url: str) -> bytes:
+def get(url: str, html: bool = False) -> bytes:
     auth = "Basic " + base64.b64encode(f"farm:{PASSWORD}".encode()).decode()
     req = urllib.request.Request(url, headers={"Authorization": auth,
-                                               "Accept-Encoding": "identity"})
+                                               "Accept-Encoding": "identity",
+                                               **({"Accept": "text/html"} if html else {})})
     with urllib.request.urlopen(req, timeout=30) as response:
         return response.read()
 
@@ -154,6 +163,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--sweep-trials", type=int, default=10_000)
+    ap.add_argument("--baseline", metavar="REV", help="also time REV's sweep pages")
     args = ap.parse_args()
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
@@ -186,6 +197,9 @@ def main() -> int:
                 time.sleep(0.05)
         rows += [(f"HTTP GET {path}", lambda p=path: get(base + p))
                  for path in ("/api/runs", f"/api/runs/{big}", f"/api/runs/{big}/chart")]
+        sweep_rows = sweep_pages(args, tmp, url, settings, store, base) \
+            if args.sweep_trials else []
+        rows += [(label, fn) for label, fn, _ in sweep_rows if label.startswith("now")]
         print(f"\n{'what':<44} {'median ms':>10} {'max ms':>8}  goal < {GOAL_MS:.0f} ms")
         worst = 0.0
         for label, fn in rows:
@@ -196,6 +210,15 @@ def main() -> int:
                   f"{'ok' if median < GOAL_MS else 'OVER'}")
         size = len(get(f"{base}/api/runs/{big}/chart"))
         print(f"\nchart payload: {size / 1024:.0f} KiB for {len(state['buckets'])} buckets")
+        if sweep_rows:
+            print(f"\nsweep pages, {args.sweep_trials} trials queued (median of "
+                  f"{args.repeat}, uncompressed bytes; load {os.getloadavg()[0]:.1f})")
+            for label, fn, _ in sweep_rows:
+                fn()
+                median, _ = timed(fn, args.repeat)
+                worst = max(worst, median) if label.startswith("now") else worst
+                print(f"{label:<52} {median:>8.1f} ms {len(fn()) / 1024:>9.0f} KiB  "
+                      f"{'ok' if median < GOAL_MS else 'OVER'}")
         if args.serve:
             print(f"\nboard: {base}/runs/{big}  login farm / {PASSWORD}  (Ctrl-C stops)")
             threading.Event().wait()
@@ -206,6 +229,60 @@ def main() -> int:
         redis.terminate()
         redis.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_pages(args, tmp: Path, url: str, settings: Settings, store: Store, base: str
+                ) -> list:
+    """(label, fetch, bytes) of each sweep page of this revision, and of the baseline's
+    (when asked), each with a sweep of args.sweep_trials trials queued."""
+    from farm.sweeps.service import advance, submit_sweep
+    from farm.sweeps.spec import load_spec
+    from farm.micro import micro_cfg, micro_dataset
+    micro_dataset(tmp / "ds", images=8)
+    micro_cfg(tmp / "micro.cfg", max_batches=100)
+    spec_path = tmp / "sweep.yaml"
+    spec_path.write_text(
+        "name: queued\nbase: {data: ds/obj.data, cfg: micro.cfg}\n"
+        "parameters: {learning_rate: {log_uniform: [0.0005, 0.005]}}\n"
+        f"trials: {args.sweep_trials}\nseed: 1\nconcurrency: 4\n"
+        "budget: {iterations: 100}\nobjective: min_avg_loss\n")
+    sw = submit_sweep(store, settings, load_spec(spec_path))
+    advance(store, settings, sw.id, enqueue=lambda run_id, queue: "bench", early_stop=False)
+    pages = ["/sweeps", "/api/sweeps", f"/sweeps/{sw.id}", f"/api/sweeps/{sw.id}",
+             f"/api/sweeps/{sw.id}?page={-(-args.sweep_trials // 25)}"]
+    rows = [(f"now  GET {p.replace(sw.id, '<id>')}", lambda p=p: get(base + p, html=True),
+             None) for p in pages]
+    if args.baseline:
+        rows = _baseline_pages(args, tmp, url, spec_path) + rows
+    return rows
+
+
+def _baseline_pages(args, tmp: Path, url: str, spec_path: Path) -> list:
+    """The baseline's board on its own Redis database, its sweep submitted by its CLI."""
+    import atexit
+    from bench.baseline import env_for, export, farm_cmd
+    tree = export(args.baseline, tmp)
+    data = tmp / "baseline-data"
+    data.mkdir()
+    (data / "flower.password").write_text(PASSWORD + "\n")
+    port = free_port()
+    env = env_for(tree, {"FARM_REDIS_URL": url.rsplit("/", 1)[0] + "/1",
+                         "FARM_DATA_DIR": str(data), "FARM_BOARD_PORT": str(port),
+                         "FARM_FLOWER_ADDRESS": "127.0.0.1"})
+    subprocess.run(farm_cmd("sweep", "submit", str(spec_path)), env=env, cwd=tree,
+                   check=True, capture_output=True)
+    board = subprocess.Popen([sys.executable, "-m", "dashboard"], env=env, cwd=tree,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(board.terminate)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            get(base + "/api/runs")
+            break
+        except OSError:
+            time.sleep(0.05)
+    return [(f"{args.baseline} GET {p}", lambda p=p: get(base + p, html=True), None)
+            for p in ("/sweeps", "/api/sweeps")]
 
 
 def _serve(settings: Settings, store: Store, port: int) -> None:

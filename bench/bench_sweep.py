@@ -20,6 +20,14 @@ on beat's schedule, a thread that sends it every `--tick` seconds, as beat would
 
     python bench/bench_sweep.py [--trials 50] [--iterations 20] [--tick 2] [--no-hook]
     python bench/bench_sweep.py --trials 200
+
+3. A big sweep queued (`--queued 10000`): the wall time of `farm sweep submit` and
+   `farm sweep show` (the commands as a person runs them, each in a fresh process, no
+   worker up), `--repeat` times; with `--baseline REV`, the same commands of that
+   revision side by side in the same run (each on its own Redis database). Goals:
+   submit under 2 s, show under 0.5 s.
+
+    python bench/bench_sweep.py --queued 10000 --baseline 2684f74
 """
 from __future__ import annotations
 
@@ -101,7 +109,13 @@ def main() -> int:
     ap.add_argument("--tick", type=float, default=2.0, help="beat interval of tick_all (s)")
     ap.add_argument("--no-hook", action="store_true",
                     help="start trials from beat's ticks only (no on_run_finished)")
+    ap.add_argument("--queued", type=int, metavar="N",
+                    help="time submit and show of a sweep of N trials instead")
+    ap.add_argument("--baseline", metavar="REV", help="with --queued: also time REV's")
+    ap.add_argument("--repeat", type=int, default=5, help="with --queued: runs of each")
     args = ap.parse_args()
+    if args.queued:
+        return queued(args)
     if not shutil.which("darknet") or not shutil.which("redis-server"):
         raise SystemExit("needs darknet and redis-server (bash ops/setup.sh installs them)")
 
@@ -225,6 +239,68 @@ def main() -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def queued(args) -> int:
+    """Submit and show of a sweep of `args.queued` trials, this revision and a baseline."""
+    from bench.baseline import env_for, export, farm_cmd
+    from bench.bench_board import start_redis
+    from farm.micro import micro_cfg, micro_dataset
+    if not shutil.which("redis-server"):
+        raise SystemExit("needs redis-server (bash ops/setup.sh installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix="farm-bench-queued-"))
+    redis, url = start_redis(tmp)
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    try:
+        micro_dataset(tmp / "ds", images=8)
+        micro_cfg(tmp / "micro.cfg", max_batches=100)
+        (tmp / "sweep.yaml").write_text(
+            "name: queued\nbase: {data: ds/obj.data, cfg: micro.cfg}\n"
+            "parameters: {learning_rate: {log_uniform: [0.0005, 0.005]}}\n"
+            f"trials: {args.queued}\nseed: 1\nconcurrency: 4\n"
+            "budget: {iterations: 100}\nobjective: min_avg_loss\n")
+        trees = [("now", REPO)]
+        if args.baseline:
+            trees.insert(0, (args.baseline, export(args.baseline, tmp)))
+        figures: dict[str, dict[str, list[float]]] = {}
+        for db, (name, tree) in enumerate(trees):
+            env = env_for(tree, {"FARM_REDIS_URL": f"redis://127.0.0.1:{port}/{db}",
+                                 "FARM_DATA_DIR": str(tmp / f"data-{db}")})
+            submit, show = [], []
+            sweep_id = None
+            for _ in range(args.repeat):
+                seconds, out = _timed(farm_cmd("sweep", "submit", str(tmp / "sweep.yaml")),
+                                      env, tree)
+                submit.append(seconds)
+                sweep_id = sweep_id or out.strip().splitlines()[-1]
+            for _ in range(args.repeat):
+                show.append(_timed(farm_cmd("sweep", "show", sweep_id), env, tree)[0])
+            figures[name] = {"farm sweep submit": submit, "farm sweep show": show}
+        print(f"a sweep of {args.queued} trials, concurrency 4, no worker up; median of "
+              f"{args.repeat} runs, each command in a fresh process (load "
+              f"{os.getloadavg()[0]:.1f})")
+        goals = {"farm sweep submit": 2.0, "farm sweep show": 0.5}
+        head = f"{'command':<20}" + "".join(f"{name:>14}" for name, _ in trees)
+        print(head + ("   ratio" if args.baseline else "") + "   goal")
+        for what, goal in goals.items():
+            medians = [statistics.median(figures[name][what]) for name, _ in trees]
+            ratio = f"{medians[-1] / medians[0]:>8.3f}" if args.baseline else ""
+            print(f"{what:<20}" + "".join(f"{m:>12.2f} s" for m in medians) + ratio
+                  + f"   < {goal:g} s {'ok' if medians[-1] < goal else 'OVER'}")
+    finally:
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[2:])} (in {cwd}) failed: {done.stderr.strip()}")
+    return seconds, done.stdout
 
 
 def _wait_workers(app, n: int, timeout: float = 60) -> None:

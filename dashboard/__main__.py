@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from dashboard.board import serve
+from dashboard.app import serve
 from farm import settings as farm_settings
 from farm.errors import FarmError
 

@@ -58,6 +58,11 @@ class RedisUnreachable(FarmUnavailable):
     pass
 
 
+class RedisRefused(RedisUnreachable):
+    """Something answered at the Redis URL, but refused the login or is not Redis:
+    waiting will not help."""
+
+
 class DarknetNotFound(FarmUnavailable):
     pass
 
@@ -67,7 +72,15 @@ class PortInUse(FarmUnavailable):
 
 
 class HostUnreachable(FarmUnavailable):
-    pass
+    """`host` names the machine that did not answer (a host.away notification says it)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, host: str | None = None):
+        super().__init__(message, hint=hint)
+        self.host = host
+
+
+class DeliveryFailed(FarmUnavailable):
+    """A notification's receiver (FARM_NOTIFY_URL) did not take it; it is tried again."""
 
 
 class RunFailed(FarmError):

@@ -48,24 +48,66 @@ class Settings:
     flower_port: int = 5555
     #: The farm board (runs, charts, sweeps) listens here, behind Flower's login.
     board_port: int = 5556
+    #: Days a browser stays logged in to the board (its session cookie's lifetime).
+    board_session_days: float = 7.0
     #: Seconds a run lease lives without a heartbeat; the heartbeat renews it every third.
-    lease_ttl: float = 60.0
-    #: Seconds between two passes of the beat job that resumes runs whose lease expired.
-    reaper_interval: float = 15.0
+    #: A holder that died on the reaper's own machine is seen at once (its pid is gone);
+    #: one on another machine is known lost only when its lease expires.
+    lease_ttl: float = 30.0
+    #: Seconds between two passes of the beat job that resumes runs whose holder died or
+    #: whose lease expired (it reads only the set of running runs: cheap).
+    reaper_interval: float = 2.0
+    #: Seconds a worker keeps retrying a Redis that went away (a restarted embedded Redis
+    #: answers again within about a second) before the operation fails; the CLI does not wait.
+    redis_patience: float = 20.0
+    #: `farm up` restarts a child that died (a worker, beat, Flower, the board, Redis)
+    #: after this many seconds, doubled for each further death within `restart_window`.
+    restart_backoff: float = 0.5
+    #: A child that dies `restart_limit` times within `restart_window` seconds is in a
+    #: crash loop (one that cannot start dies every few seconds): `farm up` gives up on
+    #: it, and says why, instead of restarting it again. Deaths further apart (a worker
+    #: killed now and then in a long night) are restarted for ever.
+    restart_limit: int = 5
+    restart_window: float = 60.0
+    #: gpu-queue workers `farm up` starts (one per GPU; here they train on the CPU).
+    gpu_workers: int = 1
     #: Broker redelivery timeout (seconds). Training tasks ack early and hold a lease, so
     #: this only has to exceed the longest short task; it must match on every process.
     visibility_timeout: int = 21600
     #: Seconds without a new iteration line before an attempt counts as stalled.
     stall_timeout: float = 900.0
-    #: Divergence policy defaults (per run overridable with `farm train --policy k=v`).
+    #: Divergence policy defaults (per run overridable with `farm train --policy k=v`):
+    #: restarts after nan/inf, each at lr_factor x the previous learning rate.
     max_divergence_restarts: int = 3
     lr_factor: float = 0.5
-    burn_in_factor: float = 2.0
+    #: A restarted attempt warms up again from where it resumes and reaches its rate within
+    #: max(burn_in_min, rewarm_fraction x max_batches) iterations (never using more than
+    #: half of the iterations left), its first rate at most rewarm_start x that rate.
     burn_in_min: int = 100
+    rewarm_fraction: float = 0.02
+    rewarm_start: float = 0.01
     #: A loss above this after burn-in counts as divergence (darknet never stops by itself).
     loss_bound: float = 1e4
+    #: Crash and stall restarts allowed in a row without progress; the count starts again
+    #: once the run's newest good checkpoint is restart_progress iterations past where the
+    #: attempt after the last one started.
     crash_restarts: int = 1
     stall_restarts: int = 1
+    restart_progress: int = 100
+    #: Out of memory: restarts allowed, and darknet users' remedies in order: double
+    #: subdivisions up to batch (oom_subdivisions 1/0), then random=0 in the [yolo] layers
+    #: (oom_random 1/0), then width and height oom_size_step pixels smaller (0: never),
+    #: not below oom_min_size.
+    oom_restarts: int = 6
+    oom_subdivisions: int = 1
+    oom_random: int = 1
+    oom_size_step: int = 32
+    oom_min_size: int = 128
+    #: Private writable memory darknet may map, in MiB (RLIMIT_DATA; 0: no limit). With a
+    #: limit darknet's allocations fail (out_of_memory, handled by the policy above) before
+    #: the kernel's OOM killer picks a victim on a shared machine. It counts thread stacks:
+    #: pjreddie's 64 loader threads reserve 8 MiB each, so allow 600+ MiB for a tiny net.
+    darknet_memory_limit: int = 0
     #: Seconds before a task waiting for an unreachable host tries again (runs wait for
     #: ever; an evaluation gives up after host_retries tries).
     host_retry_delay: float = 30.0
@@ -76,6 +118,20 @@ class Settings:
     #: lands after the run ends): by `--wait`, and by a sweep before it closes. Bounded,
     #: so an eval worker that died holds nothing for ever.
     eval_wait: float = 600.0
+    #: Where the farm POSTs a JSON event when a sweep ends, a run fails or a host goes
+    #: away (README, "Notifications"); empty: no notifications. http:// or https://; a
+    #: `user:password@` in it is sent as basic auth and masked in every log line.
+    notify_url: str = ""
+    #: Seconds one POST of a notification may take before it counts as failed.
+    notify_timeout: float = 10.0
+    #: Tries of a notification after the first one fails; the waits between them double
+    #: from notify_backoff seconds up to notify_backoff_max (8 tries: about 20 minutes).
+    notify_retries: int = 8
+    notify_backoff: float = 5.0
+    notify_backoff_max: float = 600.0
+    #: Seconds after a task last found a host unreachable before that host's next
+    #: failure is a new outage (a second host.away); tasks retrying meanwhile are one.
+    notify_host_quiet: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -83,7 +139,21 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """`redis_url`, or the embedded Redis with the password `farm up` keeps in the
+        data dir (read here, so the secret never travels on a command line or in FARM_*)."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            password = self.redis_password_file.read_text().strip()
+        except OSError:
+            password = ""
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """The embedded Redis's password (made by `farm up`, mode 0600)."""
+        return Path(self.data_dir) / "redis.password"
 
     @property
     def runs_dir(self) -> Path:
@@ -106,8 +176,20 @@ class Settings:
                          "put it in the URL: redis://:PASSWORD@host:6379/0")
         if self.lease_ttl < 3:
             raise ConfigError(f"lease_ttl={self.lease_ttl} is too short", hint="use 3 s or more")
+        if self.restart_limit < 1 or self.restart_window <= 0 or self.restart_backoff < 0:
+            raise ConfigError("restart_limit must be at least 1, restart_window above 0 and "
+                              "restart_backoff not negative")
+        if self.gpu_workers < 1:
+            raise ConfigError(f"gpu_workers={self.gpu_workers} must be at least 1")
         if self.lr_factor <= 0 or self.lr_factor >= 1:
             raise ConfigError(f"lr_factor={self.lr_factor} must be between 0 and 1")
+        if not 0 < self.rewarm_start <= 0.1:
+            raise ConfigError(f"rewarm_start={self.rewarm_start} must be in (0, 0.1]",
+                              hint="the first rate after a restart is at most a tenth "
+                                   "of the rate it warms up to")
+        if self.notify_url:
+            from farm.notify import check_url
+            check_url(self.notify_url)
         return self
 
     def to_env(self) -> dict[str, str]:

@@ -9,8 +9,13 @@ The only module of farm/ that talks to Redis. Keys (prefix `farm:`):
     run:<id>:maps       list of JSON mAP results
     run:<id>:log        list: the last `log_tail_lines` lines of darknet's output
     run:<id>:logn       how many lines were ever appended to that list
-    run:<id>:lease      token of the process that holds the run (expires without heartbeat)
+    runs:running        set of the ids of runs that are running or held by a worker (what
+                        the reaper reads: every such run, however old)
+    run:<id>:lease      JSON naming the process that holds the run (worker, pid, its start
+                        time and place, a nonce); expires without heartbeat
     run:<id>:cancel     set when a person asked to cancel the run
+    supervisor:events   list (newest first, capped) of JSON events of `farm up`'s
+                        supervisor: a child died, was restarted, was given up
 """
 from __future__ import annotations
 
@@ -22,13 +27,25 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import redis
+from redis import exceptions as rx
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from farm.errors import FarmError, LeaseLost, NotFound, RedisUnreachable
-from farm.runs.model import Run
+from farm.errors import FarmError, LeaseLost, NotFound, RedisRefused, RedisUnreachable
+from farm.procs import Pid
+from farm.runs.model import Run, RunState
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_ACQUIRE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end  -- a retried call that got it
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('sadd', KEYS[2], ARGV[3])
+  return 1
 end
 return 0
 """
@@ -59,31 +76,56 @@ def translated(url: str) -> Iterator[None]:
     """Redis errors as the farm's own (for every module that keeps state in Redis)."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise RedisUnreachable(
-            f"cannot reach Redis at {_safe(url)}: {e}",
-            hint="start the farm with `farm up`, or set FARM_REDIS_URL to a running "
-                 "Redis") from None
-    except redis.AuthenticationError:
-        raise RedisUnreachable(f"Redis at {_safe(url)} refused the password",
-                               hint="check the password in FARM_REDIS_URL") from None
+    except redis.RedisError as e:
+        raise redis_unavailable(url, e) from None
 
 
-def _safe(url: str) -> str:
+def redis_unavailable(url: str, e: Exception) -> RedisUnreachable:
+    """What a failure to talk to Redis at `url` means, with the URL (password masked)
+    and what to check; for the CLI's edge too (Celery's own Redis errors land there)."""
+    where = safe_url(url)
+    if isinstance(e, (rx.AuthenticationError, rx.AuthorizationError)) or \
+            (isinstance(e, rx.ResponseError) and "AUTH" in str(e)):
+        return RedisRefused(f"Redis at {where} refused the login: {e}",
+                            hint="check the password in FARM_REDIS_URL (the embedded "
+                                 "farm's is in <data_dir>/redis.password)")
+    if isinstance(e, rx.InvalidResponse) or "closed by server" in str(e):
+        return RedisRefused(f"{where} answered, but not as Redis does ({e})",
+                            hint="check the host and port in FARM_REDIS_URL: they name "
+                                 "another kind of server (HTTP, SSH, ...); or that Redis "
+                                 "was restarting: try again")
+    if isinstance(e, (rx.ConnectionError, rx.TimeoutError)):
+        return RedisUnreachable(f"cannot reach Redis at {where}: {e}",
+                                hint="start the farm with `farm up`, or set FARM_REDIS_URL "
+                                     "to a running Redis")
+    return RedisUnreachable(f"Redis at {where} failed: {type(e).__name__}: {e}",
+                            hint="check that FARM_REDIS_URL names the farm's Redis and that "
+                                 "it is healthy (`redis-cli -u URL info`)")
+
+
+def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
 
 
 class Store:
-    def __init__(self, url: str, *, log_tail_lines: int = 2000):
+    """`patience`: seconds to keep retrying a Redis that went away (a worker riding out a
+    restart of the embedded Redis); 0 fails at once (the CLI)."""
+
+    def __init__(self, url: str, *, log_tail_lines: int = 2000, patience: float = 0.0):
         self.url = url
+        retry = None
+        if patience > 0:  # 0.1, 0.2, 0.4, 0.8, then every second
+            retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), int(patience) + 4)
         self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30,
-                                      socket_connect_timeout=5, health_check_interval=30)
+                                      socket_connect_timeout=5, health_check_interval=30,
+                                      retry=retry)
         self.log_tail_lines = log_tail_lines
         self._renew = self.r.register_script(_RENEW)
+        self._acquire = self.r.register_script(_ACQUIRE)
         self._release = self.r.register_script(RELEASE_IF_OWNER)
 
     def ping(self) -> None:
@@ -94,8 +136,7 @@ class Store:
     def save_run(self, run: Run) -> None:
         with translated(self.url):
             pipe = self.r.pipeline()
-            pipe.set(_k("run", run.id), json.dumps(run.to_dict()))
-            pipe.zadd(_k("runs"), {run.id: run.created_at})
+            _write_run(pipe, run)
             pipe.execute()
 
     def load_run(self, run_id: str) -> Run:
@@ -127,10 +168,14 @@ class Store:
 
     # -- leases -----------------------------------------------------------------------
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> str | None:
-        """A token if this process now holds the run, None if another one does."""
-        token = f"{owner}:{uuid.uuid4().hex[:8]}"
+        """A token if this process now holds the run, None if another one does. The run
+        joins the running set at once: a holder that dies before it marks the run running
+        is found by the reaper too."""
+        token = json.dumps({"worker": owner, **Pid.this().to_dict(),
+                            "nonce": uuid.uuid4().hex[:8]})
         with translated(self.url):
-            ok = self.r.set(_k("run", run_id, "lease"), token, nx=True, px=int(ttl * 1000))
+            ok = self._acquire(keys=[_k("run", run_id, "lease"), _RUNNING],
+                               args=[token, int(ttl * 1000), run_id])
         return token if ok else None
 
     def renew_lease(self, run_id: str, token: str, ttl: float) -> None:
@@ -146,6 +191,75 @@ class Store:
     def lease_holder(self, run_id: str) -> str | None:
         with translated(self.url):
             return self.r.get(_k("run", run_id, "lease"))
+
+    # -- the running set (what the reaper reads) -------------------------------------
+    def running_leases(self) -> dict[str, str | None]:
+        """Every run in the running set, with its lease (None: no one holds it). Two
+        round trips however many runs were ever made."""
+        with translated(self.url):
+            if not self.r.exists(_RUNNING_INDEXED):
+                self._index_running()
+            ids = sorted(self.r.smembers(_RUNNING))
+            leases = self.r.mget([_k("run", i, "lease") for i in ids]) if ids else []
+        return dict(zip(ids, leases))
+
+    def _index_running(self) -> None:
+        """Fill the running set from every run doc, once (Redis data older than the set)."""
+        ids = self.r.zrange(_k("runs"), 0, -1)
+        for n in range(0, len(ids), 500):
+            chunk = ids[n:n + 500]
+            for run_id, raw in zip(chunk, self.r.mget([_k("run", i) for i in chunk])):
+                if raw and json.loads(raw).get("state") == RunState.RUNNING.value:
+                    self.r.sadd(_RUNNING, run_id)
+        self.r.set(_RUNNING_INDEXED, "1")
+
+    def requeue_lost(self, run_id: str, holder: str | None, task_id: str,
+                     message: str) -> Run | None:
+        """Mark a run whose holder is gone as queued again under `task_id`, atomically:
+        only while its lease is still `holder` (None: no lease) and the run unfinished;
+        the dead holder's lease is deleted in the same step. None when anything changed
+        meanwhile (another reaper, the run ended): then nothing is written."""
+        run_key, lease_key = _k("run", run_id), _k("run", run_id, "lease")
+        with translated(self.url), self.r.pipeline() as pipe:
+            try:
+                pipe.watch(run_key, lease_key)
+                raw = pipe.get(run_key)
+                if pipe.get(lease_key) != holder:
+                    return None
+                run = Run.from_dict(json.loads(raw)) if raw else None
+                pipe.multi()
+                if run is None or run.state.finished:
+                    pipe.srem(_RUNNING, run_id)  # a stale member: nothing to resume
+                    pipe.execute()
+                    return None
+                run.state, run.task_id, run.message = RunState.QUEUED, task_id, message
+                if holder is not None:
+                    pipe.delete(lease_key)
+                _write_run(pipe, run)
+                pipe.execute()
+                return run
+            except redis.WatchError:
+                return None
+
+    # -- supervisor events (`farm up`) ------------------------------------------------
+    def record_supervisor_events(self, events: list[dict[str, Any]]) -> None:
+        """Keep `farm up`'s events (a child died, restarted, given up) for the board."""
+        if not events:
+            return
+        with translated(self.url):
+            pipe = self.r.pipeline()
+            pipe.lpush(_SUPERVISOR_EVENTS, *(json.dumps(e) for e in events))
+            pipe.ltrim(_SUPERVISOR_EVENTS, 0, SUPERVISOR_EVENTS_KEPT - 1)
+            pipe.execute()
+
+    def supervisor_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` supervisor events, newest first; each has `at` (unix time),
+        `child` (a child of `farm up`, or "farm" for the farm itself), `event` (up, down,
+        died, restarted, gave_up), `pid`, `code` (exit code; -N: killed by signal N) and
+        `message`."""
+        with translated(self.url):
+            raw = self.r.lrange(_SUPERVISOR_EVENTS, 0, limit - 1)
+        return [json.loads(x) for x in raw]
 
     # -- cancel -----------------------------------------------------------------------
     def request_cancel(self, run_id: str) -> None:
@@ -334,16 +448,51 @@ class Store:
                 "log": log, "log_total": int(logn or 0)}
 
     def log_tail(self, run_id: str, lines: int = 200) -> tuple[list[str], int]:
-        """The last `lines` log lines and how many were ever written."""
+        """The last `lines` log lines and how many were ever written (NotFound for a run
+        that does not exist: an empty log would say it exists and printed nothing)."""
         with translated(self.url):
             pipe = self.r.pipeline(transaction=False)
+            pipe.exists(_k("run", run_id))
             pipe.get(_k("run", run_id, "logn"))
             pipe.lrange(_k("run", run_id, "log"), -lines, -1)
-            total, tail = pipe.execute()
+            exists, total, tail = pipe.execute()
+        if not exists:
+            raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
         return tail, int(total or 0)
+
+    def require_run(self, run_id: str) -> None:
+        """NotFound unless the run exists (for reads that would answer empty otherwise)."""
+        with translated(self.url):
+            if not self.r.exists(_k("run", run_id)):
+                raise NotFound(f"no run {run_id!r}", hint="`farm runs` lists the runs")
 
 
 _LIVE_FIELDS = ("iteration", "avg_loss", "updated_at")
+_RUNNING = _k("runs", "running")
+_RUNNING_INDEXED = _k("runs", "running", "indexed")
+_SUPERVISOR_EVENTS = _k("supervisor", "events")
+#: Supervisor events kept in Redis (the oldest are dropped).
+SUPERVISOR_EVENTS_KEPT = 500
+
+
+def _write_run(pipe, run: Run) -> None:
+    """The one writer of run docs: the doc, the index by creation time, and the running
+    set (a member exactly while the run is running)."""
+    pipe.set(_k("run", run.id), json.dumps(run.to_dict()))
+    pipe.zadd(_k("runs"), {run.id: run.created_at})
+    if run.state is RunState.RUNNING:
+        pipe.sadd(_RUNNING, run.id)
+    else:
+        pipe.srem(_RUNNING, run.id)
+
+
+def lease_pid(holder: str | None) -> Pid | None:
+    """The process a lease names (None: no lease, or one written before leases named
+    their process)."""
+    try:
+        return Pid.from_dict(json.loads(holder)) if holder else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 _BOARD_ROWS = """
 local out = {}

@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ops/setup.sh --test
-exec .venv/bin/python -m pytest -q -ra "$@"
+# .venv/bin on PATH: the tests run the tools the `test` extra installs there (docker-compose)
+PATH="$PWD/.venv/bin:$PATH" exec .venv/bin/python -m pytest -q -ra "$@"

@@ -51,6 +51,44 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def darknet_procs_of(run_dir: Path) -> list:
+    """darknet processes working in this run's folder (each attempt has its own cwd)."""
+    import psutil
+    found = []
+    for p in psutil.process_iter(["name", "cwd"]):
+        try:
+            if p.info["name"] == "darknet" and str(run_dir) in (p.info["cwd"] or ""):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def embedded_env(tmp_path: Path, **farm: str) -> dict[str, str]:
+    """The environment of a `farm` command with an embedded farm of its own: a data dir
+    under `tmp_path`, free ports, no FARM_* of the caller; `farm` adds FARM_<KEY>s."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    env.update(FARM_DATA_DIR=str(tmp_path / "farm"), FARM_REDIS_PORT=str(free_port()),
+               FARM_FLOWER_PORT=str(free_port()), FARM_BOARD_PORT=str(free_port()),
+               PYTHONPATH=str(REPO), **{f"FARM_{k.upper()}": v for k, v in farm.items()})
+    return env
+
+
+def farm_cmd(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`farm ARGS` as a person runs it: a subprocess, its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def blank_line_in_train_list(data: Path) -> Path:
+    """The seed's broken list, made after a run was submitted (its checks passed then):
+    only the worker, which checks again, can refuse it. Returns the list's path."""
+    train = Path(data).parent / "train.txt"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    return train
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:
@@ -126,9 +164,10 @@ class Farm:
                                     "-s", str(self.tmp / "beat-schedule"), "-l", "INFO"])
 
     def flower(self, port: int, password: str) -> subprocess.Popen:
+        """Flower with a login, given through its environment (never on argv, like `farm up`)."""
         return self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app",
-                                      "flower", "--address=127.0.0.1", f"--port={port}",
-                                      f"--basic_auth=farm:{password}"])
+                                      "flower", "--address=127.0.0.1", f"--port={port}"],
+                           env={"FLOWER_BASIC_AUTH": f"farm:{password}"})
 
     def wait_ping(self, node: str, timeout: float = 60) -> None:
         from workers.app import app, configure

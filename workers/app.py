@@ -20,10 +20,11 @@ ROUTES = {
     "farm.eval.*": {"queue": "eval"},
     "farm.sweep.*": {"queue": "cpu"},
     "farm.flow.*": {"queue": "cpu"},  # sent to a host's queue (host.<name>) by the CLI
+    "farm.notify": {"queue": "cpu"},
 }
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
-                "workers.tasks.sweep", "workers.tasks.flow"]
+                "workers.tasks.sweep", "workers.tasks.flow", "workers.tasks.notify"]
 
 
 def host_queue(name: str) -> str:

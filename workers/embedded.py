@@ -1,39 +1,38 @@
-"""`farm up`: a whole farm on one machine, in the foreground, stopped cleanly by Ctrl-C.
+"""`farm up`: a whole farm on one machine, in the foreground, supervised.
 
-It starts, as child processes: a `redis-server` with AOF persistence under the data dir
-(unless FARM_REDIS_URL names an existing Redis), a `gpu` worker (concurrency 1, no
-prefetch), a `cpu` worker (also `augment`, `eval`), beat, Flower behind a login, and the
-farm board behind the same login.
+It starts, as child processes: a `redis-server` with AOF persistence and a generated
+password under the data dir (unless FARM_REDIS_URL names an existing Redis), `gpu`
+workers (concurrency 1, no prefetch), a `cpu` worker (also `augment`, `eval`), beat,
+Flower behind a login, and the farm board behind the same login. A child that dies is
+restarted (workers.supervision); the farm stops only when asked (Ctrl-C, SIGTERM,
+`farm down`). Secrets reach the children through 0600 files and their environment,
+never their command lines (`ps` shows every process's arguments to every user).
 Every worker also listens on `host.<name>`, so more machines can join the same Redis.
 """
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from farm.errors import FarmError, FarmUnavailable, PortInUse
+from farm.credentials import FLOWER_PASSWORD, METRICS_TOKEN, ensure_secret
+from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
 from farm.settings import Settings
-from farm.state import Store
+from farm.state import Store, safe_url
 from workers.app import host_queue
+from workers.supervision import ChildSpec, Children, claim, describe_exit
 
 FLOWER_USER = "farm"
-
-
-@dataclass
-class Child:
-    name: str
-    popen: subprocess.Popen
-    stop_signal: int = signal.SIGTERM
+#: Supervisor events held in memory while Redis cannot take them (the oldest dropped).
+EVENTS_HELD = 500
+#: Seconds between two looks at the children.
+TICK = 0.2
 
 
 def port_free(host: str, port: int) -> bool:
@@ -53,16 +52,33 @@ def _require_port(host: str, port: int, what: str, setting: str) -> None:
                              f"{setting} to a free port")
 
 
+
+
 def flower_password(data_dir: Path) -> tuple[str, bool]:
-    """Flower's password, made once and kept 0600; True when it was just made."""
-    path = data_dir / "flower.password"
-    if path.exists():
-        return path.read_text().strip(), False
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Flower's (and the board's) password, made once and kept 0600; True when it was
+    just made."""
+    return ensure_secret(data_dir / FLOWER_PASSWORD)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def redis_config(s: Settings, redis_dir: Path) -> Path:
+    """The embedded Redis's config file (0600: it holds the password), rewritten at each
+    start. AOF: queued runs, leases and run state come back after a crash."""
+    password, _ = ensure_secret(s.redis_password_file)
+    path = redis_dir / "redis.conf"
+    text = "\n".join([
+        "# written by `farm up` at each start; edits are lost",
+        f"port {s.redis_port}", "bind 127.0.0.1", f"dir {_quoted(str(redis_dir))}",
+        "appendonly yes", "save 300 1", "maxmemory-policy noeviction",
+        f"requirepass {_quoted(password)}", ""])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return password, True
+        f.write(text)
+    return path
 
 
 def celery_argv(*args: str) -> list[str]:
@@ -74,9 +90,19 @@ def worker_argv(role: str, s: Settings, queues: list[str], concurrency: int) -> 
                        "-Q", ",".join(queues + [host_queue(s.host_name)]),
                        "-c", str(concurrency), "-P", "prefork", "-E", "-l", "INFO",
                        "--prefetch-multiplier=1")
-    if role == "gpu":
+    if role.startswith("gpu"):
         argv.append("--disable-prefetch")
     return argv
+
+
+def gpu_roles(s: Settings) -> list[str]:
+    """Node names of the gpu workers: `gpu` alone, or `gpu0`, `gpu1`, ..."""
+    return ["gpu"] if s.gpu_workers == 1 else [f"gpu{i}" for i in range(s.gpu_workers)]
+
+
+def record_path(data_dir: Path) -> Path:
+    """`farm up`'s pid and its children's, for `farm down` and the next `farm up`."""
+    return Path(data_dir) / "farm-up.pid"
 
 
 class EmbeddedFarm:
@@ -84,11 +110,15 @@ class EmbeddedFarm:
                  echo=click.echo):
         self.s = settings
         self.data_dir = Path(settings.data_dir)
-        self.children: list[Child] = []
         self.flower = flower
         self.beat = beat
         self.echo = echo
         self.logs = self.data_dir / "logs"
+        self.record = record_path(self.data_dir)
+        self.children = Children(settings, self.logs, self.record,
+                                 cwd=str(Path(__file__).resolve().parents[1]), echo=echo)
+        self._store: Store | None = None
+        self._claimed = False
 
     # -- start ------------------------------------------------------------------------
     def check(self) -> None:
@@ -104,43 +134,52 @@ class EmbeddedFarm:
             _require_port(self.s.flower_address, self.s.flower_port, "Flower", "FARM_FLOWER_PORT")
             _require_port(self.s.flower_address, self.s.board_port, "the board", "FARM_BOARD_PORT")
 
-    def _spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        env = {**os.environ, **self.s.to_env()}
-        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                 cwd=str(Path(__file__).resolve().parents[1]),
-                                 start_new_session=True)
-        log.close()
-        self.children.append(Child(name, popen, stop_signal))
-
     def start(self) -> None:
+        """Start every child; on any failure, stop what was started and raise."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        claim(self.record, self.echo)
+        self.children.write_record()
+        self._claimed = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.check()
+        spawn = self.children.spawn
         if self.s.embedded:
             redis_dir = self.data_dir / "redis"
             redis_dir.mkdir(exist_ok=True)
-            self._spawn("redis", ["redis-server", "--port", str(self.s.redis_port),
-                                  "--bind", "127.0.0.1", "--dir", str(redis_dir),
-                                  "--appendonly", "yes", "--save", "300 1",
-                                  "--maxmemory-policy", "noeviction"])
+            # SIGTERM when `farm up` dies: Redis flushes its AOF and exits
+            spawn(ChildSpec("redis", ["redis-server", str(redis_config(self.s, redis_dir))],
+                            death_signal=signal.SIGTERM))
         self._wait_redis()
-        self._spawn("worker-gpu", worker_argv("gpu", self.s, ["gpu"], 1), signal.SIGQUIT)
-        self._spawn("worker-cpu", worker_argv("cpu", self.s, ["cpu", "augment", "eval"], 2),
-                    signal.SIGQUIT)
+        for role in gpu_roles(self.s):
+            spawn(ChildSpec(f"worker-{role}", worker_argv(role, self.s, ["gpu"], 1),
+                            stop_signal=signal.SIGQUIT))
+        spawn(ChildSpec("worker-cpu", worker_argv("cpu", self.s, ["cpu", "augment", "eval"], 2),
+                        stop_signal=signal.SIGQUIT))
         if self.beat:
-            self._spawn("beat", celery_argv("beat", "-s", str(self.data_dir / "beat-schedule"),
-                                            "-l", "INFO"))
+            spawn(ChildSpec("beat", celery_argv("beat", "-s", str(self.data_dir / "beat-schedule"),
+                                                "-l", "INFO")))
         if self.flower:
             password, fresh = flower_password(self.data_dir)
-            self._spawn("flower", celery_argv(
+            spawn(ChildSpec("flower", celery_argv(
                 "flower", f"--address={self.s.flower_address}", f"--port={self.s.flower_port}",
-                f"--basic_auth={FLOWER_USER}:{password}", "--persistent=True",
-                f"--db={self.data_dir / 'flower.db'}", "--state_save_interval=60000",
-                "--purge_offline_workers=3600"))
-            self._spawn("board", [sys.executable, "-m", "dashboard"])
+                "--persistent=True", f"--db={self.data_dir / 'flower.db'}",
+                "--state_save_interval=60000", "--purge_offline_workers=3600"),
+                env={"FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}"}))
+            token, made = ensure_secret(self.data_dir / METRICS_TOKEN, 24)
+            spawn(ChildSpec("board", [sys.executable, "-m", "dashboard"]))
             url = f"http://{self.s.flower_address}:{self.s.flower_port}/"
             self.echo(f"board:  http://{self.s.flower_address}:{self.s.board_port}/  (same login)")
+            where = self.data_dir / METRICS_TOKEN
+            self.echo(f"metrics: http://{self.s.flower_address}:{self.s.board_port}/metrics  "
+                      + (f"bearer token {token} (shown once; kept in {where})" if made
+                         else f"bearer token in {where}"))
             if fresh:
                 self.echo(f"Flower: {url}  login {FLOWER_USER} / {password} "
                           f"(shown once; kept in {self.data_dir / 'flower.password'})")
@@ -153,21 +192,22 @@ class EmbeddedFarm:
         while True:
             try:
                 store.ping()
+                self._store = store
                 return
+            except RedisRefused:
+                raise  # something answered, but not Redis: waiting will not help
             except FarmError:
-                dead = [c for c in self.children if c.popen.poll() is not None]
-                if dead or time.monotonic() > deadline:
-                    self.stop()
+                if self.children.dead_before_ready() or time.monotonic() > deadline:
                     raise FarmUnavailable(
-                        f"Redis did not come up at {self.s.effective_redis_url}",
+                        f"Redis did not come up at {safe_url(store.url)}",
                         hint=f"see {self.logs / 'redis.log'}") from None
                 time.sleep(0.1)
 
     def wait_workers(self, timeout: float = 60) -> None:
-        """Block until both workers answer a ping (a farm that accepts work)."""
+        """Block until every worker answers a ping (a farm that accepts work)."""
         from workers.app import app, configure
         configure(app, self.s)
-        want = {f"gpu@{self.s.host_name}", f"cpu@{self.s.host_name}"}
+        want = {f"{role}@{self.s.host_name}" for role in gpu_roles(self.s) + ["cpu"]}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.raise_if_dead()
@@ -178,63 +218,57 @@ class EmbeddedFarm:
                               f"{timeout:g} s", hint=f"see the logs in {self.logs}")
 
     def raise_if_dead(self) -> None:
-        for c in self.children:
-            if c.popen.poll() is not None:
-                raise FarmUnavailable(f"{c.name} exited with {c.popen.returncode}",
-                                      hint=f"see {self.logs / (c.name + '.log')}")
+        """While starting, a child that dies is an error (its cause will not go away)."""
+        dead = self.children.dead_before_ready()
+        if dead is not None:
+            raise FarmUnavailable(f"{dead.name} {describe_exit(dead.popen.returncode)}",
+                                  hint=f"see {self.logs / (dead.name + '.log')}:\n"
+                                       f"{self.children.log_tail(dead.name)}")
 
     # -- run and stop -----------------------------------------------------------------
     def serve(self) -> int:
-        """Wait until Ctrl-C/SIGTERM (or a child dies); then stop everything."""
+        """Supervise the children until Ctrl-C or SIGTERM; then stop everything."""
         stop = {"now": False}
 
         def on_signal(signum, frame):
             stop["now"] = True
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._note("up", f"farm up (pid {os.getpid()}) supervising "
+                         f"{', '.join(c.name for c in self.children.children)}")
         try:
             while not stop["now"]:
-                dead = next((c for c in self.children if c.popen.poll() is not None), None)
-                if dead:
-                    self.echo(f"{dead.name} exited with {dead.popen.returncode}; stopping the "
-                              f"farm (see {self.logs / (dead.name + '.log')})", err=True)
-                    return 1
-                time.sleep(0.5)
+                self.children.tick()
+                self._flush_events()
+                time.sleep(TICK)
             return 0
         finally:
             self.stop()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
 
+    def _note(self, event: str, message: str) -> None:
+        self.children.events.append({"at": round(time.time(), 3), "child": "farm",
+                                     "event": event, "pid": os.getpid(), "code": None,
+                                     "message": message})
+
+    def _flush_events(self) -> None:
+        """Hand the supervisor's events to Redis (for the board); kept while it is away."""
+        events = self.children.events
+        if not events or self._store is None:
+            return
+        try:
+            self._store.record_supervisor_events(events)
+            events.clear()
+        except FarmError:
+            del events[:-EVENTS_HELD]
+
     def stop(self, grace: float = 15.0) -> None:
         """Stop children in reverse order; workers cold (their darknet dies with them and
         the runs resume from their checkpoints on the next start); Redis last, saved."""
-        for c in reversed(self.children):
-            if c.popen.poll() is None:
-                try:
-                    os.killpg(c.popen.pid, c.stop_signal)
-                except ProcessLookupError:
-                    pass
-                try:
-                    c.popen.wait(grace)
-                except subprocess.TimeoutExpired:
-                    os.killpg(c.popen.pid, signal.SIGKILL)
-                    c.popen.wait()
-        self.children.clear()
-
-
-def pidfile(data_dir: Path) -> Path:
-    return Path(data_dir) / "farm-up.pid"
-
-
-def claim_pidfile(data_dir: Path) -> Path:
-    path = pidfile(data_dir)
-    if path.exists():
-        try:
-            pid = int(path.read_text())
-            os.kill(pid, 0)
-            raise FarmUnavailable(f"a farm is already up here (pid {pid}, data dir {data_dir})",
-                                  hint="`farm down` stops it")
-        except (ValueError, ProcessLookupError):
-            pass  # stale
-    path.write_text(str(os.getpid()))
-    return path
+        if self.children.children:
+            self._note("down", "farm stopping")
+            self._flush_events()
+        self.children.stop(grace)
+        if self._claimed:
+            self.record.unlink(missing_ok=True)
+            self._claimed = False

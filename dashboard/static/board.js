@@ -1,4 +1,5 @@
-// The farm board's pages: tables from the JSON API, and the run chart on a <canvas>.
+// The farm board's pages: tables from the JSON API; charts come drawn (SVG) from the
+// server (farm/plot), so the board, `farm chart` and reports draw the same picture.
 // No library: the board must work on a head with no internet access.
 "use strict";
 
@@ -14,9 +15,16 @@ const pct = (v) => (v === null || v === undefined ? "-" : (v * 100).toFixed(2) +
 const num = (v, d = 4) => (v === null || v === undefined ? "-" : Number(v).toPrecision(d));
 const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "-");
 
-async function getJSON(url) {
-  const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+// Requests go to the origin, never relative to the page's address: a page opened as
+// http://farm:PASSWORD@host/ has credentials in its address, and browsers refuse to fetch
+// a URL built from it.
+async function getJSON(path) {
+  const response = await fetch(new URL(path, location.origin),
+                               { credentials: "same-origin", cache: "no-store" });
+  if (response.status === 401) {  // the session ended (expired, logged out elsewhere)
+    location.assign(`${location.origin}/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
   return response.json();
 }
 
@@ -41,7 +49,7 @@ async function refreshRuns() {
 
 // ---------------------------------------------------------------- run page
 
-const board = (window.farmBoard = { version: null, chart: null, draws: 0, log: 0 });
+const board = (window.farmBoard = { version: null, chart: null, eta: null, draws: 0, log: 0 });
 
 async function refreshRun(runId) {
   const run = await getJSON(`/api/runs/${encodeURIComponent(runId)}`);
@@ -53,6 +61,8 @@ async function refreshRun(runId) {
     ["iteration", `${run.iteration}/${run.max_batches}`],
     ["avg loss", num(run.avg_loss)],
     ["learning rate", num(run.rate, 3)],
+    ["trained with", run.effective ? run.effective.text : "-"],
+    ["ETA", run.state !== "running" || !board.eta ? "-" : `${duration(board.eta)} (${new Date(Date.now() + board.eta * 1000).toLocaleTimeString()})`],
     ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` +
       ("screens_map" in best ? ` (screens mAP ${pct(best.screens_map)})` : "") : "-"],
     ["best weights", best ? best.best_weights : "-"],
@@ -95,138 +105,72 @@ async function refreshChart(runId) {
   const data = await getJSON(`/api/runs/${encodeURIComponent(runId)}/chart${since}`);
   if (data.unchanged) return;
   board.version = data.version;
-  board.chart = data;
-  drawChart($("#chart"), data);
-  const ips = data.iterations_per_second ? `, ${data.iterations_per_second.toFixed(1)} it/s` : "";
-  const behind = data.behind ? `, ${data.behind} iterations still being read` : "";
-  $("#chart-note").textContent = `${data.n} iterations in ${data.buckets.length} buckets${ips}${behind}`;
-}
-
-// ---------------------------------------------------------------- the chart
-
-// Bucket fields, as farm/chart.py folds them.
-const A = 0, FIRST = 1, LAST = 2, LMIN = 3, LMAX = 4, ALAST = 7, RATE = 8, BAD = 9;
-const COLOURS = { band: "#a0cceb", avg: "#003ca0", rate: "#289628", map: "#dc1e1e",
-  darknet: "#ff8c00", restart: "#e6aa00", bad: "#c82828", grid: "#e8e8e8", axis: "#5a5a5a" };
-
-function drawChart(canvas, data) {
-  const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height;
-  ctx.clearRect(0, 0, W, H);
-  ctx.font = "12px sans-serif";
-  const b = data.buckets;
+  board.chart = data.chart;
+  board.eta = data.eta;
   board.draws += 1;
-  if (!b.length) {
-    ctx.fillStyle = COLOURS.axis;
-    ctx.fillText("no iterations yet", W / 2 - 50, H / 2);
-    return;
-  }
-  const main = { x0: 70, y0: 20, x1: W - 60, y1: H - 130 };
-  const strip = { x0: 70, y0: H - 100, x1: W - 60, y1: H - 30 };
-  let xLo = Infinity, xHi = -Infinity, yLo = Infinity, yHi = -Infinity, rHi = 0;
-  const losses = [];
-  for (const k of b) {
-    xLo = Math.min(xLo, k[FIRST]); xHi = Math.max(xHi, k[LAST]);
-    for (const v of [k[LMIN], k[LMAX], k[ALAST]]) if (v !== null && v > 0) losses.push(v);
-    if (k[RATE] !== null) rHi = Math.max(rHi, k[RATE]);
-  }
-  for (const [it] of data.evaluations) xHi = Math.max(xHi, it);
-  if (xHi <= xLo) xHi = xLo + 1;
-  losses.sort((p, q) => p - q);
-  if (losses.length) { yLo = losses[0]; yHi = losses[Math.floor((losses.length - 1) * 0.995)]; }
-  else { yLo = 0.01; yHi = 1; }
-  if (yHi <= yLo) yHi = yLo * 10;
-  const log = yHi / yLo > 20;
-  const X = (it) => main.x0 + ((it - xLo) / (xHi - xLo)) * (main.x1 - main.x0);
-  const Y = (v) => {
-    const f = log ? (Math.log10(Math.max(v, yLo)) - Math.log10(yLo)) / (Math.log10(yHi) - Math.log10(yLo))
-                  : (v - yLo) / (yHi - yLo);
-    return main.y1 - Math.min(Math.max(f, 0), 1) * (main.y1 - main.y0);
+  $("#chart").innerHTML = data.svg;  // drawn by farm/plot/runchart.py, every text escaped
+  const eta = data.eta ? `, ETA ${duration(data.eta)}` : "";
+  const behind = data.behind ? `, ${data.behind} iterations still being read` : "";
+  $("#chart-note").textContent = `${data.n} iterations, ${data.chart.attempts.length} attempt(s)${eta}${behind}`;
+}
+
+function duration(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+// ---------------------------------------------------------------- sweeps
+
+function refreshSweeps() {
+  for (const cell of document.querySelectorAll("td.when")) cell.textContent = when(Number(cell.dataset.t));
+  return Promise.resolve();
+}
+
+const sweepPage = (window.farmSweep = { page: 1, per: 25, pages: 1, draws: 0 });
+
+async function refreshSweep(sweepId) {
+  const data = await getJSON(`/api/sweeps/${encodeURIComponent(sweepId)}?page=${sweepPage.page}&per=${sweepPage.per}`);
+  sweepPage.pages = data.pages;
+  sweepPage.draws += 1;
+  $("#state").textContent = data.sweep.state;
+  $("#state").className = `state ${data.sweep.state}`;
+  $("#message").textContent = [data.sweep.message, ...data.sweep.warnings.map((w) => `warning: ${w}`)].filter(Boolean).join(" · ");
+  $("#counts").innerHTML = `${data.total} trials: ` + Object.entries(data.counts)
+    .map(([state, n]) => `<span class="state ${text(state)}">${n} ${text(state)}</span>`).join(" ");
+  const map = data.objective !== "min_avg_loss";
+  $("#objective-head").textContent = {map50: "best mAP", screens_map50: "best screens mAP"}[data.objective] || "best avg loss";
+  const first = (data.page - 1) * data.per;
+  $("#page-note").textContent = `rows ${first + 1}-${first + data.rows.length} of ${data.total} (page ${data.page} of ${data.pages})`;
+  $("#prev").disabled = data.page <= 1;
+  $("#next").disabled = data.page >= data.pages;
+  $("#overlay").innerHTML = data.svg;  // drawn by farm/plot/overlay.py, every text escaped
+  $("#overlay-note").textContent = `${data.overlay.curves.length} trial(s) of this page`;
+  $("#leaderboard tbody").innerHTML = data.rows.map((r) => {
+    const params = Object.entries(r.params).map(([k, v]) =>
+      `${text(k)}=${text(v)}${k in r.effective ? ` <b title="what the run trained with after its restarts">→ ${text(r.effective[k])}</b>` : ""}`).join(" ");
+    const best = r.best === null ? "-" : (map ? pct(r.best) : num(r.best));
+    const swatch = r.colour ? `<span class="swatch" style="background:${text(r.colour)}"></span>` : "";
+    const trial = r.run_id ? `<a href="/runs/${encodeURIComponent(r.run_id)}" title="run ${text(r.run_id)}">${r.trial}</a>` : String(r.trial);
+    const note = r.note ? `<br><span class="muted small">${text(r.note)}</span>` : "";
+    return `<tr class="trial-row" data-trial="${r.trial}"><td>${swatch}</td><td>${text(r.rank)}</td><td>${trial}</td>
+      <td class="params">${params}${note}</td><td><span class="state ${text(r.state)}">${text(r.state)}</span></td>
+      <td class="num">${best}</td><td class="num">${text(r.best_iteration)}</td>
+      <td class="num">${r.tile_map === null ? "-" : pct(r.tile_map)}</td><td class="num">${r.screens_map === null ? "-" : pct(r.screens_map)}</td><td class="num">${r.iterations}</td>
+      <td class="num">${r.restarts}${r.divergences ? ` (${r.divergences} nan)` : ""}</td>
+      <td class="num">${r.wall_time === null ? "-" : duration(r.wall_time)}</td></tr>`;
+  }).join("");
+}
+
+function linkTrials() {  // a row and its curves light up together
+  const hot = (trial, on) => {
+    const svg = $("#overlay svg");
+    if (svg) svg.classList.toggle("faded", on);
+    for (const el of document.querySelectorAll(`[data-trial="${trial}"]`)) el.classList.toggle("hot", on);
   };
-  const R = (v) => strip.y1 - (rHi > 0 ? v / rHi : 0) * (strip.y1 - strip.y0);
-  const M = (m) => main.y1 - m * (main.y1 - main.y0);
-  frame(ctx, main, log ? "loss (log)" : "loss", (k) => {
-    const f = k / 5;
-    return log ? Math.pow(10, Math.log10(yHi) - f * (Math.log10(yHi) - Math.log10(yLo))) : yHi - f * (yHi - yLo);
-  }, xLo, xHi);
-  frame(ctx, strip, "learning rate", (k) => rHi - (k / 5) * rHi, xLo, xHi, 2);
-  // loss band, then avg loss and learning rate, one path per attempt
-  ctx.strokeStyle = COLOURS.band; ctx.lineWidth = 1;
-  ctx.beginPath();
-  for (const k of b) {
-    if (k[LMIN] === null || k[LMAX] === null) continue;
-    const x = X((k[FIRST] + k[LAST]) / 2);
-    ctx.moveTo(x, Y(k[LMIN])); ctx.lineTo(x, Y(k[LMAX]));
-  }
-  ctx.stroke();
-  polyline(ctx, b, ALAST, (k) => X((k[FIRST] + k[LAST]) / 2), Y, COLOURS.avg, 2);
-  polyline(ctx, b, RATE, (k) => X((k[FIRST] + k[LAST]) / 2), R, COLOURS.rate, 2);
-  ctx.fillStyle = COLOURS.bad;
-  for (const k of b) if (k[BAD] > 0) ctx.fillRect(X((k[FIRST] + k[LAST]) / 2) - 1, main.y1 - 10, 2, 10);
-  // restarts: where each attempt after the first starts
-  ctx.setLineDash([4, 4]); ctx.strokeStyle = COLOURS.restart; ctx.fillStyle = COLOURS.restart;
-  const about = Object.fromEntries(data.attempts.map((a) => [a.number, a]));
-  for (let i = 1; i < b.length; i++) {
-    if (b[i][A] === b[i - 1][A]) continue;
-    const x = X(b[i][FIRST]);
-    ctx.beginPath(); ctx.moveTo(x, main.y0); ctx.lineTo(x, strip.y1); ctx.stroke();
-    const a = about[b[i][A]] || {};
-    const changes = Object.entries(a.changes || {}).map(([k, [p, q]]) => `${k} ${p}→${q}`).join(", ");
-    ctx.fillText(`attempt ${b[i][A]}${changes ? ": " + changes : ""}`, x + 4, main.y0 + 14 + 14 * (b[i][A] % 3));
-  }
-  ctx.setLineDash([]);
-  points(ctx, data.darknet_maps, X, M, COLOURS.darknet);
-  points(ctx, data.evaluations, X, M, COLOURS.map);
-  ctx.fillStyle = COLOURS.map;
-  for (let k = 0; k <= 5; k++) ctx.fillText(`${100 - 20 * k}%`, main.x1 + 6, main.y0 + (k / 5) * (main.y1 - main.y0) + 4);
-  canvas.dataset.n = String(data.n);
-  canvas.dataset.lastIteration = String(b[b.length - 1][LAST]);
-  canvas.dataset.attempts = String(new Set(b.map((k) => k[A])).size);
-  canvas.dataset.maps = String(data.evaluations.length);
-}
-
-function frame(ctx, f, label, yValue, xLo, xHi, lines = 5) {
-  ctx.strokeStyle = COLOURS.grid; ctx.fillStyle = COLOURS.axis; ctx.lineWidth = 1;
-  for (let k = 0; k <= lines; k++) {
-    const y = f.y0 + (k / lines) * (f.y1 - f.y0);
-    ctx.beginPath(); ctx.moveTo(f.x0, y); ctx.lineTo(f.x1, y); ctx.stroke();
-    ctx.fillText(Number(yValue((k / lines) * 5)).toPrecision(3), 4, y + 4);
-  }
-  for (let k = 0; k <= 5; k++) {
-    const x = f.x0 + (k / 5) * (f.x1 - f.x0);
-    ctx.beginPath(); ctx.moveTo(x, f.y0); ctx.lineTo(x, f.y1); ctx.stroke();
-    ctx.fillText(String(Math.round(xLo + (k / 5) * (xHi - xLo))), x - 12, f.y1 + 14);
-  }
-  ctx.strokeStyle = COLOURS.axis; ctx.strokeRect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
-  ctx.fillText(label, f.x0 + 4, f.y0 - 4);
-}
-
-function polyline(ctx, b, field, xOf, yOf, colour, width) {
-  ctx.strokeStyle = colour; ctx.lineWidth = width;
-  ctx.beginPath();
-  let open = false;
-  for (let i = 0; i < b.length; i++) {
-    const k = b[i];
-    if (k[field] === null || (i > 0 && b[i - 1][A] !== k[A])) open = false;
-    if (k[field] === null) continue;
-    const x = xOf(k), y = yOf(k[field]);
-    if (open) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-    open = true;
-  }
-  ctx.stroke();
-  ctx.lineWidth = 1;
-}
-
-function points(ctx, list, X, M, colour) {
-  if (!list.length) return;
-  const sorted = [...list].sort((p, q) => p[0] - q[0]);
-  ctx.strokeStyle = colour; ctx.fillStyle = colour;
-  ctx.beginPath();
-  sorted.forEach(([it, m], i) => (i ? ctx.lineTo(X(it), M(m)) : ctx.moveTo(X(it), M(m))));
-  ctx.stroke();
-  for (const [it, m] of sorted) {
-    ctx.beginPath(); ctx.arc(X(it), M(m), 4, 0, 2 * Math.PI); ctx.fill();
-    ctx.fillText(`${(m * 100).toFixed(1)}%`, X(it) - 16, M(m) - 8);
+  for (const box of [$("#overlay"), $("#leaderboard")]) {
+    box.addEventListener("mouseover", (e) => { const t = e.target.closest("[data-trial]"); if (t) hot(t.dataset.trial, true); });
+    box.addEventListener("mouseout", (e) => { const t = e.target.closest("[data-trial]"); if (t) hot(t.dataset.trial, false); });
   }
 }
 
@@ -243,4 +187,12 @@ if (page === "run") {
   const runId = document.body.dataset.run;
   every(POLL_MS, () => refreshRun(runId));
   every(POLL_MS, () => refreshChart(runId));
+}
+if (page === "sweeps") refreshSweeps();
+if (page === "sweep") {
+  const sweepId = document.body.dataset.sweep;
+  linkTrials();
+  $("#prev").addEventListener("click", () => { sweepPage.page = Math.max(1, sweepPage.page - 1); refreshSweep(sweepId); });
+  $("#next").addEventListener("click", () => { sweepPage.page = Math.min(sweepPage.pages, sweepPage.page + 1); refreshSweep(sweepId); });
+  every(5000, () => refreshSweep(sweepId));
 }

@@ -487,10 +487,34 @@ def _check_values(cfg: Cfg, out: list[Finding]) -> None:
         for opt in section.options:
             if section.option(opt.key) is not opt:
                 continue
-            problem = value_problem(name, opt.key, opt.value)
-            if problem:
-                _add(out, cfg, opt.line, f"{opt.key}={opt.value} in {section.type} at line "
-                     f"{section.line}: {problem}", value_hint(name, opt.key))
+            found = _value_finding(cfg, section, name, opt.key, opt.value, opt.line)
+            if found:
+                out.append(found)
+
+
+#: [net] keys that no rule of check_cfg reads but the one on their own value: a cfg that
+#: passes with one value passes with any other value that passes `net_value_finding`.
+#: A sweep checks each distinct value of these once, not each trial's whole cfg
+#: (farm.sweeps.controller.plan). A rule that reads one of them with another key must
+#: take it out of this set (tests/unit/test_cfg.py holds the set to that).
+VALUE_ONLY = frozenset({"learning_rate", "momentum", "decay"})
+
+
+def net_value_finding(cfg: Cfg, key: str, value: str) -> Finding | None:
+    """What check_cfg would say of `key=value` in the [net] of `cfg` (None: nothing)."""
+    net = cfg.net
+    if net is None:
+        return None
+    return _value_finding(cfg, net, "net", key, value, net.line_of(key))
+
+
+def _value_finding(cfg: Cfg, section: Section, name: str, key: str, value: str,
+                   line: int) -> Finding | None:
+    problem = value_problem(name, key, value)
+    if not problem:
+        return None
+    return Finding(cfg.path, line, f"{key}={value} in {section.type} at line "
+                   f"{section.line}: {problem}", value_hint(name, key), "error")
 
 
 def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:

@@ -7,9 +7,11 @@ cfg as the weights path, so the farm builds only the flags the detected dialect 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -120,10 +122,49 @@ def _absolute(*paths) -> list[str]:
     return [os.path.abspath(os.fspath(p)) for p in paths]
 
 
+#: pjreddie writes `<cfg>.backup` every 100 iterations (and `_N` at 100..900, then every
+#: 10000; examples/detector.c:130-145): the only cadence it has (darknet.md §4).
+PJREDDIE_SAVE_EVERY = 100
+#: AlexeyAB's `_last` default (`savelast=` in obj.data, builds since 2023-08) and
+#: hank-ai's hard-coded `_last` interval (darknet.md §2).
+LAST_EVERY = 100
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often a dialect writes weights for an evaluation every `every` iterations."""
+
+    every: int                    # eval_every as darknet can honour it
+    data: dict[str, str]          # obj.data keys that set it (AlexeyAB)
+    argv: tuple[str, ...] = ()    # flags that set it (hank-ai)
+    note: str | None = None       # what the farm changed, for a warning at submit
+
+
+def checkpoint_cadence(dialect: Dialect | str, eval_every: int) -> Cadence:
+    """The checkpoint cadence for evaluations every `eval_every` iterations. AlexeyAB
+    reads `savelast=` from obj.data and hank-ai takes `-saveweights N`, so the farm asks
+    them for what it needs; pjreddie writes every 100, so `eval_every` is rounded to
+    that (darknet.md §2-§4). Rollbacks keep their 100-iteration granularity: AlexeyAB's
+    `_last` is set to gcd(eval_every, 100)."""
+    d = Dialect(getattr(dialect, "value", dialect))
+    if eval_every <= 0 or eval_every % LAST_EVERY == 0:
+        return Cadence(eval_every, {})
+    if d is Dialect.ALEXEYAB:
+        return Cadence(eval_every, {"savelast": str(math.gcd(eval_every, LAST_EVERY))})
+    if d is Dialect.HANKAI:
+        return Cadence(eval_every, {}, ("-saveweights", str(eval_every)))
+    every = max(PJREDDIE_SAVE_EVERY, (eval_every + PJREDDIE_SAVE_EVERY // 2)
+                // PJREDDIE_SAVE_EVERY * PJREDDIE_SAVE_EVERY)
+    return Cadence(every, {}, note=f"eval_every {eval_every} rounded to {every}: "
+                                   f"pjreddie's darknet (Debian's) writes weights every "
+                                   f"{PJREDDIE_SAVE_EVERY} iterations only")
+
+
 def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
                weights: str | None = None, *, with_map: bool = False,
-               gpus: str | None = None) -> list[str]:
-    """The `detector train` command line, with only the flags `dialect` knows."""
+               gpus: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """The `detector train` command line, with only the flags `dialect` knows (`extra`:
+    flags of the dialect's own, e.g. hank-ai's -saveweights from checkpoint_cadence)."""
     data, cfg = _absolute(data, cfg)
     weights = _absolute(weights)[0] if weights else None
     if dialect is Dialect.HANKAI:
@@ -138,7 +179,7 @@ def train_argv(dialect: Dialect, binary: str, data: str, cfg: str,
         argv = [binary, "detector", "train", data, cfg] + ([weights] if weights else [])
     if gpus:
         argv += ["-gpus", gpus]
-    return argv
+    return argv + list(extra)
 
 
 def map_argv(binary: str, data, cfg, weights, *, points: int, iou_thresh: float,

@@ -78,8 +78,9 @@ class ErrorKind(str, Enum):
     MISSING_LABEL = "missing_label"
     MISSING_FILE = "missing_file"   # Couldn't open file: X
     CFG_ERROR = "cfg_error"         # filters/classes mismatch, unknown layer, bad cfg line
-    OUT_OF_MEMORY = "out_of_memory"  # CUDA or host malloc
+    OUT_OF_MEMORY = "out_of_memory"  # CUDA or host allocation failed (ENOMEM, bad_alloc)
     HEAP_ABORT = "heap_abort"       # glibc realloc()/free() corruption abort
+    REFUSED = "refused"             # darknet's own refusal to go on (hank-ai's CPU prompt)
     FATAL = "fatal"                 # any other darknet error()/fatal banner
 
 
@@ -94,7 +95,7 @@ class DarknetError:
         """Errors that a retry cannot fix: the data or cfg must change."""
         return self.kind in (ErrorKind.MISSING_FILE, ErrorKind.CFG_ERROR,
                              ErrorKind.WRONG_ANNOTATION, ErrorKind.MISSING_LABEL,
-                             ErrorKind.CANNOT_LOAD_IMAGE)
+                             ErrorKind.CANNOT_LOAD_IMAGE, ErrorKind.REFUSED)
 
 
 Event = Iteration | MapResult | MapSummary | CheckpointSaved | DarknetError

@@ -38,7 +38,9 @@ _MARKERS = {
         "*", "Darknet error", "Error", "CUDA", "cuDNN", "CUDNN", "Malloc", "Cannot", "Can't",
         "Couldn't", "Wrong", "Loading weights", "Type not", "Config file", "First section",
         "darknet", "failed", "invalid", "realloc", "free", "malloc", "munmap", "corrupted",
-        "double free"), "_on_error"),
+        "double free", "Thread creation", "terminate called", "OpenCV", "Cancel",
+        "argument", "no training", "There is no", "validation image", "duplicate"),
+        "_on_error"),
 }
 # After blanks and H's "-> ", a marker word (group 1) or a number followed by more: iteration
 # lines, H table rows and messages glued to a `\r%d` progress count (a bare count is not).
@@ -99,7 +101,16 @@ _ERROR_RULES = tuple((re.compile(rx), kind) for rx, kind in (
      r"incorrect value batch=|Config file has no sections|Route Layer must specify",
      ErrorKind.CFG_ERROR),
     (r"(?:CUDA Error(?: Prev)?: )?out of memory|Malloc error - possibly out of CPU RAM|"
-     r"CUDNN_STATUS_ALLOC_FAILED", ErrorKind.OUT_OF_MEMORY),
+     r"CUDNN_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|"
+     r"(?:Thread creation failed|Errno 12): Cannot allocate memory|.*: Cannot allocate memory$|"
+     r"(?:terminate called after throwing an instance of ')?std::bad_alloc'?|"
+     r"Insufficient memory", ErrorKind.OUT_OF_MEMORY),
+    # darknet's refusals to go on: bad input in darknet's own words, never a crash
+    (r"Cancel the attempt to train a neural network using a CPU\.?|"
+     r'argument ".*" specified more than once|no training images available.*|'
+     r"There is no \S+ file for mAP calculation!?|"
+     r"validation image does not have a corresponding \.txt annotation file.*|"
+     r"duplicate validation filename.*", ErrorKind.REFUSED),
     (r"(?:realloc|free|malloc|munmap_chunk|malloc_consolidate|_int_malloc|_int_free)\(\): .*|"
      r"corrupted (?:size vs\. prev_size|double-linked list).*|double free or corruption.*",
      ErrorKind.HEAP_ABORT),

@@ -8,8 +8,8 @@ killed with -9 must not leave darknet training on the GPU), in its own working d
 """
 from __future__ import annotations
 
-import ctypes
 import os
+import resource
 import select
 import shutil
 import signal
@@ -18,20 +18,26 @@ import threading
 from pathlib import Path
 
 from farm.errors import DarknetNotFound
+from farm.procs import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
 
+def _child_setup(memory_limit: int):
+    """preexec_fn: die with the parent; cap private writable memory (RLIMIT_DATA) so that
+    darknet's allocations fail, and it says so, before the kernel's OOM killer acts."""
+    die = die_with_parent()
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    def setup() -> None:
+        die()
+        if memory_limit > 0:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+    return setup
 
 
 class DarknetProcess:
     """A started darknet: read its merged stdout/stderr in chunks, stop its group."""
 
     def __init__(self, argv: list[str], cwd: Path, *, stdin_data: bytes | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, memory_limit: int = 0):
         stdbuf = shutil.which("stdbuf")
         self.argv = argv
         full = ([stdbuf, "-oL", "-eL"] if stdbuf else []) + argv
@@ -39,7 +45,7 @@ class DarknetProcess:
             self._popen = subprocess.Popen(
                 full, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.PIPE if stdin_data else subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent, bufsize=0, env=env)
+                start_new_session=True, preexec_fn=_child_setup(memory_limit), bufsize=0, env=env)
         except OSError as e:
             raise DarknetNotFound(f"could not start {argv[0]}: {e.strerror}",
                                   hint="check FARM_DARKNET and the binary's permissions") from None

@@ -222,7 +222,8 @@ class SSHHost:
 
     def _unreachable(self, why: str) -> HostUnreachable:
         return HostUnreachable(f"{self.name} did not answer SSH within {self.timeout:g}s "
-                               f"({self.address}:{self.port}: {why})", hint=self._hint)
+                               f"({self.address}:{self.port}: {why})", hint=self._hint,
+                               host=self.name)
 
     def _connect(self) -> paramiko.SSHClient:
         if not os.path.isfile(self.key_path):
@@ -259,7 +260,8 @@ class SSHHost:
             raise HostUnreachable(
                 f"{self.name} refused the SSH key {self.key_path} for user {self.user}",
                 hint=f"add {self.key_path}.pub to ~{self.user}/.ssh/authorized_keys on "
-                     f"{self.name}, or fix ssh.user/ssh.key in the inventory") from None
+                     f"{self.name}, or fix ssh.user/ssh.key in the inventory",
+                host=self.name) from None
         except paramiko.SSHException as e:
             client.close()
             if policy.refused:
@@ -331,7 +333,8 @@ class SSHHost:
         except (paramiko.SSHException, EOFError, TimeoutError, ConnectionError) as e:
             self.close()
             raise HostUnreachable(f"lost the SSH connection to {self.name} while {action}: "
-                                  f"{e or type(e).__name__}", hint=self._hint) from None
+                                  f"{e or type(e).__name__}", hint=self._hint,
+                                  host=self.name) from None
         except OSError as e:  # an SFTP status from the server (local files are checked apart)
             raise RemoteFileError(f"{self.name}: {action} failed: {e.strerror or e}",
                                   hint="check the path and free space on that host") from None
@@ -532,7 +535,8 @@ class SSHHost:
                                          ) from None
                 self.close()
                 raise HostUnreachable(f"lost the SSH connection to {self.name} while "
-                                      f"{action}: {e}", hint=self._hint) from None
+                                      f"{action}: {e}", hint=self._hint,
+                                      host=self.name) from None
             finally:
                 chan.close()
         if todo or code != 0:

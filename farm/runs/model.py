@@ -18,7 +18,8 @@ class Outcome(str, Enum):
     DIVERGED = "diverged"    # nan/inf avg loss, or a loss above the bound after burn-in
     CRASHED = "crashed"      # killed by a signal (glibc abort, segfault) or exited unfinished
     STALLED = "stalled"      # no iteration for stall_timeout seconds
-    BAD_INPUT = "bad_input"  # cfg or data errors: never retried
+    OUT_OF_MEMORY = "out_of_memory"  # CUDA/host allocation failed, or the kernel's OOM kill
+    BAD_INPUT = "bad_input"  # cfg or data errors, darknet's own refusals: never retried
     CANCELLED = "cancelled"
     LOST = "lost"            # its worker died; the lease expired
 
@@ -43,7 +44,7 @@ def new_run_id() -> str:
 class Attempt:
     number: int
     command: list[str]
-    hyper: dict[str, str]            # the [net] values this attempt trained with
+    hyper: dict[str, str]            # the values darknet trained with (farm.runs.effective)
     start_weights: str | None
     start_iteration: int
     host: str
@@ -60,10 +61,22 @@ class Attempt:
     first_bad_iteration: int | None = None
     first_bad_at: float | None = None  # when the farm read that line (wall clock)
     pid: int | None = None
+    #: the same keys as the run asked for them (the base cfg with the run's --set)
+    requested: dict[str, str] = field(default_factory=dict)
+    #: the rate it warms up to: learning_rate as the cfg means it, before the steps darknet
+    #: had already passed were folded into hyper["learning_rate"] (farm.runs.schedule)
+    rate: float | None = None
 
     @property
     def finished(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def rate_value(self) -> float:
+        if self.rate is not None:
+            return self.rate
+        return float(self.hyper.get("learning_rate") or self.requested.get("learning_rate")
+                     or 0.001)
 
 
 @dataclass
@@ -109,6 +122,10 @@ class Run:
     #: the base cfg's text as submitted: a run trains what was asked even if the file is
     #: edited later or lives on another machine
     cfg_text: str | None = None
+    #: the iteration darknet resumes at from the start weights (their `seen` / batch)
+    weights_iteration: int = 0
+    #: what the farm changed or could not honour at submit (eval_every rounded, ...)
+    warnings: list[str] = field(default_factory=list)
     #: a screens set (its obj.data) every evaluation also scores, by tiled detection over
     #: whole screenshots (farm.eval.screens); None: tile mAP only
     eval_screens: str | None = None

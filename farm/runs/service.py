@@ -19,7 +19,9 @@ from farm.darknet.process import DarknetProcess
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable
 from farm.runs import checks, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
-from farm.runs.policy import Policy, Restart, next_attempt
+from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
+from farm.runs.reaper import stop_leftover_darknet
+from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
 from farm.state import LeaseRenewer, Store
@@ -65,28 +67,33 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     sets = validate_net_overrides(dict(overrides or {}))
     pol = Policy.from_settings(settings, policy)
     base_cfg = Cfg.parse(cfg_text, cfg_path) if cfg_text is not None else Cfg.load(cfg_path)
+    steps = fit_steps(base_cfg.max_batches, base_cfg.steps, base_cfg.net_get("policy"), sets)
+    if steps is not None:  # --set max_batches=N moves the steps along, as a budget does
+        sets["steps"] = steps
     parsed, place = checks.with_overrides(base_cfg, sets)
     if parsed.max_batches is None:
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
     base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
+    host = queue[len("host."):] if queue and queue.startswith("host.") else None
+    inventory = checks.read_inventory(settings)
+    dialect = checks.trainer_dialect(settings, parsed, host, inventory)
+    cadence = dialects.checkpoint_cadence(dialect, eval_every)  # what darknet can write
     if check:
-        host = queue[len("host."):] if queue and queue.startswith("host.") else None
-        inventory = checks.read_inventory(settings)
         found = checks.check_training(
             data=None if remote else data_path, cfg=parsed,
             weights=None if remote else weights_path, base_dir=base, place=place,
-            dialect=checks.trainer_dialect(settings, parsed, host, inventory),
-            limit=checks.submit_limit(settings, host, inventory))
+            dialect=dialect, limit=checks.submit_limit(settings, host, inventory))
         for finding in found.warnings if warn else ():
             warn(finding)
     run = Run(id=new_run_id(), data=data_path, cfg=cfg_path, weights=weights_path,
               base_dir=base, overrides=sets,
               policy=pol.to_dict(), host=settings.host_name, created_at=time.time(),
               max_batches=int(parsed.max_batches), sweep=sweep, trial=trial,
-              eval_every=eval_every,
+              eval_every=cadence.every,
               task_id=task_id, origin=origin, queue=queue,
-              cfg_text=base_cfg.dumps(), eval_screens=eval_screens, rank_by=rank_by)
+              cfg_text=base_cfg.dumps(), warnings=[cadence.note] if cadence.note else [],
+              eval_screens=eval_screens, rank_by=rank_by)
     store.ping()
     store.save_run(run)
     return run
@@ -114,6 +121,7 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     run = store.load_run(run_id)
     if token is None:
         return run  # held elsewhere: never start a second darknet for one run
+    stop_leftover_darknet(run)  # taken over from a holder that died or lost its lease
     beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
                         settings.lease_ttl, f"lease-{run_id}")
     beat.start()
@@ -130,10 +138,10 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         return run
     if store.cancel_requested(run.id):
         return _finish(store, run, RunState.CANCELLED, "cancelled before it started")
-    policy = Policy(**run.policy)
+    policy = Policy.from_dict(run.policy)
     restart = _recover(run, policy)
-    if restart is None and run.attempts:
-        return _end_from_last(store, run)
+    if isinstance(restart, GiveUp):
+        return _end_from_last(store, run, restart)
     try:
         hooks.fetch(run)
     except HostUnreachable as e:
@@ -151,6 +159,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         if not run.inputs_checked:
             workspace.preflight(run, dialect.value, checks.worker_limit(settings))
             workspace.write_inputs(run, settings.runs_dir)
+            run.weights_iteration = _weights_iteration(run)
             run.inputs_checked = True
     except BadInput as e:
         _record_refusal(run, settings, e)
@@ -170,11 +179,23 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         if outcome is Outcome.LOST:
             return run  # the lease went to another process: it carries the run on
         restart = next_attempt(run, attempt, policy)
-        if restart is None:
-            return _finish(store, run, RunState.FAILED, _failure_message(run, attempt))
+        if isinstance(restart, GiveUp):
+            return _finish(store, run, RunState.FAILED, _failure_message(run, attempt, restart))
 
 
-def _recover(run: Run, policy: Policy) -> Restart | None:
+def _weights_iteration(run: Run) -> int:
+    """The iteration darknet resumes at from the start weights: `seen` / cfg batch
+    (darknet.md §4); 0 for a file whose header cannot be read (the checks say why)."""
+    if not run.weights:
+        return 0
+    from farm.darknet.weights import iteration_of
+    try:
+        return iteration_of(run.weights, int(workspace.base_hyper(run)["batch"]))
+    except (FarmError, OSError, ValueError):
+        return 0
+
+
+def _recover(run: Run, policy: Policy) -> Restart | GiveUp:
     """Pick up a run whose previous holder vanished: its open attempt was lost."""
     last = run.current
     if last is None:
@@ -185,36 +206,36 @@ def _recover(run: Run, policy: Policy) -> Restart | None:
     return next_attempt(run, last, policy)
 
 
-def _end_from_last(store: Store, run: Run) -> Run:
+def _end_from_last(store: Store, run: Run, why: GiveUp) -> Run:
     last = run.attempts[-1]
-    state = RunState.COMPLETED if last.outcome is Outcome.COMPLETED else RunState.FAILED
-    return _finish(store, run, state, last.message)
-
-
-def _hyper_after(run: Run, restart: Restart) -> dict[str, str]:
-    hyper = dict(run.current.hyper) if run.current else workspace.base_hyper(run)
-    for key, (_, after) in restart.changes.items():
-        hyper[key] = after
-    return hyper
+    if last.outcome is Outcome.COMPLETED:
+        return _finish(store, run, RunState.COMPLETED, last.message)
+    return _finish(store, run, RunState.FAILED, _failure_message(run, last, why))
 
 
 def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects.Dialect,
                    binary: str, restart: Restart) -> tuple[Attempt, DarknetProcess | None]:
     number = len(run.attempts) + 1
-    hyper = _hyper_after(run, restart)
-    workdir, data, cfg = workspace.prepare_attempt(run, settings.runs_dir, number, hyper)
+    requested = workspace.base_hyper(run)
+    hyper = dict(restart.hyper) if restart.hyper is not None else dict(requested)
+    cadence = dialects.checkpoint_cadence(dialect, run.eval_every)
+    workdir, data, cfg = workspace.prepare_attempt(run, settings.runs_dir, number, hyper,
+                                                   cadence.data)
     weights = restart.weights
     argv = dialects.train_argv(dialect, binary, str(data), str(workdir / workspace.CFG_NAME),
-                               weights)
-    start_it = next((c.iteration for c in run.checkpoints if c.path == weights), 0)
+                               weights, extra=cadence.argv)
+    start_it = resume_point(run)[1] if weights == resume_point(run)[0] else 0
     attempt = Attempt(number=number, command=argv, hyper=hyper, start_weights=weights,
                       start_iteration=start_it, host=settings.host_name, workdir=str(workdir),
                       log_path=str(workdir / "darknet.log"), started_at=time.time(),
-                      changes=restart.changes, reason=restart.reason)
+                      changes=restart.changes, reason=restart.reason, requested=requested,
+                      rate=restart.rate if restart.rate is not None
+                      else float(hyper.get("learning_rate", "0.001")))
     run.attempts.append(attempt)
     process = None
     try:
-        process = DarknetProcess(argv, workdir, stdin_data=dialects.train_stdin(dialect))
+        process = DarknetProcess(argv, workdir, stdin_data=dialects.train_stdin(dialect),
+                                 memory_limit=settings.darknet_memory_limit << 20)
         attempt.pid = process.pid
     except FarmError as e:
         attempt.outcome, attempt.message, attempt.ended_at = Outcome.CRASHED, str(e), time.time()
@@ -246,7 +267,7 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
 
     sup = Supervisor(store=store, run=run, attempt=attempt, process=process,
                      limits=Limits(max_batches=run.max_batches, burn_in=int(cfg.burn_in or 0),
-                                   policy=Policy(**run.policy)),
+                                   policy=Policy.from_dict(run.policy)),
                      checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
                      on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)))
@@ -274,11 +295,11 @@ def _record_refusal(run: Run, settings: Settings, e: FarmError) -> None:
         outcome=Outcome.BAD_INPUT, message=workspace.findings_message(e)))
 
 
-def _failure_message(run: Run, last: Attempt) -> str:
+def _failure_message(run: Run, last: Attempt, why: GiveUp | None = None) -> str:
     if last.outcome is Outcome.BAD_INPUT:
         return f"bad input, not retried: {last.message}"
-    return (f"gave up after {len(run.attempts)} attempts; the last one "
-            f"{last.outcome.value}: {last.message}")
+    return (f"gave up after {len(run.attempts)} attempt(s): "
+            f"{why.reason if why else f'the last one {last.outcome.value}: {last.message}'}")
 
 
 def _finish(store: Store, run: Run, state: RunState, message: str) -> Run:

@@ -1,10 +1,12 @@
 """Watch one darknet attempt to its end and say how it ended.
 
 The watchdog darknet lacks: it stops darknet at the first non-finite avg loss (or a loss
-above the bound after burn-in), notices stalls, cancellation and a lost lease, records
-metrics and checkpoints as they appear, and judges the outcome from the log and the
-files, never from the exit code alone (pjreddie exits 0 on a missing file, hank-ai 134
-on Ctrl-C, AlexeyAB may abort after writing its final weights).
+above the bound after burn-in), at the first allocation failure or refusal it prints,
+notices stalls, cancellation and a lost lease, records metrics and checkpoints as they
+appear, and judges the outcome from the log and the files, never from the exit code alone
+(pjreddie exits 0 on a missing file, hank-ai 134 on Ctrl-C, AlexeyAB may abort after
+writing its final weights). A SIGKILL the farm did not send, while the kernel's OOM-kill
+counter moved, is out of memory.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from farm.darknet.events import (CheckpointSaved, DarknetError, ErrorKind, Iteration,
                                  MapResult)
@@ -25,6 +27,41 @@ from farm.runs.policy import Policy
 
 #: How often Redis hears about new iterations and log lines (one pipelined round trip).
 FLUSH_INTERVAL = 0.5
+
+
+def oom_kill_counts(cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, ...]:
+    """The kernel's OOM-kill counters this process can read: /proc/vmstat's (every kill on
+    the machine) and its memory cgroup's (v2 memory.events, v1 memory.oom_control), which
+    also count kills by a container's own memory limit. -1 where one is unreadable."""
+    counts = [_counter("/proc/vmstat")]
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            counts.append(_counter(f"{cgroup_root}{path.rstrip('/')}/memory.events"))
+        elif "memory" in controllers.split(","):
+            counts.append(_counter(f"{cgroup_root}/memory{path.rstrip('/')}/memory.oom_control"))
+    return tuple(counts)
+
+
+def _counter(path: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return -1
+
+
+def _moved(before: Iterable[int], after: Iterable[int]) -> bool:
+    return any(b >= 0 and a > b for b, a in zip(before, after))
 
 
 @dataclass
@@ -62,15 +99,19 @@ class Supervisor:
     on_progress: Callable[[Run, Iteration], None] = lambda run, it: None
     on_checkpoint: Callable[[Run, Checkpoint], None] = lambda run, checkpoint: None
     clock: Callable[[], float] = time.monotonic
+    #: the kernel's OOM-kill counters (oom_kill_counts; a test may replay its own)
+    oom_kills: Callable[[], tuple[int, ...]] = oom_kill_counts
     _verdict: _Verdict | None = None
     _pending: _Pending | None = None
     _finite: bool = True
     _errors: list[DarknetError] = field(default_factory=list)
     _final_saved: bool = False
+    _oom_before: tuple[int, ...] = ()
 
     def supervise(self) -> Attempt:
         parser = LogParser()
         a = self.attempt
+        self._oom_before = self.oom_kills()
         log = open(a.log_path, "ab", buffering=0)  # on disk as it arrives: `tail -f` works
         last_flush = last_iter_at = self.clock()
         iters: list[Iteration] = []
@@ -144,6 +185,8 @@ class Supervisor:
             self._errors.append(ev)
             if ev.is_bad_input and self._verdict is None:
                 self._verdict = _Verdict(Outcome.BAD_INPUT, _describe(ev))
+            elif ev.kind is ErrorKind.OUT_OF_MEMORY and self._verdict is None:
+                self._verdict = _Verdict(Outcome.OUT_OF_MEMORY, _describe(ev))
 
     def _check_outside(self, now: float, last_iter_at: float) -> None:
         outside = self.interrupt()
@@ -169,7 +212,8 @@ class Supervisor:
                  and c.attempt == a.number]
         if known:  # `.backup` and `_100` are the same weights: keep one record
             return
-        keep = p.finite and p.iteration > 0
+        trained = a.last_iteration is not None or a.start_weights != self.run.weights
+        keep = p.finite and p.iteration > 0 and trained
         dest = Path(self.checkpoints_dir) / f"iter-{p.iteration:07d}.weights"
         if keep:
             self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +236,10 @@ class Supervisor:
         if self._verdict is not None:
             a.outcome, a.message = self._verdict.outcome, self._verdict.message
             return
+        if a.last_iteration is None and self._final_saved and \
+                a.start_iteration >= self.limits.max_batches:
+            self._judge_nothing_trained()
+            return
         finished = self._final_saved and (a.last_iteration or 0) >= self.limits.max_batches
         if finished and self._finite:
             a.outcome = Outcome.COMPLETED
@@ -200,6 +248,11 @@ class Supervisor:
                 a.message += f" (darknet then exited {a.exit_code}; the weights were written)"
             return
         fatal = next((e for e in self._errors if e.kind is not ErrorKind.CANNOT_LOAD_IMAGE), None)
+        if a.exit_code == -signal.SIGKILL and _moved(self._oom_before, self.oom_kills()):
+            a.outcome = Outcome.OUT_OF_MEMORY
+            a.message = (f"darknet killed by the kernel's OOM killer (SIGKILL at iteration "
+                         f"{a.last_iteration}; the kernel's oom_kill counter moved)")
+            return
         if a.exit_code is not None and a.exit_code < 0:
             sig = signal.Signals(-a.exit_code).name
             a.outcome = Outcome.CRASHED
@@ -214,6 +267,24 @@ class Supervisor:
         else:
             a.message = (f"darknet exited {a.exit_code} at iteration {a.last_iteration} "
                          f"without writing final weights")
+
+    def _judge_nothing_trained(self) -> None:
+        """darknet resumed at or past max_batches and wrote its final weights at once. From
+        a farm checkpoint the run was already done; from the start weights it is their
+        header (`seen`) that says so: a damaged file, or the weights of a finished
+        training (darknet.md §4), whatever darknet's exit code."""
+        a = self.attempt
+        if a.start_weights and a.start_weights != self.run.weights:
+            a.outcome, a.last_iteration = Outcome.COMPLETED, a.start_iteration
+            a.message = f"final weights at iteration {a.start_iteration} (resumed there)"
+            return
+        a.outcome = Outcome.BAD_INPUT
+        a.message = (f"darknet trained nothing: the start weights {a.start_weights} say "
+                     f"iteration {a.start_iteration} (their `seen` / batch), at or past "
+                     f"max_batches {self.limits.max_batches}, so darknet resumed there and "
+                     f"wrote its final weights at once (exit {a.exit_code}). A damaged file, "
+                     f"or the weights of a finished training: start from weights with "
+                     f"seen=0 (a .conv file) or raise max_batches")
 
 
 def _describe(ev: DarknetError) -> str:

@@ -38,10 +38,18 @@ def checkpoints_dir(runs_dir: Path, run_id: str) -> Path:
 
 
 def training_cfg(run: Run, hyper: dict[str, str]) -> Cfg:
-    """The base cfg with the run's overrides and this attempt's hyperparameters."""
+    """The base cfg with the run's overrides and this attempt's values. `random` is a key
+    of the detection layers (darknet reads it from the last one); a value that differs
+    from the base cfg's is written into every one of them."""
     cfg = _base_cfg(run)
-    for key, value in {**run.overrides, **hyper}.items():
+    values = {**run.overrides, **hyper}
+    random = values.pop("random", None)
+    for key, value in values.items():
         cfg.set_net(key, value)
+    heads = cfg.output_layers()
+    if random is not None and heads and heads[-1].get("random", "0") != random:
+        for head in heads:
+            head.set("random", random)
     return cfg
 
 
@@ -50,10 +58,19 @@ def _base_cfg(run: Run) -> Cfg:
 
 
 def base_hyper(run: Run) -> dict[str, str]:
-    """The values the policy may change, as the first attempt trains with them."""
+    """The values a restart may change (farm.runs.effective.MANAGED), as the run asks for
+    them: the base cfg with its overrides, darknet's defaults where a key is absent."""
     cfg = training_cfg(run, {})
-    return {"learning_rate": cfg.net_get("learning_rate", "0.001"),
-            "burn_in": cfg.net_get("burn_in", "0")}
+    heads = cfg.output_layers()
+    defaults = {"learning_rate": "0.001", "batch": "1", "subdivisions": "1", "burn_in": "0",
+                "power": "4", "policy": "constant"}
+    out = {k: cfg.net_get(k, v) for k, v in defaults.items()}
+    for key in ("width", "height", "steps", "scales"):
+        if cfg.net_get(key) is not None:
+            out[key] = cfg.net_get(key)
+    if heads:
+        out["random"] = heads[-1].get("random", "0")
+    return out
 
 
 def preflight(run: Run, dialect: str, limit: checks.MemoryLimit | None = None) -> None:
@@ -96,9 +113,10 @@ def write_inputs(run: Run, runs_dir: Path) -> None:
         shutil.copyfile(names, inputs / "obj.names")
 
 
-def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
-                    ) -> tuple[Path, Path, Cfg]:
-    """The attempt's directory, its obj.data and its cfg, written and ready for darknet."""
+def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str],
+                    data_extra: dict[str, str] | None = None) -> tuple[Path, Path, Cfg]:
+    """The attempt's directory, its obj.data (with `data_extra`, e.g. AlexeyAB's
+    savelast=) and its cfg, written and ready for darknet."""
     workdir = attempt_dir(runs_dir, run.id, number)
     if workdir.exists():  # a lost attempt of the same number never finished: start clean
         shutil.rmtree(workdir)
@@ -111,6 +129,7 @@ def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
     if (inputs / "obj.names").exists():
         values["names"] = str(inputs / "obj.names")
     values["backup"] = str(workdir / "backup")
+    values.update(data_extra or {})
     write_obj_data(workdir / "obj.data", values)
     cfg = training_cfg(run, hyper)
     cfg.save(workdir / CFG_NAME)

@@ -1,6 +1,7 @@
 """The best trial of a sweep as a folder darknet can use as it is:
 
-    best.cfg       the base cfg with the trial's [net] values (as its last attempt trained)
+    best.cfg       the cfg that produced best.weights: the base cfg with the values of the
+                   attempt that wrote them (a restart's rate, burn_in, subdivisions...)
     best.weights   the trial's best weights (the evaluation's best, else the newest good
                    checkpoint: never a file darknet wrote after nan)
     obj.names      the class names
@@ -24,7 +25,7 @@ from typing import Callable
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, NotFound
 from farm.eval.evaluate import best_weights_location
-from farm.runs import workspace
+from farm.runs import effective, workspace
 from farm.runs.model import Run
 from farm.state import Store
 from farm.sweeps import controller as ctl
@@ -57,8 +58,10 @@ def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
         raise NotFound(f"the weights of trial {row.trial} ({run.id}) are on {host or 'another host'}"
                        f": {weights}", hint="give the inventory (FARM_INVENTORY) so the farm "
                        "can fetch them, or export on that host")
-    hyper = run.attempts[-1].hyper if run.attempts else {}
-    workspace.training_cfg(run, hyper).save(out / "best.cfg")
+    wrote = effective.attempt_for_weights(run, weights) or effective.attempt_at(
+        run, _iteration_of(store, run, weights)) or run.current
+    workspace.training_cfg(run, wrote.hyper if wrote else {}).save(out / "best.cfg")
+    settings = effective.effective_settings(run, wrote)
     if run.origin and run.origin != here and fetch is not None:
         # the dataset is on the training host: its names travel, its lists name files there
         fetch(run.origin, os.path.join(os.path.dirname(run.data), "obj.names"),
@@ -81,6 +84,7 @@ def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
         "divergences": row.divergences, "state": row.state,
         "weights_from": weights, "weights_iteration": _iteration_of(store, run, weights),
         "weights_sha256": _sha256(out / "best.weights"),
+        "trained_with": settings.to_dict(),  # best.cfg holds these values
         "chart": chart_png.name if chart_png else None,
         "darknet": "darknet detector test obj.data best.cfg best.weights IMAGE",
     }
@@ -131,15 +135,13 @@ def _names(path: Path) -> list[str]:
 
 
 def _chart(store: Store, run: Run, path: Path, title: str) -> Path | None:
-    """The run's loss/mAP chart over its whole lineage (farm.chart), when it is installed."""
+    """The run's chart over its whole lineage (farm.plot.runchart), when it is installed."""
     try:
-        from farm import chart
+        from farm.plot import runchart
     except ImportError:
         return None
-    state = chart.update_chart(store, run.id)
-    path.write_bytes(chart.render_png(state, evaluations=store.evaluations(run.id),
-                                      darknet_maps=store.maps(run.id),
-                                      attempts=run.to_dict()["attempts"], title=title))
+    drawing = runchart.for_run(store, run, title=title)
+    path.write_bytes(runchart.draw(drawing, runchart.PNG_SIZE).to_png())
     return path
 
 

@@ -41,6 +41,10 @@ class TrialState(str, Enum):
                         TrialState.CANCELLED)
 
 
+#: what a trial's plan holds (written once); the other fields are what happened since
+PLAN_FIELDS = ("params", "cfg", "overrides", "recipe_key")
+
+
 def new_sweep_id() -> str:
     return time.strftime("s%y%m%d-") + uuid.uuid4().hex[:6]
 
@@ -67,10 +71,21 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What happened to the trial: every field but its plan, index and run id (the
+        run id has a write-once hash of its own)."""
+        return {k: getattr(self, k) for k in _TRIAL_STATE}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trial":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        if d.keys() <= _TRIAL_FIELDS:
+            return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k in _TRIAL_FIELDS})
+
+
+_TRIAL_FIELDS = frozenset(f.name for f in fields(Trial))
+_TRIAL_STATE = tuple(f.name for f in fields(Trial)
+                     if f.name not in PLAN_FIELDS and f.name not in ("index", "run_id"))
 
 
 @dataclass

@@ -30,8 +30,9 @@ STRIDE = 10
 @dataclass(frozen=True)
 class Observed:
     iteration: int
-    curve: Points
+    curve: Points   # the objective: `loss` or `maps`
     maps: Points
+    loss: Points = ()  # the lowest avg loss of every STRIDE iterations
     screens: Points = ()  # screens mAP@0.50 of the evaluations (farm.eval.screens)
 
 
@@ -61,7 +62,8 @@ def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
         screens = tuple((i, v) for i, v in rec.get("screens", ()))
         loss = tuple(sorted((i, v) for i, v in rec["loss"].values()))
         curve = {"map50": maps, "screens_map50": screens}.get(objective, loss)
-        out[trial.index] = Observed(iteration=live, maps=maps, curve=curve, screens=screens)
+        out[trial.index] = Observed(iteration=live, maps=maps, loss=loss, curve=curve,
+                                    screens=screens)
     sweeps.save_curves(sweep_id, changed)
     return out
 

@@ -14,13 +14,12 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
-from farm.runs import checks
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
-from farm.runs.service import submit_run
 from farm.settings import Settings
 from farm.state import Store
 from farm.sweeps import builds as bld
@@ -30,6 +29,12 @@ from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
 from farm.sweeps.store import RecipeStore, SweepStore
+
+if TYPE_CHECKING:
+    from farm.runs import checks
+
+#: untouched trials an advance looks at, at least (the next ones to start, in order)
+FRONTIER = 64
 
 #: enqueue(run_id, queue) -> Celery task id: how a trial's run reaches a GPU worker (under
 #: the task id recorded on the run, so the board links it to Flower).
@@ -47,6 +52,7 @@ class Tick:
     resent: list[str] = field(default_factory=list)
     builds: list[tuple[str, str]] = field(default_factory=list)  # (recipe, what was done)
     busy: bool = False  # another controller held the sweep
+    ended: bool = False  # this advance closed the sweep (its end is notified once)
     #: run id -> iterations whose evaluation the sweep waits for before it closes
     waiting: dict[str, set[int]] = field(default_factory=dict)
 
@@ -58,23 +64,32 @@ class Tick:
 
 
 def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
-                 gpu_workers: int | None = None,
+                 gpu_workers: int | Callable[[], int] | None = None,
                  warn: Callable[[Finding], None] | None = None) -> Sweep:
     """Plan every trial, check what they will train with (farm.runs.checks), and record
-    the sweep as running. Nothing is recorded when a check fails."""
+    the sweep as running. Nothing is recorded when a check fails. `gpu_workers`: how
+    many workers consume the sweep's queue, or how to learn it once the plan is made."""
+    # the checks (dataset lint, memory) and the training stack are imported where they are
+    # used: `farm sweep show` and the board never need them
+    from farm.runs import checks
     inventory = checks.read_inventory(settings)
     host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
+    first = ctl.expand(spec if spec.search == "grid" else replace(spec, trials=1))[0]
+    cadence = dialects.checkpoint_cadence(judge(Cfg.load(first.cfg)), spec.eval_every)
+    spec = replace(spec, eval_every=cadence.every)  # what darknet can write
     trials = ctl.plan(spec, judge)
     for finding in _check_inputs(spec, trials, judge,
                                  checks.submit_limit(settings, host, inventory)):
         if warn:
             warn(finding)
+    if callable(gpu_workers):
+        gpu_workers = gpu_workers()
     warning = None if gpu_workers is None else check_concurrency(spec, gpu_workers)
     sweep = Sweep(id=new_sweep_id(), spec=spec.to_dict(), created_at=time.time(),
                   host=settings.host_name,
                   name=spec.name or os.path.splitext(os.path.basename(spec.path))[0],
-                  warnings=[warning] if warning else [],
+                  warnings=[w for w in (cadence.note, warning) if w],
                   cfgs={c: Cfg.load(c).dumps() for c in {t.cfg for t in trials}})
     store.ping()
     SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
@@ -85,20 +100,22 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
 def _check_inputs(spec: SweepSpec, trials: list[Trial], judge: Callable[[Cfg], str],
                   limit: checks.MemoryLimit | None) -> list[Finding]:
     """The checks of `farm train` for a sweep, each only once: every distinct trial cfg
-    (its memory, the start weights against it), the dataset once per dialect and class
+    shape (its memory, the start weights against it), the dataset once per dialect and class
     count (a recipe's dataset does not exist yet: it is linted when built). Returns the
     warnings; FindingsError on the first trial with an error."""
+    from farm.runs import checks
     bases: dict[str, Cfg] = {}
-    done: set[str] = set()
+    done: set[tuple] = set()
     linted: set[tuple[str, int | None]] = set()
     warnings: dict[tuple, Finding] = {}
     for trial in trials:
+        shape = ctl.trial_shape(trial)  # the VALUE_ONLY values were checked by plan()
+        if shape in done:
+            continue
+        done.add(shape)
         base = bases.setdefault(trial.cfg, Cfg.load(trial.cfg))
         cfg, place = checks.with_overrides(base, trial.overrides,
                                            f"{spec.path} (trial {trial.index})")
-        if cfg.dumps() in done:
-            continue
-        done.add(cfg.dumps())
         dialect = judge(cfg)
         lint = spec.data is not None and (dialect, cfg.classes) not in linted
         linted.add((dialect, cfg.classes))
@@ -132,7 +149,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
         if sweep.state is not SweepState.RUNNING:
             return tick
         spec = SweepSpec.from_dict(sweep.spec)
-        trials = sweeps.trials(sweep_id)
+        trials = _working_set(sweeps, sweep_id, spec)
         runs = _runs(store, trials)
         _record_results(sweeps, sweep_id, trials, runs)
         _cancel_orphans(store, sweep_id, trials)
@@ -161,6 +178,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
                                reread_maps=True)
             views = _views(trials, runs, observed, builds, now())
             _close(sweeps, sweep, spec, views, now(), missing)
+            tick.ended = True
         tick.state = sweep.state.value
         return tick
 
@@ -216,6 +234,113 @@ def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
     return sweep, spec, ctl.leaderboard(spec, views, now)
 
 
+@dataclass
+class Standings:
+    """One page of a sweep's leaderboard, and the counts of all its trials."""
+
+    sweep: Sweep
+    spec: SweepSpec
+    total: int                      # trials in the sweep
+    counts: dict[str, int]          # trials by state (TrialState values)
+    ranked: int                     # trials with a value of the objective
+    rows: list[ctl.Row]             # the page, in leaderboard order
+    page: int
+    per: int
+    observed: dict[int, Observed]   # curves of the page's trials that have a run
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per))
+
+
+def standings(store: Store, sweep_id: str, page: int = 1, per: int = 50,
+              now: float | None = None) -> Standings:
+    """A page of the leaderboard in the order `leaderboard_of` gives (ranked trials
+    best first, then the rest by trial number), reading only the trials something has
+    happened to and the page's plans: a sweep of 10 000 queued trials costs what its
+    running ones cost."""
+    sweeps = SweepStore(store)
+    sweep = sweeps.find(sweep_id)
+    spec = SweepSpec.from_dict(sweep.spec)
+    now = time.time() if now is None else now
+    total, touched = sweeps.touched(sweep.id)
+    runs = _runs(store, touched)
+    observed = observe(store, sweeps, sweep.id, spec.objective, touched, runs,
+                       reread_maps=True)
+    counts, views, builds = _tally(store, sweeps, sweep.id, total, touched, runs, observed,
+                                   now)
+    rows = ctl.leaderboard(spec, views, now)
+    ranked = [r for r in rows if r.rank is not None]
+    start = (page - 1) * per
+    out = ranked[start:start + per]
+    if len(out) < per:
+        out += _unranked(sweeps, sweep.id, spec, total, rows, builds, now,
+                         max(start - len(ranked), 0), per - len(out))
+    shown = {r.trial for r in out}
+    return Standings(sweep=sweep, spec=spec, total=total, counts=counts, ranked=len(ranked),
+                     rows=out, page=page, per=per,
+                     observed={i: o for i, o in observed.items() if i in shown})
+
+
+def trial_counts(store: Store, sweep_id: str, now: float | None = None
+                 ) -> tuple[int, dict[str, int]]:
+    """How many trials the sweep has, and how many are in each state."""
+    sweeps = SweepStore(store)
+    total, touched = sweeps.touched(sweep_id)
+    counts, _, _ = _tally(store, sweeps, sweep_id, total, touched, _runs(store, touched),
+                          None, time.time() if now is None else now)
+    return total, counts
+
+
+def _tally(store: Store, sweeps: SweepStore, sweep_id: str, total: int,
+           touched: list[Trial], runs: dict[str, Run], observed: dict[int, Observed] | None,
+           now: float):
+    """Counts by state of every trial, the views of the touched ones, and the build
+    records of the sweep's recipes."""
+    counted = sweeps.recipe_counts(sweep_id)
+    builds = RecipeStore(store).load_many(set(counted) | {t.recipe_key for t in touched
+                                                          if t.recipe_key})
+    views = _views(touched, runs, observed, builds, now)
+    counts = _counts(views)
+    _count_untouched(counts, total - len(views), touched, counted, builds)
+    return counts, views, builds
+
+
+def _counts(views: list[ctl.TrialView]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v.state.value] = counts.get(v.state.value, 0) + 1
+    return counts
+
+
+def _count_untouched(counts: dict[str, int], untouched: int, touched: list[Trial],
+                     per_recipe: dict[str, int], builds: dict[str, dict[str, str]]) -> None:
+    """Trials nothing happened to are pending, or building while their dataset is."""
+    building = 0
+    for key, n in per_recipe.items():
+        if (builds.get(key) or {}).get("state") != "ready":
+            building += n - sum(1 for t in touched if t.recipe_key == key)
+    for state, n in ((TrialState.BUILDING, building), (TrialState.PENDING,
+                                                       untouched - building)):
+        if n > 0:
+            counts[state.value] = counts.get(state.value, 0) + n
+
+
+def _unranked(sweeps: SweepStore, sweep_id: str, spec: SweepSpec, total: int,
+              rows: list[ctl.Row], builds: dict[str, dict[str, str]], now: float,
+              skip: int, take: int) -> list[ctl.Row]:
+    """Rows `skip`..`skip + take` of the trials without a value, by trial number: the
+    touched ones from `rows`, the others from their plans."""
+    known = {r.trial: r for r in rows}
+    ranked = {r.trial for r in rows if r.rank is not None}
+    indices = [i for i in range(total) if i not in ranked][skip:skip + take]
+    fresh = {t.index: t for t in sweeps.planned(sweep_id, [i for i in indices
+                                                           if i not in known])}
+    views = _views(list(fresh.values()), {}, None, builds, now)
+    made = {r.trial: r for r in ctl.leaderboard(spec, views, now)}
+    return [known.get(i) or made[i] for i in indices if i in known or i in made]
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -225,9 +350,22 @@ def _observe(store: Store, sweeps: SweepStore, sweep_id: str) -> dict[int, Obser
     sweep = sweeps.load(sweep_id)
     if sweep.state is not SweepState.RUNNING:
         return None
-    trials = sweeps.trials(sweep_id)
+    _, trials = sweeps.touched(sweep_id)  # a trial nothing happened to has no curve
     spec_objective = sweep.spec["objective"]
     return observe(store, sweeps, sweep_id, spec_objective, trials, _runs(store, trials))
+
+
+def _working_set(sweeps: SweepStore, sweep_id: str, spec: SweepSpec) -> list[Trial]:
+    """The trials one advance must see: every trial something happened to, and the first
+    untouched ones by number (the next to start; at least FRONTIER). An advance of a
+    sweep with 10 000 trials queued costs what its running ones cost. A recipe sweep
+    reads every trial: which ones can start depends on whose dataset is ready."""
+    if spec.recipe is not None:
+        return sweeps.trials(sweep_id)
+    total, touched = sweeps.touched(sweep_id)
+    taken = {t.index for t in touched}
+    ahead = [i for i in range(total) if i not in taken][:max(FRONTIER, 3 * spec.concurrency)]
+    return sorted(touched + sweeps.planned(sweep_id, ahead), key=lambda t: t.index)
 
 
 def _runs(store: Store, trials: list[Trial]) -> dict[str, Run]:
@@ -304,6 +442,7 @@ def _start(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
 def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
             spec: SweepSpec, trial: Trial, enqueue: Enqueue, data: str,
             origin: str | None = None) -> Run | None:
+    from farm.runs.service import submit_run
     trial.claimed_at = time.time()  # see _cancel_orphans
     sweeps.save_trial(sweep.id, trial)
     try:

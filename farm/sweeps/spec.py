@@ -149,6 +149,9 @@ class SweepSpec:
     name: str = ""
     #: base.recipe in full (farm.sweeps.recipe), when the farm builds the dataset
     recipe: dict[str, Any] | None = None
+    #: lines of the rules checked once the cfgs are read ("eval_every", "zero_map_after",
+    #: "grace"), so that those errors name the spec's line too
+    lines: dict[str, int] = field(default_factory=dict)
     #: eval.screens: a screens set's obj.data every trial's evaluations also score
     eval_screens: str | None = None
 
@@ -170,6 +173,37 @@ class SweepSpec:
         early["median"] = MedianRule(**early["median"]) if early.get("median") else None
         d["early_stopping"] = EarlyStopping(**early)
         return cls(**d)
+
+
+def check_rules_can_fire(spec: SweepSpec, max_batches: int) -> None:
+    """Refuse early-stopping rules that can never stop a trial of `max_batches` (the
+    longest trial) with evaluations every `spec.eval_every` iterations (as darknet can
+    write them): a rule acts only on a running trial, and the final evaluation comes
+    after the trial ended."""
+    every = spec.eval_every
+    after = spec.early_stopping.zero_map_after
+    if after:
+        first = -(-after // every) * every
+        if first >= max_batches:
+            raise BadInput(
+                f"early_stopping.zero_map_after: {after} can never fire: the first "
+                f"evaluation at or after iteration {after} is at {first} (eval_every "
+                f"{every}), and the trials end at iteration {max_batches}", path=spec.path,
+                line=spec.lines.get("zero_map_after"),
+                hint=f"lower eval_every or zero_map_after below {max_batches}, or drop the rule")
+    median = spec.early_stopping.median
+    if median is None:
+        return
+    if median.grace >= max_batches:
+        raise BadInput(f"early_stopping.median.grace: {median.grace} can never fire: the "
+                       f"trials end at iteration {max_batches}", path=spec.path,
+                       line=spec.lines.get("grace"), hint=f"use a grace below {max_batches}")
+    if spec.objective in ("map50", "screens_map50") and every >= max_batches:
+        raise BadInput(f"early_stopping.median can never fire on {spec.objective}: the first "
+                       f"evaluation "
+                       f"(eval_every {every}) is not before the trials end at iteration "
+                       f"{max_batches}", path=spec.path, line=spec.lines.get("eval_every"),
+                       hint="lower eval_every, or rank by min_avg_loss")
 
 
 def check_concurrency(spec: SweepSpec, gpu_workers: int) -> str | None:
@@ -230,7 +264,11 @@ def parse_spec(text: str, path: str) -> SweepSpec:
         queue=_queue(doc), budget=budget, objective=_objective(doc),
         early_stopping=_early_stopping(doc), policy=_policy(doc),
         eval_every=doc.integer(("eval_every",), default=1000, minimum=1),
-        eval_screens=_eval_screens(doc))
+        eval_screens=_eval_screens(doc),
+        lines={k: doc.line(w) for k, w in (
+            ("eval_every", ("eval_every",)),
+            ("zero_map_after", ("early_stopping", "zero_map_after")),
+            ("grace", ("early_stopping", "median", "grace"))) if doc.line(w)})
 
 
 # ---------------------------------------------------------------------------------------

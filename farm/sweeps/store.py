@@ -7,7 +7,14 @@ spec file is read once, at submission. Keys (prefix `farm:sweep:`):
     farm:sweep:<id>            JSON of the sweep: its spec as data, state, warnings, times
     farm:sweep:index           sorted set of sweep ids by creation time
     farm:sweep:active          set of sweeps that still have work (what tick_all walks)
-    farm:sweep:<id>:trials     hash: trial index -> JSON trial (plan, enqueue, stop reason)
+    farm:sweep:<id>:plan       hash: trial index -> JSON [params, cfg, overrides, recipe
+                               key]: what the spec chose, written once at submission
+    farm:sweep:<id>:trials     hash: trial index -> JSON of what happened to the trial
+                               since (claimed, enqueued, stopped, error, result); only
+                               trials something happened to, so a sweep of 10 000
+                               queued trials is read in what has moved, not in 10 000
+                               (sweeps written before the plan hash keep whole trials here)
+    farm:sweep:<id>:recipes    hash: recipe key -> how many trials train on it
     farm:sweep:<id>:runs       hash: trial index -> run id, written once (HSETNX): the
                                guard that keeps a trial from ever getting a second run
     farm:sweep:<id>:curves     hash: trial index -> JSON objective seen so far (stream
@@ -38,11 +45,24 @@ import redis
 
 from farm.errors import NotFound
 from farm.state import RELEASE_IF_OWNER, Store, only_match, translated
-from farm.sweeps.model import Sweep, SweepState, Trial
+from farm.sweeps.model import PLAN_FIELDS, Sweep, SweepState, Trial
 
 
 def _k(*parts: str) -> str:
     return "farm:sweep:" + ":".join(parts)
+
+
+def _plan_doc(t: Trial) -> str:
+    return json.dumps([t.params, t.cfg, t.overrides, t.recipe_key], separators=(",", ":"))
+
+
+def _trial(index: int, plan: str | None, state: str | None, run_id: str | None) -> Trial:
+    """A trial from its plan and what happened to it (or from one whole old document)."""
+    doc = json.loads(state) if state else {}
+    if "params" not in doc:
+        doc.update(zip(PLAN_FIELDS, json.loads(plan)))
+    doc["index"], doc["run_id"] = index, run_id
+    return Trial.from_dict(doc)
 
 
 #: extend a lease's TTL only while this token holds it
@@ -58,11 +78,21 @@ def _rk(*parts: str) -> str:
     return "farm:recipe:" + ":".join(parts)
 
 
+#: a trial's state alone where the sweep has a plan hash, else the whole trial
+SAVE_TRIAL = """
+if redis.call('exists', KEYS[1]) == 1 then
+  return redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+end
+return redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
+"""
+
+
 class SweepStore:
     def __init__(self, store: Store):
         self.store = store
         self.r = store.r
         self._release = self.r.register_script(RELEASE_IF_OWNER)
+        self._save_trial = self.r.register_script(SAVE_TRIAL)
 
     # -- sweeps -------------------------------------------------------------------------
     def create(self, sweep: Sweep, trials: list[Trial],
@@ -76,8 +106,13 @@ class SweepStore:
                 pipe.hsetnx(_rk(key), "recipe", text)
                 pipe.sadd(_rk(key, "sweeps"), sweep.id)
             pipe.set(_k(sweep.id), json.dumps(sweep.to_dict()))
-            pipe.hset(_k(sweep.id, "trials"),
-                      mapping={str(t.index): json.dumps(t.to_dict()) for t in trials})
+            pipe.hset(_k(sweep.id, "plan"), mapping={str(t.index): _plan_doc(t) for t in trials})
+            counts: dict[str, int] = {}
+            for t in trials:
+                if t.recipe_key:
+                    counts[t.recipe_key] = counts.get(t.recipe_key, 0) + 1
+            if counts:
+                pipe.hset(_k(sweep.id, "recipes"), mapping=counts)
             pipe.zadd(_k("index"), {sweep.id: sweep.created_at})
             pipe.sadd(_k("active"), sweep.id)
             pipe.execute()
@@ -120,17 +155,64 @@ class SweepStore:
         """Every trial, with its run id from the write-once hash."""
         with translated(self.store.url):
             pipe = self.r.pipeline(transaction=False)
+            pipe.hgetall(_k(sweep_id, "plan"))
             pipe.hgetall(_k(sweep_id, "trials"))
             pipe.hgetall(_k(sweep_id, "runs"))
-            raw, runs = pipe.execute()
-        trials = [Trial.from_dict(json.loads(v)) for v in raw.values()]
-        for t in trials:
-            t.run_id = runs.get(str(t.index))
-        return sorted(trials, key=lambda t: t.index)
+            plans, states, runs = pipe.execute()
+        indices = sorted({int(i) for i in plans} | {int(i) for i in states})
+        return [_trial(i, plans.get(str(i)), states.get(str(i)), runs.get(str(i)))
+                for i in indices]
+
+    def touched(self, sweep_id: str) -> tuple[int, list[Trial]]:
+        """How many trials the sweep has, and those something happened to (claimed,
+        given a run, failed, cancelled, ended), by index: the others are still pending
+        exactly as planned (`planned` reads them)."""
+        with translated(self.store.url):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hlen(_k(sweep_id, "plan"))
+            pipe.hgetall(_k(sweep_id, "trials"))
+            pipe.hgetall(_k(sweep_id, "runs"))
+            total, states, runs = pipe.execute()
+            indices = sorted({int(i) for i in states} | {int(i) for i in runs})
+            plans = self.r.hmget(_k(sweep_id, "plan"), [str(i) for i in indices]) \
+                if total and indices else [None] * len(indices)
+        trials = [_trial(i, p, states.get(str(i)), runs.get(str(i)))
+                  for i, p in zip(indices, plans)]
+        return (total or len(states)), trials
+
+    def planned(self, sweep_id: str, indices: list[int]) -> list[Trial]:
+        """Trials nothing has happened to yet, as planned (no state, no run)."""
+        if not indices:
+            return []
+        with translated(self.store.url):
+            plans = self.r.hmget(_k(sweep_id, "plan"), [str(i) for i in indices])
+        return [_trial(i, p, None, None) for i, p in zip(indices, plans) if p]
+
+    def recipe_counts(self, sweep_id: str) -> dict[str, int]:
+        """recipe key -> how many of the sweep's trials train on its dataset."""
+        with translated(self.store.url):
+            return {k: int(v) for k, v in self.r.hgetall(_k(sweep_id, "recipes")).items()}
+
+    def sizes(self, sweep_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """sweep id -> (trials, trials given a run), in one round trip (a list of sweeps)."""
+        with translated(self.store.url):
+            pipe = self.r.pipeline(transaction=False)
+            for i in sweep_ids:
+                pipe.hlen(_k(i, "plan"))
+                pipe.hlen(_k(i, "trials"))
+                pipe.hlen(_k(i, "runs"))
+            raw = pipe.execute()
+        return {i: (raw[3 * k] or raw[3 * k + 1], raw[3 * k + 2])
+                for k, i in enumerate(sweep_ids)}
 
     def save_trial(self, sweep_id: str, trial: Trial) -> None:
+        """What happened to the trial (its plan is never written again; a sweep stored
+        before the plan hash keeps the whole trial, plan included)."""
         with translated(self.store.url):
-            self.r.hset(_k(sweep_id, "trials"), str(trial.index), json.dumps(trial.to_dict()))
+            self._save_trial(keys=[_k(sweep_id, "plan"), _k(sweep_id, "trials")],
+                             args=[str(trial.index),
+                                   json.dumps(trial.state_dict(), separators=(",", ":")),
+                                   json.dumps(trial.to_dict(), separators=(",", ":"))])
 
     def assign_run(self, sweep_id: str, index: int, run_id: str) -> bool:
         """Give trial `index` its run, once: False when it already has one."""

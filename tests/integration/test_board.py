@@ -1,7 +1,8 @@
-"""The farm board in headless Chromium (Debian's `chromium`, driven by Playwright), while
-Debian's darknet trains a micro run that diverges and is restarted: the run, its live
-chart and its attempt lineage are shown, the chart changes as the run trains, checkpoints
-show their mAP; without the login everything answers 401, API and metrics included.
+"""The farm board (`python -m dashboard`) over HTTP and in headless Chromium (Debian's
+`chromium`, driven by Playwright), with Debian's darknet training micro runs that
+diverge and restart: the login (form and session cookie, basic auth, a URL with
+credentials, the scrape token), bad requests, a run with three restarts drawn readably,
+a failed run's reason, and a sweep's trials overlaid.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from farm.micro import micro_cfg, micro_dataset
+from farm.runs.model import Run, RunState
 from farm.state import Store
 from tests.conftest import free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
@@ -26,14 +29,15 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "board-s3cret"
 
 
-def http(url: str, password: str | None = PASSWORD) -> tuple[int, object, bytes]:
-    headers = {}
+def http(url: str, password: str | None = PASSWORD, headers: dict | None = None
+         ) -> tuple[int, object, bytes]:
+    headers = dict(headers or {})
     if password is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(
             f"farm:{password}".encode()).decode()
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=10) as r:
+                                    timeout=30) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -73,127 +77,318 @@ def chromium():
         browser.close()
 
 
+def logged_in(chromium, base: str):
+    """A browser context that logged in through the form."""
+    context = chromium.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    page.goto(base + "/")
+    page.fill("#password", PASSWORD)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#runs")
+    return context, page
+
+
+def train_at_008(capsys, data, cfg, *policy: str) -> str:
+    """`farm train` at learning rate 0.08 with no burn-in: the micro net explodes within a
+    few iterations."""
+    code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
+                              "learning_rate=0.08", "--set", "burn_in=0",
+                              *(arg for p in policy for arg in ("--policy", p)))
+    assert code == 0, err
+    return out.strip()
+
+
+def save_run(store: Store, run_id: str, **kw) -> Run:
+    run = Run(id=run_id, data="/d/obj.data", cfg="/d/micro.cfg", weights=None, base_dir="/d",
+              overrides={}, policy={}, host="testhost", created_at=time.time(),
+              max_batches=100, **kw)
+    store.save_run(run)
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP
+
+
 def test_everything_refuses_requests_without_the_login(farm, board):
     for path in ("/", "/runs/nope", "/api/runs", "/api/runs/nope", "/api/runs/nope/chart",
-                 "/api/runs/nope/log", "/metrics", "/static/board.js"):
+                 "/api/runs/nope/log", "/runs/nope/chart.svg", "/sweeps", "/sweeps/nope",
+                 "/api/sweeps", "/api/sweeps/nope", "/metrics", "/static/board.js",
+                 "/no/such/page"):
         for password in (None, "wrong"):
-            status, headers, _ = http(board + path, password)
+            status, headers, body = http(board + path, password)
             assert status == 401, (path, password)
             assert headers.get("WWW-Authenticate") == 'Basic realm="farm"'
+            assert f"the password in {farm.settings.data_dir}/flower.password" in body.decode()
+    # a browser asking for a page gets the form, not a dialog; the path is escaped
+    status, headers, body = http(board + "/runs/x?y=1", None, {"Accept": "text/html"})
+    page = body.decode()
+    assert status == 401 and headers.get("WWW-Authenticate") is None
+    assert '<form id="login" method="post" action="/login">' in page
+    assert f'<code id="password-path">{farm.settings.data_dir}/flower.password</code>' in page
+    assert 'name="next" value="/runs/x?y=1"' in page
     assert http(board + "/api/runs")[0] == 200
-    status, _, body = http(board + "/api/runs/nope")
-    assert status == 404 and "no run 'nope'" in json.loads(body)["error"]
 
 
-def test_the_board_shows_a_training_run_its_lineage_and_a_live_chart(farm, board, chromium,
-                                                                     tmp_path, capsys,
-                                                                     darknet_bin):
+def test_bad_queries_are_400_and_unknown_runs_and_sweeps_404_on_every_route(farm, board):
+    store = Store(farm.settings.effective_redis_url)
+    save_run(store, "r-known")
+    for path, words in (("/api/runs/r-known/log?lines=abc", "?lines='abc' is not a whole number"),
+                        ("/api/runs/r-known/log?lines=0", "?lines=0 is out of range"),
+                        ("/api/runs/r-known/metrics?after=abc", "?after='abc' is not a stream id"),
+                        ("/api/runs/r-known/metrics?count=x", "?count='x' is not a whole number"),
+                        ("/api/sweeps?limit=-1", "?limit=-1 is out of range"),
+                        ("/api/sweeps/any?page=zero", "?page='zero' is not a whole number")):
+        status, _, body = http(board + path)
+        assert status == 400, path
+        assert words in json.loads(body)["error"], path
+    for path in ("/api/runs/nope", "/api/runs/nope/chart", "/api/runs/nope/log",
+                 "/api/runs/nope/metrics", "/api/sweeps/nope"):
+        status, _, body = http(board + path)
+        assert status == 404, path
+        assert "no run 'nope'" in json.loads(body)["error"] or \
+            "no sweep 'nope'" in json.loads(body)["error"], path
+    for path in ("/runs/nope", "/runs/nope/chart.svg", "/sweeps/nope", "/no/such/page"):
+        status, _, body = http(board + path)
+        assert status == 404 and (b"nope" in body or b"no/such" in body), path
+    status, _, body = http(board + "/runs/nope", headers={"Accept": "text/html"})
+    assert status == 404 and '<p id="error-message">no run &#x27;nope&#x27;</p>' in body.decode()
+    assert http(board + "/api/runs/r-known/log?lines=5")[0] == 200
+    assert json.loads(http(board + "/api/runs/r-known/metrics?after=0-0")[2])["entries"] == []
+
+
+def test_the_scrape_token_opens_metrics_and_nothing_else(farm, board):
+    from workers.app import app
+    token_file = Path(farm.settings.data_dir) / "metrics.token"
+    token = token_file.read_text().strip()
+    assert token and token != PASSWORD and oct(token_file.stat().st_mode & 0o777) == "0o600"
+    farm.worker("gpu1", "gpu")
+    store = Store(farm.settings.effective_redis_url)
+    save_run(store, "r-m", state=RunState.RUNNING)
+    store.r.hset("farm:run:r-m:live", mapping={"iteration": 42, "avg_loss": "1.5",
+                                               "updated_at": time.time()})
+    app.send_task("farm.nothing", queue="augment")  # no worker consumes augment: it waits
+    bearer = {"Authorization": f"Bearer {token}"}
+    status, headers, body = http(board + "/metrics", None, bearer)
+    text = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    for line in ('farm_runs{state="running"} 1', 'farm_run_iteration{run="r-m",host="testhost"} 42',
+                 'farm_run_avg_loss{run="r-m",host="testhost"} 1.5',
+                 'farm_workers_up{queue="gpu"} 1', 'farm_workers_up{queue="augment"} 0',
+                 'farm_queue_depth{queue="augment"} 1', 'farm_queue_depth{queue="gpu"} 0'):
+        assert line in text, line
+    for family in ("farm_run_iterations_per_second", "farm_run_restarts", "farm_restarts",
+                   "farm_run_best_map", "farm_sweep_trials", "farm_data_dir_free_bytes"):
+        assert f"# TYPE {family} gauge" in text, family
+    free = float(next(x for x in text.splitlines()
+                      if x.startswith("farm_data_dir_free_bytes ")).split()[1])
+    assert free > 0
+    assert http(board + "/metrics", None, {"Authorization": "Bearer wrong"})[0] == 401
+    for path in ("/api/runs", "/", "/api/runs/r-m"):
+        assert http(board + path, None, bearer)[0] == 401, path
+
+
+# ---------------------------------------------------------------------------------------
+# Chromium
+
+
+def test_the_login_form_starts_a_session_a_browser_keeps(farm, board, chromium):
+    context = chromium.new_context()
+    page = context.new_page()
+    response = page.goto(board + "/sweeps")
+    assert response.status == 401 and page.is_visible("#login")
+    assert page.inner_text("#password-path") == f"{farm.settings.data_dir}/flower.password"
+    page.fill("#password", "wrong")
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#login-error:has-text('wrong password')")
+    page.fill("#password", PASSWORD)
+    page.click("#login button[type=submit]")
+    page.wait_for_url(board + "/sweeps")  # back where the person was going
+    [cookie] = [c for c in context.cookies() if c["name"] == "farm_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert cookie["expires"] > time.time() + 6 * 86400
+    page.goto(board + "/")  # the cookie is the login now: the page's requests go through
+    page.wait_for_function("document.querySelector('#summary').textContent.includes('runs')")
+    assert page.evaluate("fetch('/api/runs').then(r => r.status)") == 200
+    page.click("header form button")  # log out
+    page.wait_for_selector("#login")
+    assert not [c for c in context.cookies() if c["name"] == "farm_session"]
+    assert page.evaluate("fetch('/api/runs').then(r => r.status)") == 401
+    context.close()
+
+
+def test_a_url_with_credentials_opens_the_board(farm, board, chromium):
+    store = Store(farm.settings.effective_redis_url)
+    save_run(store, "r-url")
+    context = chromium.new_context()
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    port = board.rsplit(":", 1)[1]
+    page.goto(f"http://farm:{PASSWORD}@127.0.0.1:{port}/")
+    page.wait_for_selector('#runs tr[data-run="r-url"]')
+    assert page.inner_text("#summary") == "1 runs, 0 running"
+    assert "@" not in page.evaluate("document.URL") and not [e for e in errors if "credential" in e]
+    wrong = chromium.new_context().new_page()
+    wrong.goto(f"http://farm:nope@127.0.0.1:{port}/")
+    wrong.wait_for_selector("#login-error:has-text('the password in the address is wrong')")
+    context.close()
+
+
+def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_path, capsys,
+                                                     darknet_bin):
+    """lr 0.08, 0.04 and 0.02 explode within ~40 iterations of the micro net (burn in 0);
+    each restart halves the rate; 0.01 trains (now and then it explodes too, warming up
+    again after its restart: then 0.005 trains, a fifth attempt). Four attempts or more,
+    a colour each, and the last one's curve spans most of the plot, whatever the others
+    reached."""
     from workers.tasks.eval import enqueue_eval
     data = micro_dataset(tmp_path / "ds", images=16)
-    cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=1000)
+    cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=400)
     farm.worker("gpu1")
     start_eval_worker(farm)
-    code, out, err = farm_cli(capsys, "train", str(data), str(cfg), "--set",
-                              "learning_rate=0.05", "--set", "burn_in=0", "--policy",
-                              "burn_in_min=0")
-    assert code == 0, err
-    run_id = out.strip()
+    run_id = train_at_008(capsys, data, cfg, "burn_in_min=0", "max_divergence_restarts=5")
     store = Store(farm.settings.effective_redis_url)
-    # the lineage first: lr 0.05 diverges on the micro net and the run restarts by itself
-    wait_for(lambda: len(store.load_run(run_id).attempts) >= 2, 60, 0.2,
-             what="a restart after divergence")
-
-    context = chromium.new_context(http_credentials={"username": "farm",
-                                                     "password": PASSWORD})
-    page = context.new_page()
-    page.goto(board + "/")
-    page.wait_for_selector(f'#runs tr[data-run="{run_id}"]', timeout=15000)
-    row = page.inner_text(f'#runs tr[data-run="{run_id}"]')
-    assert "running" in row and "testhost" in row
-    page.click(f'a[href="/runs/{run_id}"]')
-    page.wait_for_selector("#attempts tr.attempt >> nth=1", timeout=15000)
+    wait_for(lambda: len(store.load_run(run_id).attempts) >= 4, 120, 0.2,
+             what="three restarts after divergence")
+    context, page = logged_in(chromium, board)
+    page.goto(f"{board}/runs/{run_id}")
+    page.wait_for_function("document.querySelector('#chart svg')"
+                           " && Number(document.querySelector('#chart svg').dataset.attempts) >= 4",
+                           timeout=30000)
     attempts = page.locator("#attempts tr.attempt").all_inner_texts()
-    assert "first attempt" in attempts[0] and "diverged" in attempts[0]
-    assert "diverged at iteration" in attempts[1] and "learning_rate 0.05 → 0.025" in attempts[1]
-
-    # the chart is drawn, and changes while the run trains
-    page.wait_for_function("Number(document.querySelector('#chart').dataset.n) > 0",
-                           timeout=15000)
-    first = chart_state(page)
-    assert store.load_run(run_id).state.value == "running", "the run ended too soon to watch"
-    assert first["attempts"] >= 2  # the restart is on the chart
-    page.wait_for_function(f"Number(document.querySelector('#chart').dataset.lastIteration)"
-                           f" > {first['last'] + 20}", timeout=20000)
-    later = chart_state(page)
-    assert later["pixels"] != first["pixels"] and later["n"] > first["n"]
-
+    assert "diverged" in attempts[0] and "learning_rate 0.04 → 0.02" in attempts[2]
+    # live: the chart changes while the fourth attempt trains
+    first = int(page.get_attribute("#chart svg", "data-n"))
+    assert store.load_run(run_id).state is RunState.RUNNING, "the run ended too soon to watch"
+    page.wait_for_function(f"Number(document.querySelector('#chart svg').dataset.n) > {first + 20}",
+                           timeout=30000)
     # a checkpoint evaluated on the eval worker shows its mAP in the table and the chart
     checkpoint = wait_for(lambda: next((c for c in store.load_run(run_id).checkpoints
                                         if c.finite), None), 60, 0.2, what="a checkpoint")
     enqueue_eval(run_id, checkpoint.path, checkpoint.iteration)
-    page.wait_for_function("Number(document.querySelector('#chart').dataset.maps) >= 1",
-                           timeout=30000)
-    cells = page.locator("#checkpoints tr.checkpoint").first.inner_text()
-    assert "%" in cells and "opencv-dnn" in cells
+    wait_for(lambda: store.load_run(run_id).state.finished, 120, 0.5, what="the run's end")
+    page.wait_for_function("Number(document.querySelector('#chart svg').dataset.maps) >= 1",
+                           timeout=60000)
+    assert "opencv-dnn" in page.locator("#checkpoints tr.checkpoint").first.inner_text()
+    run = store.load_run(run_id)
+    assert run.state is RunState.COMPLETED, run.message
+    page.wait_for_function("document.querySelector('#chart svg').dataset.n === "
+                           f"'{store.r.xlen(f'farm:run:{run_id}:metrics')}'", timeout=30000)
 
+    # the model's decisions
+    chart = json.loads(http(f"{board}/api/runs/{run_id}/chart")[2])["chart"]
+    colours = [a["colour"] for a in chart["attempts"]]
+    n = len(run.attempts)
+    assert [a["number"] for a in chart["attempts"]] == list(range(1, n + 1)) and n >= 4
+    assert len(set(colours)) == n
+    assert [a["outcome"] for a in chart["attempts"]] == ["diverged"] * (n - 1) + ["completed"]
+    # each diverged attempt is marked on the top edge: nan/inf, or its explosion off scale
+    assert all(a["nonfinite"] + a["above"] >= 1 for a in chart["attempts"][:-1]), chart
+    assert chart["attempts"][-1]["height_share"] > 0.6
+    assert chart["x_hi"] == 400 and chart["rate"]["hi"] > 0.08 > 0.01 > chart["rate"]["lo"]
+    # ... and the page: four colours drawn, the good curve tall in the plot
+    drawn = page.evaluate("""() => {
+        const svg = document.querySelector('#chart svg');
+        const plot = svg.querySelector('.plot-main rect').getBBox();
+        const out = {};
+        for (const g of svg.querySelectorAll('g.attempt')) {
+            const lines = [...g.querySelectorAll('polyline')].map(p => p.getBBox());
+            const top = Math.min(...lines.map(b => b.y));
+            const bottom = Math.max(...lines.map(b => b.y + b.height));
+            out[g.dataset.attempt] = {colour: g.dataset.colour,
+                                      share: (bottom - top) / plot.height};
+        }
+        return out;
+    }""")
+    assert sorted(drawn, key=int) == [str(k) for k in range(1, n + 1)]
+    assert [drawn[str(k)]["colour"] for k in range(1, n + 1)] == colours
+    assert drawn[str(n)]["share"] > 0.6
+    page.screenshot(path=str(tmp_path / "restarts.png"), full_page=True)
     facts = page.inner_text("#facts")
     assert "best mAP" in facts and "best.weights" in facts
-    run = store.load_run(run_id)
     assert page.get_attribute("#flower-link", "href") == \
         f"http://127.0.0.1:{farm.settings.flower_port}/task/{run.task_id}"
-    assert "avg" in page.inner_text("#log")  # darknet's iteration lines in the tail
-
-    # the same data as JSON, and Prometheus metrics, with the login
-    detail = json.loads(http(f"{board}/api/runs/{run_id}")[2])
-    assert len(detail["attempts"]) >= 2 and detail["attempts"][1]["changes"]
-    metrics = json.loads(http(f"{board}/api/runs/{run_id}/metrics?after=0-0&count=5")[2])
-    assert [e["iteration"] for e in metrics["entries"]][:1] == [1] and metrics["last"]
-    status, headers, text = http(board + "/metrics")
-    text = text.decode()
-    assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert 'farm_runs{state="running"} 1' in text
-    assert f'farm_run_iterations_per_second{{run="{run_id}",host="testhost"}}' in text
-    assert f'farm_run_last_map{{run="{run_id}"' in text
-    page.screenshot(path=str(tmp_path / "board.png"))
+    assert "avg" in page.inner_text("#log")
+    svg = http(f"{board}/runs/{run_id}/chart.svg")
+    assert svg[0] == 200 and svg[1]["Content-Type"] == "image/svg+xml"
+    metrics = http(board + "/metrics")[2].decode()
+    assert f'farm_run_restarts{{run="{run_id}",host="testhost",outcome="diverged"}} {n - 1}' \
+        in metrics
     context.close()
 
-    code, out, err = farm_cli(capsys, "cancel", run_id)
+
+def test_a_failed_runs_reason_is_on_the_board(farm, board, chromium, tmp_path, capsys,
+                                              darknet_bin):
+    data = micro_dataset(tmp_path / "ds", images=16)
+    cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=200)
+    farm.worker("gpu1")
+    run_id = train_at_008(capsys, data, cfg, "max_divergence_restarts=0")
+    store = Store(farm.settings.effective_redis_url)
+    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 90, 0.2,
+                   what="the run to fail")
+    assert run.state is RunState.FAILED and run.message
+    context, page = logged_in(chromium, board)
+    page.wait_for_selector(f'#runs tr[data-run="{run_id}"]')
+    row = page.inner_text(f'#runs tr[data-run="{run_id}"]')
+    assert "failed" in row and run.message[:40] in row
+    page.goto(f"{board}/runs/{run_id}")
+    page.wait_for_selector("#chart svg")
+    assert page.inner_text("#message") == run.message
+    drawn = page.text_content("#chart svg")
+    assert "failed" in drawn and run.message[:40] in drawn
+    context.close()
+
+
+def test_the_sweep_page_overlays_its_trials_beside_the_leaderboard(farm, board, chromium,
+                                                                   tmp_path, capsys,
+                                                                   darknet_bin):
+    micro_dataset(tmp_path / "ds", images=16)
+    micro_cfg(tmp_path / "micro.cfg", max_batches=1000)
+    (tmp_path / "sweep.yaml").write_text(
+        "name: lr-board\nbase: {data: ds/obj.data, cfg: micro.cfg}\n"
+        "parameters: {learning_rate: [0.004, 0.001, 0.04]}\nconcurrency: 1\n"
+        "budget: {iterations: 60}\nobjective: min_avg_loss\npolicy: {burn_in_min: 0}\n")
+    farm.worker("gpu1")
+    code, out, err = farm_cli(capsys, "sweep", "submit", str(tmp_path / "sweep.yaml"))
     assert code == 0, err
-
-
-def chart_state(page) -> dict:
-    return page.evaluate("""() => {
-        const c = document.querySelector('#chart');
-        return {n: Number(c.dataset.n), last: Number(c.dataset.lastIteration),
-                attempts: Number(c.dataset.attempts), pixels: c.toDataURL()};
-    }""")
-
-
-def test_the_board_will_not_start_without_its_login_file(tmp_path):
-    from dashboard.board import read_password
-    from farm.errors import FarmUnavailable
-    with pytest.raises(FarmUnavailable, match="flower.password does not exist") as e:
-        read_password(str(tmp_path / "nowhere"))
-    assert "farm up" in e.value.hint
-
-
-def test_the_board_shows_sweeps_and_their_leaderboards(farm, board, tmp_path):
-    from farm.sweeps.service import submit_sweep
-    from farm.sweeps.spec import parse_spec
-    micro_dataset(tmp_path / "ds", images=8)
-    micro_cfg(tmp_path / "micro.cfg", max_batches=100)
-    spec = parse_spec("name: lr-board\nbase: {data: ds/obj.data, cfg: micro.cfg}\n"
-                      "parameters: {learning_rate: [0.001, 0.002]}\n",
-                      str(tmp_path / "sweep.yaml"))
-    sw = submit_sweep(Store(farm.settings.effective_redis_url), farm.settings, spec,
-                      gpu_workers=1)
-    assert http(board + "/sweeps", None)[0] == 401
-    assert http(board + "/api/sweeps", "wrong")[0] == 401
-    status, _, body = http(board + "/api/sweeps")
-    [entry] = json.loads(body)
-    assert status == 200 and entry["sweep"]["id"] == sw.id
-    assert [r["params"]["learning_rate"] for r in entry["leaderboard"]] == ["0.001", "0.002"]
-    status, _, page = http(board + "/sweeps")
-    text = page.decode()
-    assert status == 200 and "lr-board" in text and sw.id in text
-    assert "learning_rate=0.002" in text
+    sweep_id = out.strip()
+    from farm.sweeps.store import SweepStore
+    store = Store(farm.settings.effective_redis_url)
+    wait_for(lambda: SweepStore(store).load(sweep_id).state.value == "done", 180, 0.5,
+             what="the sweep's end")
+    context, page = logged_in(chromium, board)
+    page.goto(f"{board}/sweeps")
+    page.click(f'a[href="/sweeps/{sweep_id}"]')
+    page.wait_for_selector("#overlay svg g.trial")
+    page.wait_for_function("document.querySelectorAll('#leaderboard tr.trial-row').length === 3")
+    groups = page.evaluate("""() => [...document.querySelectorAll(
+            '#overlay svg g.trial:not(.legend-entry)')]
+        .map(g => ({trial: g.dataset.trial, colour: g.dataset.colour,
+                    title: g.querySelector('title').textContent,
+                    lines: g.querySelectorAll('polyline').length}))""")
+    assert sorted(g["trial"] for g in groups) == ["0", "1", "2"]
+    assert len({g["colour"] for g in groups}) == 3 and all(g["lines"] >= 1 for g in groups)
+    by_trial = {g["trial"]: g for g in groups}
+    assert "learning_rate=0.004" in by_trial["0"]["title"]
+    # the diverged trial names what it really trained with
+    trials = {t.index: t for t in SweepStore(store).trials(sweep_id)}
+    really = f"{store.load_run(trials[2].run_id).attempts[-1].rate_value:.6g}"
+    assert float(really) < 0.04
+    assert f"trained with: learning_rate 0.04 -> {really}" in by_trial["2"]["title"]
+    legend = page.text_content('#overlay svg g.legend-entry[data-trial="2"] text')
+    assert legend == f"#2 learning_rate=0.04→{really}"
+    assert f"→ {really}" in page.inner_text('#leaderboard tr[data-trial="2"]')
+    swatch = page.evaluate("getComputedStyle(document.querySelector("
+                           "'#leaderboard tr[data-trial=\"0\"] .swatch')).backgroundColor")
+    r, g, b = (int(by_trial["0"]["colour"][k:k + 2], 16) for k in (1, 3, 5))
+    assert swatch == f"rgb({r}, {g}, {b})"
+    page.hover('#leaderboard tr[data-trial="1"]')
+    assert page.get_attribute('#overlay svg g.trial[data-trial="1"]:not(.legend-entry)',
+                              "class") == "trial hot"
+    page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)
+    # a page of the leaderboard
+    data = json.loads(http(f"{board}/api/sweeps/{sweep_id}?per=2")[2])
+    assert data["total"] == 3 and data["pages"] == 2 and len(data["rows"]) == 2
+    assert data["counts"] == {"completed": 3}
+    context.close()

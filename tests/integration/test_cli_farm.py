@@ -6,7 +6,6 @@ every kind gets one clear message, a non-zero exit code, and leaves nothing behi
 from __future__ import annotations
 
 import base64
-import os
 import signal
 import socket
 import stat
@@ -21,24 +20,14 @@ import pytest
 import redis
 
 from farm.micro import micro_cfg, micro_dataset
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, embedded_env, farm_cmd, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def farm_cmd(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture
 def env(tmp_path) -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    e.update(FARM_DATA_DIR=str(tmp_path / "farm"), FARM_REDIS_PORT=str(free_port()),
-             FARM_FLOWER_PORT=str(free_port()), FARM_BOARD_PORT=str(free_port()),
-             FARM_HOST_NAME="clitest",
-             PYTHONPATH=str(REPO))
-    return e
+    return embedded_env(tmp_path, host_name="clitest")
 
 
 def test_no_darknet_binary_is_one_clear_message_and_exit_3(env):

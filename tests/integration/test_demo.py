@@ -31,6 +31,9 @@ def test_farm_demo_runs_the_whole_flow_on_the_embedded_farm(tmp_path, darknet_bi
     assert len(rows) == 3 and all("completed" in row and "%" in row for row in rows)
     hot = next(row for row in rows if "learning_rate=0.05" in row)
     assert "nan" in hot  # its restarts count in the leaderboard
+    # and it says what its weights were really trained with, not only what was asked
+    assert "[trained: learning_rate 0.05 -> 0.025" in hot or \
+        "[trained: learning_rate 0.05 -> 0.0125" in hot, hot
     result = json.loads((demo / "best" / "result.json").read_text())
     assert (demo / "best" / "best.weights").exists() and (demo / "best" / "chart.png").exists()
     assert result["trial"] in (0, 1, 2)

@@ -28,7 +28,7 @@ from farm.state import Store
 from farm.sweeps.model import SweepState
 from farm.sweeps.service import advance
 from farm.sweeps.store import SweepStore
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, blank_line_in_train_list, free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
 pytestmark = pytest.mark.integration
@@ -83,24 +83,28 @@ def test_a_failed_run_is_failure_with_its_reason_and_a_cancelled_one_revoked(
         farm, micro, capsys, darknet_bin):
     data, tmp = micro
     flower = Flower(farm)
-    farm.worker("gpu1")
     store = Store(farm.settings.effective_redis_url)
 
-    bad = micro_cfg(tmp / "bad.cfg", max_batches=20, filters=21)
-    code, out, _ = farm_cli(capsys, "train", str(data), str(bad), "--wait")
-    assert code == 1
-    failed = store.load_run(out.splitlines()[0])
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=20)
+    code, out, err = farm_cli(capsys, "train", str(data), str(cfg))
+    assert code == 0, err
+    train_list = blank_line_in_train_list(data)  # after submit: the worker refuses it
+    farm.worker("gpu1")
+    failed = wait_for(lambda: (r := store.load_run(out.strip())).state.finished and r, 120,
+                      0.2, what="the run to end")
     assert failed.state is RunState.FAILED
     task = flower.wait_state(failed.task_id, "FAILURE")
     assert task["name"] == f"farm.train {failed.id}"
     assert "RunFailed" in task["exception"] and "bad input, not retried" in task["exception"]
-    assert "filters" in task["exception"] and "bad.cfg" in task["exception"]
+    assert f"{train_list}:3" in task["exception"] and "blank line" in task["exception"]
     counters = wait_for(lambda: (c := flower.counters("gpu1@testhost")).get("task-failed")
                         and c, 20, 0.3, what="Flower's Failed counter")
     assert counters["task-failed"] == 1 and not counters.get("task-succeeded")
 
+    train_list.write_text(train_list.read_text().replace("\n\n", "\n"))  # mended
     long = micro_cfg(tmp / "long.cfg", max_batches=100000)
-    code, out, _ = farm_cli(capsys, "train", str(data), str(long))
+    code, out, err = farm_cli(capsys, "train", str(data), str(long))
+    assert code == 0, err
     run = store.load_run(out.strip())
     task = wait_for(lambda: (t := flower.task(run.task_id)).get("state") == "PROGRESS"
                     and "it/s" in t.get("result", "") and t, 60, 0.3,

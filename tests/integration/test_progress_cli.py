@@ -24,7 +24,7 @@ import pytest
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.state import Store
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, blank_line_in_train_list, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
 pytestmark = pytest.mark.integration
@@ -227,16 +227,20 @@ def test_logs_mark_each_attempt_and_say_when_darknet_never_started(
                if (m := re.match(r"\s*(\d+): ", line))]
         assert its[0] == 1 and its[-1] == attempt.last_iteration
 
-    bad = micro_cfg(tmp / "bad.cfg", max_batches=20, filters=21)
-    code, out, err = farm_cli(capsys, "train", str(data), str(bad), "--wait")
-    assert code == 1
-    bad_id = out.splitlines()[0]
+    farm.stop()  # no gpu worker until the list is broken: only the worker can refuse it
+    code, out, err = farm_cli(capsys, "train", str(data), str(cfg))
+    assert code == 0, err
+    bad_id = out.strip()
+    train_list = blank_line_in_train_list(data)
+    farm.worker("gpu1")
+    store = Store(farm.settings.effective_redis_url)
+    wait_for(lambda: store.load_run(bad_id).state.finished, 120, 0.2, what="the run to end")
     for follow in ([], ["-f"]):
         code, out, err = farm_cli(capsys, "logs", bad_id, *follow)
         assert code == 1 and out == ""
         assert err.startswith(f"{bad_id}: darknet never started: the run failed before it "
                               f"could: bad input, not retried: ")
-        assert "bad.cfg" in err and "filters" in err
+        assert f"{train_list}:3" in err and "blank line" in err
     code, out, _ = farm_cli(capsys, "runs")
     row = next(line for line in out.splitlines() if line.startswith(bad_id))
-    assert re.search(r"failed .* bad input, not retried: .*bad\.cfg:\d+", row), row
+    assert re.search(r"failed .* bad input, not retried: .*train\.txt:3", row), row

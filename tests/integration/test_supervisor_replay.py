@@ -76,3 +76,56 @@ def test_completion_is_judged_from_the_log_not_the_exit_code(tmp_path, store):
     a, _ = replay(log, tmp_path / "short", store, max_batches=1000)
     assert a.exit_code == 0 and a.outcome is Outcome.CRASHED
     assert "at iteration 20" in a.message
+
+
+HANKAI_CPU_CANCEL = """\
+Darknet V5 "Moonlit" v5.1-104
+Type "yes" to begin training, or anything else to quit: 
+* * * * * * * * * * * * * * * * * * * * * * * * * * * * *
+* Error location: src-lib/detector.cpp, train_detector(), line #178
+* Error message:  Cancel the attempt to train a neural network using a CPU.
+* Thread #1: main darknet thread
+* Version "Moonlit" v5.1-104 built on Jun 27 2026
+* * * * * * * * * * * * * * * * * * * * * * * * * * * * *
+backtrace (3 entries):
+1/3: darknet(+0x1f2a1) [0x5599]
+known threads: 1
+"""
+
+
+def test_hank_ai_refusing_cpu_training_is_bad_input_in_its_own_words(tmp_path, store):
+    """Synthetic hank-ai output (darknet.md §9: no "yes" on stdin, rc 134): not a crash,
+    and never retried with the same settings."""
+    log = tmp_path / "hankai-cpu-cancel.log"
+    log.write_text(HANKAI_CPU_CANCEL)
+    a, _ = replay(log, tmp_path / "run", store)
+    assert a.outcome is Outcome.BAD_INPUT
+    assert a.message == "refused: Cancel the attempt to train a neural network using a CPU."
+
+
+def test_cuda_out_of_memory_replayed_is_out_of_memory(tmp_path, store):
+    """A stand-in for a GPU: AlexeyAB's CUDA allocation failure as it prints it
+    (dark_cuda.c cuda_make_array's hint, then check_error's `CUDA Error` and error())."""
+    log = tmp_path / "alexeyab-cuda-oom.log"
+    log.write_text(
+        "mini_batch = 2, batch = 64, time_steps = 1, train = 1 \n"
+        "   layer   filters  size/strd(dil)      input                output\n"
+        "   0  Try to set subdivisions=64 in your cfg-file. \n"
+        "CUDA status Error: file: ./src/dark_cuda.c : () : line: 373 : build time: Dec 15 2025\n"
+        "\n CUDA Error: out of memory\n"
+        "Darknet error location: ./src/dark_cuda.c, check_error(), line #69\n"
+        "CUDA Error: out of memory: File exists\n")
+    a, _ = replay(log, tmp_path / "run", store)
+    assert a.outcome is Outcome.OUT_OF_MEMORY and "out of memory" in a.message
+
+
+@pytest.mark.parametrize("name", [
+    "alexeyab-cpu-train-ok.log", "alexeyab-cpu-train-nan.log", "alexeyab-cpu-train-resume.log",
+    "alexeyab-gpu-h100-train-map.log", "alexeyab-cpu-map.log", "pjreddie-debian-cpu-train.log",
+    "pjreddie-debian-cpu-train-micro.log", "pjreddie-debian-cpu-train-nan-inf.log"])
+def test_real_logs_are_never_read_as_out_of_memory_or_a_refusal(name):
+    from farm.darknet.events import DarknetError, ErrorKind
+    from farm.darknet.logparse import parse_file
+    kinds = {e.kind for e in parse_file(shared_path("darknet", "logs", name))
+             if isinstance(e, DarknetError)}
+    assert not kinds & {ErrorKind.OUT_OF_MEMORY, ErrorKind.REFUSED}, kinds

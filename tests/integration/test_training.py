@@ -19,7 +19,7 @@ import pytest
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.state import Store
-from tests.conftest import wait_for
+from tests.conftest import darknet_procs_of, wait_for
 from workers.cli import main as farm_main
 
 pytestmark = pytest.mark.integration
@@ -38,18 +38,6 @@ def store_of(farm) -> Store:
 def wait_run(store: Store, run_id: str, timeout: float = 120):
     return wait_for(lambda: (r := store.load_run(run_id)).state.finished and r,
                     timeout, 0.2, what=f"run {run_id} to finish")
-
-
-def darknet_procs_of(run_dir: Path) -> list[psutil.Process]:
-    """darknet processes working in this run's folder (each attempt has its own cwd)."""
-    found = []
-    for p in psutil.process_iter(["name", "cwd"]):
-        try:
-            if p.info["name"] == "darknet" and str(run_dir) in (p.info["cwd"] or ""):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 @pytest.fixture

@@ -537,3 +537,28 @@ def test_cli_make_computes_anchors_from_the_training_labels(tmp_path):
     values = [float(v) for v in made.output_layers()[0].get("anchors").split(",")]
     assert len(values) == 12 and values == sorted(values)
     assert made.max_batches == 6000  # 30 training images counted, below the 6000 floor
+
+
+@pytest.mark.parametrize("dialect", ["pjreddie", "alexeyab", "hankai"])
+def test_a_value_only_key_changes_no_finding_but_the_one_on_its_own_value(dialect):
+    """What lets a sweep check each distinct learning rate once (farm.sweeps.controller
+    .plan): for these keys, check_cfg's findings are the cfg's without them plus the one
+    net_value_finding gives. A rule that reads one of them with another key breaks this."""
+    from farm.darknet.cfg import VALUE_ONLY, net_value_finding
+    text = MICRO.format(filters=18, classes=1, head="yolo")
+    for bad in ("", "batch=1\nsubdivisions=1\n", "width=100\nburn_in=5000\n"):
+        base = Cfg.parse(text.replace("[net]\n", "[net]\n" + bad), "micro.cfg")
+        for key in sorted(VALUE_ONLY):
+            reference = None
+            for value in ("0.001", "0.9", "0", "-1", "2", "abc", "1e9", "0.5#x", "5"):
+                cfg = base.copy()
+                cfg.set_net(key, value)
+                found = {(f.line, f.reason, f.severity) for f in
+                         check_cfg(cfg, training=True, dialect=dialect)}
+                own = net_value_finding(cfg, key, value)
+                others = found - ({(own.line, own.reason, own.severity)} if own else set())
+                others = {f for f in others if f"{key}=" not in f[1]}
+                reference = others if reference is None else reference
+                assert others == reference, (key, value)
+                assert (own is not None) == any(f[1].startswith(f"{key}={value} in [net]")
+                                                for f in found), (key, value)

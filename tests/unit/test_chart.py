@@ -1,14 +1,11 @@
-"""farm.chart: folding the metrics stream into buckets, and drawing the lineage PNG."""
+"""farm.chart: folding the metrics stream into buckets (tests/unit/test_runchart.py: drawing)."""
 from __future__ import annotations
 
 import math
 
-import cv2
-import numpy as np
-
 from farm import chart
 from farm.chart import (A, AMAX, AMIN, BAD, COUNT, FIRST, LAST, LMAX, LMIN, empty_state, fold,
-                        iterations_per_second, render, render_png)
+                        iterations_per_second)
 
 
 def entries(rows, start_id=1, t0=1000.0, dt=0.25):
@@ -63,39 +60,6 @@ def test_iterations_per_second_from_the_newest_samples():
     assert iterations_per_second(state, now=last_t + 1) == 2.0
     assert iterations_per_second(state, now=last_t + 600) == 0.0  # stopped long ago
     assert iterations_per_second(None) == 0.0
-
-
-def colour_pixels(img, bgr, tol=30):
-    return np.all(np.abs(img.astype(int) - np.array(bgr)) <= tol, axis=2)
-
-
-def test_render_draws_loss_map_points_and_marks_the_restart():
-    state = fold(empty_state(), entries(lineage()), target=200)
-    evaluations = [{"iteration": 1000, "map": 0.4}, {"iteration": 2000, "map": 0.8}]
-    attempts = [{"number": 1, "changes": {}},
-                {"number": 2, "changes": {"learning_rate": ["0.05", "0.025"]}}]
-    img = render(state, evaluations=evaluations, attempts=attempts, title="r1")
-    assert img.shape == (chart.SIZE[1], chart.SIZE[0], 3)
-    assert colour_pixels(img, chart.AVG).sum() > 500
-    assert colour_pixels(img, chart.RATE_LINE).sum() > 200
-    assert colour_pixels(img, chart.MAP_FARM).sum() > 100
-    # the restart line stands where attempt 2 starts (iteration 201)
-    frame = chart._Frame(80, 60, chart.SIZE[0] - 80, chart.SIZE[1] - 170)
-    frame.x_range(1, 2200)
-    x = int(frame.x(201))
-    column = colour_pixels(img[:, x - 1:x + 2], chart.RESTART).any(axis=1)
-    assert column[70:chart.SIZE[1] - 180].mean() > 0.3  # a dashed line down the plot
-    # the nan line is marked at the bottom of the plot
-    assert colour_pixels(img[chart.SIZE[1] - 190:chart.SIZE[1] - 170], chart.NONFINITE).any()
-
-
-def test_render_png_of_an_empty_run_and_of_a_run_that_only_saw_nan():
-    empty = cv2.imdecode(np.frombuffer(render_png(None), np.uint8), cv2.IMREAD_COLOR)
-    assert empty.shape == (chart.SIZE[1], chart.SIZE[0], 3)
-    assert (empty < 200).any()  # "no iterations yet" is written
-    nan_only = fold(empty_state(), entries([(1, i, math.nan, math.nan) for i in range(1, 5)]))
-    img = cv2.imdecode(np.frombuffer(render_png(nan_only), np.uint8), cv2.IMREAD_COLOR)
-    assert img.shape[0] == chart.SIZE[1]
 
 
 def test_fold_then_update_chart_reads_only_what_is_new():

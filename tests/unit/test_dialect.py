@@ -84,3 +84,16 @@ def test_a_detected_dialect_is_remembered_until_the_binary_changes(tmp_path, mon
     binary.write_text("#!/bin/sh\necho 'usage: darknet <function>'\n")  # a new binary
     dialects._detect_cached.cache_clear()
     assert detect(str(binary)) is Dialect.PJREDDIE
+
+
+def test_checkpoint_cadence_follows_what_each_dialect_can_write():
+    from farm.darknet.dialect import checkpoint_cadence
+    p = checkpoint_cadence("pjreddie", 40)  # .backup every 100, nothing in between
+    assert p.every == 100 and "rounded to 100" in p.note and not p.data and not p.argv
+    assert checkpoint_cadence("pjreddie", 260).every == 300
+    assert checkpoint_cadence("pjreddie", 1000).note is None
+    a = checkpoint_cadence("alexeyab", 40)  # savelast= in obj.data
+    assert a.every == 40 and a.data == {"savelast": "20"} and a.note is None
+    h = checkpoint_cadence("hankai", 150)  # -saveweights on the command line
+    assert h.every == 150 and h.argv == ("-saveweights", "150")
+    assert checkpoint_cadence("alexeyab", 1000).data == {}

@@ -485,7 +485,8 @@ def test_hank_ai_training_lines():
      "classes or the mask (inputs=18, outputs=255)", ErrorKind.CFG_ERROR, None),
     ("Config file error line 7", ErrorKind.CFG_ERROR, None),
     ("First section must be [net] or [network]", ErrorKind.CFG_ERROR, None),
-    ("Cancel the attempt to train a neural network using a CPU.", ErrorKind.FATAL, None),
+    # darknet's own refusal (no "yes" on stdin): bad input in its words, never a crash
+    ("Cancel the attempt to train a neural network using a CPU.", ErrorKind.REFUSED, None),
 ])
 def test_hank_ai_fatal_banner(message, kind, path):
     stars = "* " * 29

@@ -81,6 +81,42 @@ def test_plan_refuses_a_trial_darknet_would_refuse(spec_file):
     assert "test-time setting" in str(e.value)
 
 
+def test_plan_checks_each_shape_once_and_each_learning_rate_by_its_value(spec_file,
+                                                                        monkeypatch):
+    """2000 trials of a random search over the rate and two batch shapes: two cfg checks,
+    and a bad rate is still refused at its own trial, in the words check_cfg uses."""
+    calls = []
+    real = ctl.check_cfg
+    monkeypatch.setattr(ctl, "check_cfg", lambda cfg, **kw: calls.append(1) or real(cfg, **kw))
+    spec = spec_file("""
+    parameters:
+      learning_rate: {log_uniform: [0.0001, 0.01]}
+      batch/subdivisions: ["8/2", "8/4"]
+    trials: 2000
+    seed: 7
+    """)
+    trials = ctl.plan(spec)
+    assert len(trials) == 2000 and len(calls) == 2
+    assert len({t.params["learning_rate"] for t in trials}) > 1500
+    grid = spec_file("""
+    parameters:
+      learning_rate: [0.001, 0.002, 0.003]
+    """)  # the spec's own check refuses -0.5: a value only a bug in it would let through
+    grid = replace(grid, parameters=[replace(grid.parameters[0],
+                                             values=("0.001", "0.002", "-0.5"))])
+    with pytest.raises(BadInput) as e:
+        ctl.plan(grid)
+    whole = [f.reason for f in real(_with(grid, "-0.5"), training=True) if f.severity == "error"]
+    assert f"trial 2 (learning_rate=-0.5) would be refused: {whole[0]}" in str(e.value)
+
+
+def _with(spec, rate: str):
+    from farm.darknet.cfg import Cfg
+    cfg = Cfg.load(spec.cfg)
+    cfg.set_net("learning_rate", rate)
+    return cfg
+
+
 def v(index, state=S.RUNNING, iteration=0, curve=(), maps=(), **kw) -> TrialView:
     return TrialView(index=index, params={"learning_rate": str(index)}, state=state,
                      run_id=f"r{index}" if state is not S.PENDING else None,
@@ -283,6 +319,27 @@ def test_the_leaderboard_carries_each_trials_recipe_and_dataset(spec_file):
                                     dataset="d1"), v(1, S.BUILDING, recipe_key="rb")], 0.0)
     assert [(r.trial, r.recipe, r.dataset) for r in rows] == [(0, "ra", "d1"), (1, "rb", None)]
     assert rows[0].to_dict()["dataset"] == "d1" and rows[1].to_dict()["recipe"] == "rb"
+
+
+def test_early_stopping_rules_that_can_never_fire_are_refused_at_their_line(spec_file):
+    spec = spec_file("parameters: {learning_rate: [0.001]}\n"
+                     "budget: {iterations: 80}\n"
+                     "early_stopping:\n  zero_map_after: 20\n")
+    with pytest.raises(BadInput) as e:
+        ctl.plan(spec)  # eval_every 1000: the first evaluation after 20 is past 80
+    assert e.value.line == 5 and "zero_map_after: 20 can never fire" in str(e.value)
+    assert "at 1000" in str(e.value)
+    ctl.plan(replace(spec, eval_every=40))  # an evaluation at 40 < 80: it can fire
+    spec = spec_file("parameters: {learning_rate: [0.001]}\n"
+                     "early_stopping: {median: {grace: 500}}\n")
+    with pytest.raises(BadInput, match="grace: 500 can never fire"):
+        ctl.plan(spec)  # the trials end at the cfg's max_batches, 200
+
+
+def test_a_budget_scales_steps_with_max_batches(spec_file):
+    [trial] = ctl.plan(spec_file("parameters: {learning_rate: [0.001]}\n"
+                                 "budget: {iterations: 100}\n"))
+    assert trial.overrides["steps"] == "80,90"  # the cfg's 160,180 at 200
 
 
 def test_a_screens_sweep_ranks_on_screens_map_and_shows_tile_map_beside_it(spec_file):

@@ -148,20 +148,46 @@ def cli(ctx: click.Context, config_file, data_dir, redis_url, darknet) -> None:
     """
     ctx.obj = Context({"data_dir": data_dir, "redis_url": redis_url, "darknet": darknet},
                       config_file)
+    _current.append(ctx.obj)
 
 
-def _register() -> None:
+_current: list[Context] = []  # the command's context, for errors that escape it
+
+
+#: command groups with a module of their own (workers/cli/<name>.py)
+GROUPS = ("cfg", "dataset", "hosts", "sweep")
+#: options of `farm` itself that take a value (to find the command after them)
+_VALUED = ("--config", "--data-dir", "--redis-url", "--darknet")
+
+
+def _register(argv: list[str]) -> None:
+    """Add the commands. A group named on the command line is imported alone: the other
+    modules pull in numpy, OpenCV and paramiko, which `farm sweep show` never needs."""
+    import importlib
+    command = _command_of(argv)
+    if command in GROUPS:
+        cli.add_command(getattr(importlib.import_module(f"workers.cli.{command}"), command))
+        return
     from workers.cli import acceptance, evalcmd, farmctl, runs
     for group in (runs, farmctl, evalcmd, acceptance):
-        for command in group.COMMANDS:
-            cli.add_command(command)
-    import importlib
-    for module in ("cfg", "dataset", "hosts", "sweep"):
+        for c in group.COMMANDS:
+            cli.add_command(c)
+    for module in GROUPS:
         cli.add_command(getattr(importlib.import_module(f"workers.cli.{module}"), module))
 
 
+def _command_of(argv: list[str]) -> str | None:
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUED:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    _register()
+    _register(sys.argv[1:] if argv is None else argv)
     try:
         rv = cli.main(args=argv, prog_name="farm", standalone_mode=False)
     except FarmError as e:
@@ -176,7 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("farm: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except Exception as e:  # Celery's own Redis errors (kombu), past farm.state's edge
+        unavailable = _redis_failure(e)
+        if unavailable is None:
+            raise
+        click.echo(f"farm: error: {unavailable}", err=True)
+        return unavailable.exit_code
     return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _redis_failure(e: Exception):
+    """A Redis failure (direct or wrapped by kombu) as the farm's error; None if `e` is
+    something else."""
+    import redis
+    from kombu.exceptions import OperationalError
+    if not isinstance(e, (redis.RedisError, OperationalError)):
+        return None
+    from farm.state import redis_unavailable
+    try:
+        url = (_current[-1].settings if _current else farm_settings.load()).effective_redis_url
+    except FarmError:
+        url = "the configured Redis"
+    cause = e.__cause__ or e.__context__ if isinstance(e, OperationalError) else e
+    return redis_unavailable(url, cause if isinstance(cause, redis.RedisError) else e)
 
 
 if __name__ == "__main__":

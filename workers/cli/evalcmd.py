@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -143,17 +142,14 @@ def eval_cmd(ctx: Context, weights, data, screens, overlap, cfg, tiled, tile_siz
               type=click.Path(dir_okay=False))
 @pass_ctx
 def chart(ctx: Context, run_id: str, out: str) -> None:
-    """Draw a run's loss, avg loss, learning rate, mAP and restarts to a PNG."""
-    from farm.chart import render_png, update_chart
+    """Draw a run's avg loss (each attempt its own colour), loss range, learning rate,
+    mAP and restarts to a PNG: the board's chart, as a file."""
+    from farm.plot import runchart
     store = ctx.store()
     run = store.find_run(run_id)
-    state = update_chart(store, run.id)
-    png = render_png(state, evaluations=store.evaluations(run.id),
-                     darknet_maps=store.maps(run.id),
-                     attempts=[asdict(a) for a in run.attempts],
-                     title=f"{run.id}  {run.state.value}")
-    Path(out).write_bytes(png)
-    click.echo(f"wrote {out} ({state['n']} iterations, {len(run.attempts)} attempt(s))")
+    drawing = runchart.for_run(store, run, title=f"{run.id}  {run.state.value}")
+    Path(out).write_bytes(runchart.draw(drawing, runchart.PNG_SIZE).to_png())
+    click.echo(f"wrote {out} ({drawing.n} iterations, {len(run.attempts)} attempt(s))")
 
 
 @click.command()
@@ -163,9 +159,11 @@ def chart(ctx: Context, run_id: str, out: str) -> None:
 def board(ctx: Context, address: str | None, port: int | None) -> int:
     """Serve the farm board (runs, live charts, lineage, logs) in the foreground.
 
-    Behind Flower's login: user `farm`, the password in <data_dir>/flower.password.
+    Behind Flower's login: user `farm`, the password in <data_dir>/flower.password
+    (a login form in a browser, HTTP basic for scripts). Prometheus scrapes /metrics
+    with the bearer token in <data_dir>/metrics.token.
     """
-    from dashboard.board import serve
+    from dashboard.app import serve
     return serve(ctx.settings, address=address, port=port)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from farm import procs
 from farm.errors import FarmUnavailable
 from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
 
@@ -16,15 +17,14 @@ from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx
 @click.option("--no-flower", is_flag=True, help="Do not start Flower and the board (workers only).")
 @pass_ctx
 def up(ctx: Context, no_flower: bool) -> int:
-    """Start the farm here, in the foreground: Redis, a gpu and a cpu worker, beat, Flower.
+    """Start the farm here, in the foreground: Redis, gpu and cpu workers, beat, Flower.
 
-    Ctrl-C stops all of it. Runs that were training resume from their newest good
-    checkpoint at the next `farm up`.
+    It supervises them: a child that dies is restarted (with a backoff; a crash loop is
+    given up, with a message). Ctrl-C, SIGTERM or `farm down` stops all of it. Runs that
+    were training resume from their newest good checkpoint.
     """
-    from workers.embedded import EmbeddedFarm, claim_pidfile
+    from workers.embedded import EmbeddedFarm
     s = ctx.settings
-    Path(s.data_dir).mkdir(parents=True, exist_ok=True)
-    pid = claim_pidfile(Path(s.data_dir))
     farm = EmbeddedFarm(s, flower=not no_flower)
     try:
         farm.start()
@@ -35,25 +35,31 @@ def up(ctx: Context, no_flower: bool) -> int:
         return farm.serve()
     finally:
         farm.stop()
-        pid.unlink(missing_ok=True)
 
 
 @click.command()
 @click.option("--timeout", default=60.0, show_default=True)
 @pass_ctx
 def down(ctx: Context, timeout: float) -> int:
-    """Stop the farm that `farm up` started with this data directory."""
-    from workers.embedded import pidfile
-    path = pidfile(Path(ctx.settings.data_dir))
-    try:
-        pid = int(path.read_text())
-        os.kill(pid, signal.SIGTERM)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    """Stop the farm that `farm up` started with this data directory (or, when that
+    `farm up` was killed, whatever it left running)."""
+    from workers.embedded import record_path
+    from workers.supervision import read_record, stop_leftovers, supervisor_alive
+    path = record_path(Path(ctx.settings.data_dir))
+    doc = read_record(path)
+    pid = supervisor_alive(doc) if doc else None
+    if pid is None:
+        stopped = stop_leftovers(doc) if doc else []
+        path.unlink(missing_ok=True)
+        if stopped:
+            click.echo(f"the farm's supervisor was gone; stopped what it left: {', '.join(stopped)}")
+            return EXIT_OK
         raise FarmUnavailable(f"no farm is up with data dir {ctx.settings.data_dir}",
-                              hint="nothing to stop; `farm up` starts one") from None
+                              hint="nothing to stop; `farm up` starts one")
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not procs.alive(pid):
             click.echo("farm stopped")
             return EXIT_OK
         time.sleep(0.2)
@@ -61,17 +67,9 @@ def down(ctx: Context, timeout: float) -> int:
     return EXIT_FAILED
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it has stopped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 DEMO_SWEEP = """\
 # farm demo: three trials of the micro network; 0.05 diverges and is restarted by itself
+# at half the rate, warming up to it again over 100 iterations (half of the budget)
 name: demo
 base:
   data: {data}
@@ -82,7 +80,6 @@ parameters:
 concurrency: 1
 budget: {{iterations: 200}}
 objective: map50
-policy: {{burn_in_min: 0}}
 eval_every: 100
 """
 
@@ -112,7 +109,11 @@ def demo(ctx: Context, workdir: str | None) -> int:
     except FarmUnavailable:
         farm = EmbeddedFarm(s)
         farm.start()
-        farm.wait_workers()
+        try:
+            farm.wait_workers()
+        except BaseException:
+            farm.stop()
+            raise
         click.echo(f"embedded farm started (data in {s.data_dir})")
     try:
         click.echo("1/4 synthesizing 96 close-mark images (96x96, marks at true scale)")

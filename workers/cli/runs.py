@@ -9,6 +9,7 @@ import uuid
 import click
 
 from farm.errors import BadInput
+from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
 from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
                          warn_findings)
@@ -81,6 +82,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
     ctx.celery()
     from workers.tasks.train import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id, run=run)
+    for warning in run.warnings:
+        click.echo(f"farm: warning: {warning}", err=True)
     if on_host and not listeners(ctx, queue):
         click.echo(f"farm: warning: no worker listens on {queue} now: the run waits queued "
                    f"until {on_host}'s worker is up (`farm hosts workers`)", err=True)
@@ -169,19 +172,20 @@ def runs_cmd(ctx: Context, limit: int) -> None:
         click.echo("no runs yet: `farm train DATA CFG` queues one")
         return
     click.echo(f"{'RUN':<16} {'STATE':<10} {'ITER':>11} {'SPEED':>10} {'ETA':>6} "
-               f"{'AVG LOSS':>9} {'BEST mAP':>15} {'ATT':>3}  {'CREATED':<9}  WHY")
+               f"{'AVG LOSS':>9} {'BEST mAP':>15} {'ATT':>3}  {'CREATED':<9}  "
+               f"TRAINED WITH / WHY")
     for run in rows:
         p = run_progress(store, run, evaluations=[])
         best = store.best_evaluation(run.id)
         best_text = (f"{format_map(best['map'])} @{best['iteration']}"
                      if best and best.get("map") is not None else "-")
         running = run.state is RunState.RUNNING
-        why = run.message if run.state is RunState.FAILED else ""
+        why = f"; {run.message}" if run.state is RunState.FAILED else ""
         click.echo(f"{run.id:<16} {run.state.value:<10} {f'{p.iteration}/{run.max_batches}':>11} "
                    f"{format_rate(p.speed) if running else '-':>10} "
                    f"{format_duration(p.eta) if running else '-':>6} "
                    f"{_fmt_loss(p.avg_loss):>9} {best_text:>15} {len(run.attempts):>3}  "
-                   f"{_ago(run.created_at):<9}  {why}".rstrip())
+                   f"{_ago(run.created_at):<9}  {effective_settings(run).text}{why}".rstrip())
 
 
 def status_dict(run: Run, live: dict, maps: list, evaluations: list | None = None,
@@ -197,6 +201,8 @@ def status_dict(run: Run, live: dict, maps: list, evaluations: list | None = Non
         d["progress"] = {"iteration": progress.iteration, "max_batches": progress.max_batches,
                          "iterations_per_second": progress.speed,
                          "eta_seconds": progress.eta, "restarts": progress.restarts}
+    d["effective"] = effective_settings(run).to_dict()
+    d["effective_by_attempt"] = [effective_settings(run, a).to_dict() for a in run.attempts]
     return d
 
 
@@ -225,6 +231,12 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
         click.echo("  set  " + " ".join(f"{k}={v}" for k, v in run.overrides.items()))
     if live:
         click.echo(f"  now  {progress.line()}")
+    eff = effective_settings(run)
+    click.echo(f"  trained with: {eff.text}"
+               + (f" (attempt {eff.attempt}, which wrote its newest good weights)"
+                  if eff.attempt and run.good_checkpoint else ""))
+    for warning in run.warnings:
+        click.echo(f"  warning: {warning}")
     for a in run.attempts:
         outcome = a.outcome.value if a.outcome else "running"
         span = f"iterations {a.start_iteration}->{a.last_iteration if a.last_iteration is not None else '?'}"

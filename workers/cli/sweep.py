@@ -1,4 +1,4 @@
-"""`farm sweep submit|show|list|cancel|export`: many trials from one spec, ranked.
+"""`farm sweep submit|show|list|cancel|export|report`: many trials from one spec, ranked.
 
 The spec format is documented in farm/sweeps/spec.py (and `farm sweep submit --help`).
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import threading
 
 import click
 
@@ -51,31 +52,48 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
 
     Prints the sweep id. Every error names the spec's file and line.
     """
+    # the workers answer a broadcast within a second: ask first, check the spec meanwhile
+    asked = _Broadcast(ctx)
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
+    from workers.tasks.sweep import enqueue_recipe_build
+    from workers.tasks.train import enqueue_train
     spec = load_spec(spec_path)
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries
-    app = ctx.celery()
     warnings = []
     sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
-                                       gpu_workers=_workers_on(app, spec.queue or "gpu"),
+                                       gpu_workers=lambda: asked.consumers(spec.queue or "gpu"),
                                        warn=warnings.append))
     warn_findings(warnings)
     for warning in sw.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
-    from workers.tasks.sweep import enqueue_recipe_build
-    from workers.tasks.train import enqueue_train
-    advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
-            build=enqueue_recipe_build)
+    tick = advance(store, ctx.settings, sw.id, enqueue=enqueue_train, early_stop=False,
+                   build=enqueue_recipe_build)
+    if tick.ended:  # no trial could even be submitted
+        from workers.tasks.notify import sweep_ended
+        sweep_ended(sw.id)
     click.echo(sw.id)
     return follow(ctx, sw.id) if wait else EXIT_OK
 
 
-def _workers_on(app, queue: str) -> int:
-    """How many workers consume `queue` now (1 s broadcast; 0 when none answer)."""
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
-    return sum(any(q.get("name") == queue for q in queues) for queues in replies.values())
+class _Broadcast(threading.Thread):
+    """The workers' queues, asked on a thread of its own (a daemon: a refused spec does
+    not wait for the answer)."""
+
+    def __init__(self, ctx: Context):
+        super().__init__(daemon=True, name="ask-workers")
+        self.ctx, self.replies = ctx, {}
+        self.start()
+
+    def run(self) -> None:
+        self.replies = self.ctx.celery().control.inspect(timeout=1.0).active_queues() or {}
+
+    def consumers(self, queue: str) -> int:
+        """How many workers consume `queue` now (0 when none answered)."""
+        self.join()
+        return sum(any(q.get("name") == queue for q in queues or ())
+                   for queues in self.replies.values())
 
 
 def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:
@@ -140,28 +158,58 @@ def _sweep_line(store, spec, rows: list[ctl.Row]) -> str:
 
 @sweep.command()
 @click.argument("sweep_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="The sweep and its leaderboard as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The sweep and its whole leaderboard as JSON.")
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1),
+              help="Rows of the leaderboard to print, best first.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1),
+              help="Which page of --limit rows to print.")
+@click.option("--all", "show_all", is_flag=True, help="Print every trial.")
 @pass_ctx
-def show(ctx: Context, sweep_id: str, as_json: bool) -> None:
-    """The leaderboard: trials, states, best objective, iterations, restarts, wall time
-    (and, for a recipe sweep, the dataset each trial trains on)."""
-    from farm.sweeps.service import leaderboard_of
-    sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
-    if as_json:
-        click.echo(json.dumps({"sweep": sw.to_dict(), "objective": spec.objective,
-                               "goal": spec.goal,
-                               "leaderboard": [r.to_dict() for r in rows]}, indent=2))
+def show(ctx: Context, sweep_id: str, as_json: bool, limit: int, page: int,
+         show_all: bool) -> None:
+    """The leaderboard: trials by state, then the best trials with their state, best
+    objective, iterations, restarts and wall time (and, for a recipe sweep, the dataset
+    each trial trains on). A big sweep prints one page: --page, --limit, --all."""
+    from farm.sweeps.service import leaderboard_of, standings
+    if as_json or show_all:
+        sw, spec, rows = leaderboard_of(ctx.store(), sweep_id)
+        if as_json:
+            click.echo(json.dumps({"sweep": sw.to_dict(), "objective": spec.objective,
+                                   "goal": spec.goal, "total": len(rows),
+                                   "counts": _counts(rows),
+                                   "leaderboard": [r.to_dict() for r in rows]}, indent=2))
+        else:
+            _print_board(sw, spec, rows)
         return
-    _print_board(sw, spec, rows)
+    st = standings(ctx.store(), sweep_id, page, limit)
+    _print_board(st.sweep, st.spec, st.rows, counts=st.counts, total=st.total)
+    first = (page - 1) * limit
+    if st.total > first + len(st.rows) or page > 1:
+        click.echo(f"  rows {first + 1}-{first + len(st.rows)} of {st.total}"
+                   + (f"; `farm sweep show {st.sweep.id} --page {page + 1}` for more"
+                      if page < st.pages else "") + ", --all for every trial")
 
 
-def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
+def _counts(rows: list[ctl.Row]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
+
+
+def _print_board(sw, spec, rows: list[ctl.Row], *, counts: dict[str, int] | None = None,
+                 total: int | None = None) -> None:
+    """`counts`/`total`: of the whole sweep when `rows` is one page of it."""
+    counts = _counts(rows) if counts is None else counts
     label = ctl.objective_label(spec.objective).upper()
     better = "higher" if spec.goal == "max" else "lower"
     click.echo(f"sweep {sw.id} ({sw.name}): {sw.state.value}"
                + (f" - {sw.message}" if sw.message else ""))
-    click.echo(f"  {len(rows)} trials, concurrency {spec.concurrency}, objective "
-               f"{spec.objective} ({better} is better)")
+    click.echo(f"  {len(rows) if total is None else total} trials, concurrency "
+               f"{spec.concurrency}, objective {spec.objective} ({better} is better)")
+    click.echo("  " + ", ".join(f"{n} {state}" for state, n in
+                                sorted(counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 99))))
     for warning in sw.warnings:
         click.echo(f"  warning: {warning}")
     recipes = spec.recipe is not None  # then each trial's dataset id is a column
@@ -179,11 +227,23 @@ def _print_board(sw, spec, rows: list[ctl.Row]) -> None:
                    f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} {maps}"
                    f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
                    + (f"{r.dataset or '-':<16}  " if recipes else "")
-                   + ctl.describe(r.params))
+                   + ctl.describe(r.params) + _trained(r))
         if r.note and r.state in ("stopped", "stopping", "failed"):
             click.echo(f"{'':>12}why: {r.note}")
         elif r.note and r.state == "building":
             click.echo(f"{'':>12}{r.note}")
+
+
+def _trained(row: ctl.Row) -> str:
+    """What its best weights were really trained with, where a restart changed it."""
+    settings = row.settings or {}
+    return f"  [trained: {settings['text']}]" if settings.get("changed") else ""
+
+
+#: the order states are counted in: the work in hand first
+_STATE_ORDER = {s: k for k, s in enumerate(("running", "stopping", "queued", "building",
+                                            "pending", "completed", "stopped", "failed",
+                                            "cancelled"))}
 
 
 def _duration(seconds: float | None) -> str:
@@ -223,6 +283,9 @@ def cancel(ctx: Context, sweep_id: str, timeout: float) -> int:
         click.echo(f"{sw.id} already {sw.state.value}")
         return EXIT_OK
     asked = cancel_sweep(store, sw.id)
+    ctx.celery()  # the notification goes to a cpu worker (farm.notify)
+    from workers.tasks.notify import sweep_ended
+    sweep_ended(sw.id)
     deadline = time.monotonic() + timeout
     pending = list(asked)
     while pending and time.monotonic() < deadline:
@@ -252,3 +315,19 @@ def export(ctx: Context, sweep_id: str, out_dir: str, trial: int | None) -> None
     result = json.loads((out / "result.json").read_text())
     click.echo(f"trial {result['trial']} ({result['run_id']}) -> {out}")
 
+
+
+@sweep.command()
+@click.argument("sweep_id", metavar="ID")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write.")
+@pass_ctx
+def report(ctx: Context, sweep_id: str, out_path: str) -> None:
+    """Write the sweep's morning report: one HTML file that opens anywhere, offline
+    (leaderboard with the settings each trial trained with, every trial's curves
+    overlaid, each trial's lineage and chart, failures with reasons, wall and GPU time)."""
+    from farm.sweeps.report import gather
+    from farm.sweeps.reporthtml import write
+    rep = gather(ctx.store(), sweep_id)
+    out = write(rep, out_path)
+    click.echo(f"{rep.sweep.id} ({rep.sweep.state.value}, {len(rep.trials)} trials) -> {out}")

@@ -20,7 +20,7 @@ import time
 from farm.runs.model import Run
 from farm.sweeps.service import advance
 from workers.app import app
-from workers.tasks import store
+from workers.tasks import notify, store
 from workers.tasks.train import enqueue_train
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def tick(sweep_id: str) -> dict:
     for stop in result.stopped:
         log.info("sweep %s: stopping trial %d (%s): %s", sweep_id, stop.index, stop.run_id,
                  stop.reason)
+    _ended(result)
     return result.to_dict()
 
 
@@ -80,12 +81,19 @@ def tick_all() -> list[dict]:
     results = []
     for sweep_id in SweepStore(st).active_ids():
         try:
-            results.append(advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
-                                   build=enqueue_recipe_build,
-                                   evaluators=evaluators_up).to_dict())
+            result = advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
+                             build=enqueue_recipe_build, evaluators=evaluators_up)
+            _ended(result)
+            results.append(result.to_dict())
         except Exception:  # one broken sweep must not starve the others
             log.exception("sweep %s: tick failed", sweep_id)
     return results
+
+
+def _ended(tick) -> None:
+    """The advance that closed a sweep notifies its end (farm.notify; queued once)."""
+    if tick.ended:
+        notify.sweep_ended(tick.sweep_id)
 
 
 def on_run_finished(run: Run) -> None:
@@ -95,8 +103,9 @@ def on_run_finished(run: Run) -> None:
     if not run.sweep or not run.state.finished:
         return
     try:
-        advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue, early_stop=False,
-                wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build, evaluators=evaluators_up)
+        _ended(advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue,
+                       early_stop=False, wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build,
+                       evaluators=evaluators_up))
     except Exception:
         log.exception("sweep %s: could not start the next trial after run %s", run.sweep,
                       run.id)

@@ -1,16 +1,17 @@
 """Training tasks: thin Celery wrappers around farm.runs.service.
 
 `farm.train` runs on a `gpu` worker (concurrency 1) and may last days: it acks early
-and holds the run's lease; `farm.reap` (beat) resubmits runs whose lease expired, and the
-next `farm.train` resumes them from their newest good checkpoint.
+and holds the run's lease; `farm.reap` (beat) resubmits runs whose holder died or whose
+lease expired, and the next `farm.train` resumes them from their newest good checkpoint.
 """
 from __future__ import annotations
 
 import logging
-import uuid
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
+from typing import Iterator
 
 from celery.exceptions import Ignore
 
@@ -19,9 +20,10 @@ from farm.eval import should_evaluate
 from farm.runs.model import Run, RunState
 from farm.runs.progress import Progress, rate
 from farm.remote.flow import localize_run
+from farm.runs.reaper import lost_runs, requeue
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
-from workers.tasks import store
+from workers.tasks import notify, store
 from workers.tasks.eval import drop_evaluated_pins, enqueue_eval
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = N
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
-          throws=(RunFailed,))
+          throws=(RunFailed,), max_retries=None)  # waits for an away host for ever
 def train(self, run_id: str) -> dict:
     """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
     FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
@@ -78,13 +80,14 @@ def train(self, run_id: str) -> dict:
                      avg_loss=it.avg_loss, restarts=len(run.attempts) - 1,
                      attempt=run.current.number)
         text = f"attempt {p.attempt}: {p.line(with_map=False)}"
-        self.send_event("task-progress", result=text, run_id=run_id,
-                        iteration=it.number, avg_loss=it.avg_loss)
-        self.update_state(state="PROGRESS", meta={"run_id": run_id, "attempt": p.attempt,
-                                                  "iteration": it.number,
-                                                  "avg_loss": it.avg_loss,
-                                                  "iterations_per_second": p.speed,
-                                                  "eta_seconds": p.eta})
+        with _shown(run_id):
+            self.send_event("task-progress", result=text, run_id=run_id,
+                            iteration=it.number, avg_loss=it.avg_loss)
+            self.update_state(state="PROGRESS", meta={"run_id": run_id, "attempt": p.attempt,
+                                                      "iteration": it.number,
+                                                      "avg_loss": it.avg_loss,
+                                                      "iterations_per_second": p.speed,
+                                                      "eta_seconds": p.eta})
 
     def checkpoint(run, c) -> None:
         """Evaluate finite checkpoints at the run's cadence, on the `eval` queue."""
@@ -92,8 +95,9 @@ def train(self, run_id: str) -> dict:
             _send_eval(st, run, c)
 
     def started(run, attempt) -> None:
-        self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
-                        run_id=run_id)
+        with _shown(run_id):
+            self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
+                            run_id=run_id)
         if attempt.number > 1:  # a worker that died between a checkpoint and its
             _catch_up_evals(st, run)  # evaluation's message: send what it could not
 
@@ -112,7 +116,8 @@ def train(self, run_id: str) -> dict:
                                       checkpoint=checkpoint, fetch=fetch))
     except HostUnreachable as e:  # the run stays queued and waits for that host
         log.warning("run %s waits for a host: %s", run_id, e)
-        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay, max_retries=None)
+        # (retry's own max_retries=None means the task's limit: unlimited is set above)
+        raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay)
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise
@@ -120,6 +125,8 @@ def train(self, run_id: str) -> dict:
         drop_evaluated_pins(run_id)
     except FarmError:
         log.warning("run %s: could not read its evaluations to drop pins", run_id)
+    if run.state is RunState.FAILED:  # queued once, posted by a cpu worker: no wait here
+        notify.run_failed(run)
     if run.sweep:  # start the sweep's next trial now, not at beat's next tick
         from workers.tasks.sweep import on_run_finished
         on_run_finished(run)
@@ -129,6 +136,16 @@ def train(self, run_id: str) -> dict:
         _end_revoked(self, run)
     return {"run_id": run.id, "state": run.state.value, "attempts": len(run.attempts),
             "message": run.message}
+
+
+@contextmanager
+def _shown(run_id: str) -> Iterator[None]:
+    """Around what only Flower shows: a broker that is away for a moment (a restarted
+    Redis) must not stop a training."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - kombu's and the result backend's errors are many
+        log.warning("run %s: progress not sent to Flower (is Redis restarting?)", run_id)
 
 
 def _end_revoked(task, run: Run) -> None:
@@ -179,17 +196,18 @@ def _catch_up_evals(st, run) -> None:
 
 @app.task(name="farm.reap", send_events=False)  # housekeeping: not in Flower (FarmAMQP)
 def reap() -> list[str]:
-    """Resubmit runs that are marked running but whose lease expired (their worker died)."""
+    """Resubmit runs whose holder died (seen at once on this machine) or whose lease
+    expired (a holder elsewhere); every running run is looked at, however old."""
     st = store()
     resumed = []
-    for run in st.load_runs(limit=1000):
-        if run.state is not RunState.RUNNING or st.lease_holder(run.id) is not None:
+    for run_id, holder in lost_runs(st):
+        try:
+            run = requeue(st, run_id, holder,
+                          lambda rid, queue, task_id: enqueue_train(rid, queue, task_id=task_id))
+        except Exception:  # noqa: BLE001 - one run the broker refused must not stop the rest
+            log.exception("run %s: could not resubmit it; the next pass tries again", run_id)
             continue
-        run.state, run.task_id = RunState.QUEUED, str(uuid.uuid4())
-        run.message = f"lease of {run.worker} expired; resubmitted"
-        st.save_run(run)
-        enqueue_train(run.id, run.queue, task_id=run.task_id)
-        log.warning("run %s lost its worker %s; resubmitted as task %s", run.id, run.worker,
-                    run.task_id)
-        resumed.append(run.id)
+        if run is not None:
+            log.warning("run %s: %s (task %s)", run.id, run.message, run.task_id)
+            resumed.append(run.id)
     return resumed

@@ -1,0 +1,102 @@
+"""Runs whose worker is gone, found and queued again (what beat's `farm.reap` does).
+
+A run in the running set is lost when no one holds its lease (it expired: the holder
+stopped renewing it, on whatever machine), or when its lease names a process on this
+machine that no longer exists: that is seen at once, without waiting for the lease to
+expire, which is what brings a run whose worker was killed back to training within
+seconds. The next `farm.train` resumes it from its newest good checkpoint.
+
+Never two darknet processes for one run: a lost run whose darknet still lives here is
+not queued again until that darknet is gone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import uuid
+from typing import Callable
+
+from farm import procs
+from farm.errors import NotFound
+from farm.runs.model import Run, RunState
+from farm.state import Store, lease_pid
+
+log = logging.getLogger(__name__)
+
+#: Seconds a new holder waits for the darknet of the attempt it takes over to exit
+#: (its old holder kills it on losing the lease) before killing it itself.
+LEFTOVER_WAIT = 5.0
+
+Enqueue = Callable[[str, "str | None", str], object]  # (run_id, queue, task_id)
+
+
+def lost_runs(store: Store) -> list[tuple[str, str | None]]:
+    """(run id, lease) of every run whose holder is gone; lease None: it expired."""
+    lost = []
+    for run_id, holder in store.running_leases().items():
+        if holder is None:
+            lost.append((run_id, None))
+        else:
+            pid = lease_pid(holder)
+            if pid is not None and pid.dead_here():
+                lost.append((run_id, holder))
+    return lost
+
+
+def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> Run | None:
+    """Queue a lost run again (the run as queued), or None when it is not time: another
+    reaper was first, the run ended, or its darknet is still alive here (killed now, so
+    that the next pass queues it)."""
+    try:
+        run = store.load_run(run_id)
+    except NotFound:
+        run = None  # requeue_lost drops it from the running set
+    darknet = leftover_darknet(run) if run else None
+    if darknet is not None:
+        log.warning("run %s: darknet (pid %d) outlived its worker; killing it", run_id, darknet)
+        procs.kill_group(darknet)
+        return None
+    why = "its worker process is gone" if holder else "its lease expired"
+    task_id = str(uuid.uuid4())
+    queued = store.requeue_lost(run_id, holder, task_id,
+                                f"{(run and run.worker) or 'its worker'}: {why}; resubmitted")
+    if queued is None:
+        return None
+    try:
+        enqueue(run_id, queued.queue, task_id)
+    except Exception:
+        # not sent: running again with no lease, so that the next pass tries again
+        queued.state = RunState.RUNNING
+        store.save_run(queued)
+        raise
+    return queued
+
+
+def leftover_darknet(run: Run) -> int | None:
+    """The pid of the darknet of the run's open attempt if it still runs on this machine
+    (matched by its working directory: a reused pid is not mistaken for it)."""
+    a = run.current
+    if a is None or a.finished or not a.pid or not a.workdir:
+        return None
+    if procs.alive(a.pid) and procs.cwd(a.pid) == os.path.realpath(a.workdir):
+        return a.pid
+    return None
+
+
+def stop_leftover_darknet(run: Run, wait: float = LEFTOVER_WAIT) -> None:
+    """Before a new holder starts darknet: the previous attempt's darknet, if it still
+    lives here, must be gone (its holder kills it when it finds its lease taken)."""
+    pid = leftover_darknet(run)
+    deadline = time.monotonic() + wait
+    while pid is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pid = leftover_darknet(run)
+    if pid is not None:
+        log.warning("run %s: killing the darknet (pid %d) of attempt %d left by its old "
+                    "holder", run.id, pid, run.current.number)
+        procs.kill_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait
+        while leftover_darknet(run) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)

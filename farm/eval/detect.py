@@ -18,8 +18,8 @@ Two sources, so that each checks the other (docs: evaluate.py):
 (as `farm dataset tile` cuts them for training) go through the network in batches (one
 `blobFromImages` and one forward pass per `TILE_BATCH` tiles), the boxes of all tiles are
 mapped back at once and merged by farm.eval.nms.merge_tiles (a mark straddling a tile
-edge, or seen whole by two tiles, is one box): no Python work per tile. A box with less than `MIN_BOX_PX` of
-height or width inside the image is no detection and is dropped.
+edge, or seen whole by two tiles, is one box): no Python work per tile. A box with less
+than `MIN_BOX_PX` of height or width inside the image is no detection and is dropped.
 """
 from __future__ import annotations
 
@@ -39,8 +39,6 @@ from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
 from farm.errors import BadInput, FarmError, FindingsError
 from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_part
-
-__all__ = ["DnnDetector", "Found", "nms", "NMS_THRESH"]  # nms: the farm's one (farm.eval.nms)
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).

@@ -50,12 +50,9 @@ def acceptance(ctx: Context, labelled, names, cfg, weights, out_dir, held_out, i
     """
     from farm import acceptance as acc
     from farm.sweeps.export import export_best
-    from farm.sweeps.service import advance, leaderboard_of, submit_sweep
-    from farm.sweeps.spec import load_spec
+    from farm.sweeps.service import leaderboard_of
     from workers.cli.runs import _pairs
-    from workers.cli.sweep import _workers_on
-    from workers.tasks.sweep import enqueue_recipe_build
-    from workers.tasks.train import enqueue_train
+    from workers.cli.sweep import start_sweep
     s = ctx.settings
     store = ctx.store()
     store.ping()
@@ -65,30 +62,24 @@ def acceptance(ctx: Context, labelled, names, cfg, weights, out_dir, held_out, i
                        iterations=iterations, eval_every=eval_every, concurrency=concurrency,
                        sets=_pairs(sets, "--set"), seed=seed,
                        say=lambda text: click.echo(text, err=True))
-    app = ctx.celery()
-    spec = load_spec(plan.spec)
-    sweep = submit_sweep(store, s, spec, gpu_workers=_workers_on(app, spec.queue or "gpu"))
-    for warning in sweep.warnings:
-        click.echo(f"farm: warning: {warning}", err=True)
-    advance(store, s, sweep.id, enqueue=enqueue_train, early_stop=False,
-            build=enqueue_recipe_build)
-    click.echo(f"sweep {sweep.id} submitted ({plan.spec}); waiting for it", err=True)
+    sweep_id = start_sweep(ctx, plan.spec)
+    click.echo(f"sweep {sweep_id} submitted ({plan.spec}); waiting for it", err=True)
     deadline = time.monotonic() + timeout
     while True:
-        sw, _, rows = leaderboard_of(store, sweep.id)
+        sw, _, rows = leaderboard_of(store, sweep_id)
         if sw.state.value != "running" and _evaluated(store, rows):
             break
         if time.monotonic() > deadline:
             click.echo(f"farm: the sweep did not end within {timeout:g} s; "
-                       f"`farm sweep show {sweep.id}`", err=True)
+                       f"`farm sweep show {sweep_id}`", err=True)
             return EXIT_FAILED
         time.sleep(2.0)
-    sw, _, rows = leaderboard_of(store, sweep.id)
+    sw, _, rows = leaderboard_of(store, sweep_id)
     figures = acc.report(plan, {**sw.to_dict(), "state": sw.state.value},
                          [r.to_dict() for r in rows])
     out = Path(out_dir)
     if figures["best"] is not None:
-        export_best(store, sweep.id, out / "best", here=s.host_name)
+        export_best(store, sweep_id, out / "best", here=s.host_name)
         figures["bundle"] = str(out / "best")
     (out / "acceptance.json").write_text(json.dumps(figures, indent=1) + "\n")
     for line in acc.format_report(figures):

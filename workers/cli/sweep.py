@@ -52,6 +52,14 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
 
     Prints the sweep id. Every error names the spec's file and line.
     """
+    sweep_id = start_sweep(ctx, spec_path)
+    click.echo(sweep_id)
+    return follow(ctx, sweep_id) if wait else EXIT_OK
+
+
+def start_sweep(ctx: Context, spec_path: str) -> str:
+    """Check the spec, record the sweep and start its first trials; its id. (`farm sweep
+    submit`, and `farm acceptance` with the spec it writes.)"""
     # the workers answer a broadcast within a second: ask first, check the spec meanwhile
     asked = _Broadcast(ctx)
     from farm.sweeps.service import advance, submit_sweep
@@ -73,8 +81,7 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     if tick.ended:  # no trial could even be submitted
         from workers.tasks.notify import sweep_ended
         sweep_ended(sw.id)
-    click.echo(sw.id)
-    return follow(ctx, sw.id) if wait else EXIT_OK
+    return sw.id
 
 
 class _Broadcast(threading.Thread):

@@ -44,10 +44,11 @@ DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
 OPENCV_LAYOUT = "alexeyab"
 TILE_OVERLAP = 64      # farm dataset tile's default
-#: tiles per forward pass in tiled detection. Measured on 2 cores with OpenCV 4.14: 21
-#: yolov4-tiny 416x416 tiles 1.09 s one by one, 0.87-0.91 s in passes of 3 to 21; 64x64
-#: micro tiles gain nothing (OpenCV's per-call cost is small there; the old tile loop's
-#: was its Python work per tile, now vectorised)
+#: tiles per forward pass in tiled detection. On 2 shared cores with OpenCV 4.14 passes
+#: of 1 to 21 tiles cost the same within the noise (21 yolov4-tiny 416x416 tiles: best
+#: 1.0-1.1 s at any size at load 3; 1.09 s one by one vs 0.87-0.91 s once on a quiet
+#: machine): OpenCV's per-call cost is small. The old tile loop's cost was its Python
+#: work per tile and its merge, both gone.
 TILE_BATCH = 8
 #: px: a tiled box with less height or width than this inside the image is dropped
 MIN_BOX_PX = 1.0

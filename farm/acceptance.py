@@ -215,9 +215,12 @@ def format_report(r: dict) -> list[str]:
         lines.append("no trial has a held-out screens mAP")
     else:
         per = r["held_out_screens_map50_per_gpu_hour"]
+        exported = best.get("weights_iteration")
         lines.append(f"best: trial {best['trial']} ({best['run_id']}): held-out screens mAP "
                      f"{_pct(best['held_out_screens_map50'])} (tile mAP "
-                     f"{_pct(best['tile_map50'])}) at iteration {best['iteration']}; "
+                     f"{_pct(best['tile_map50'])}), first at iteration {best['iteration']}"
+                     + (f", bundle weights of iteration {exported}" if exported is not None
+                        else "") + "; "
                      + (f"{per * 100:.2f} mAP points per GPU-hour" if per is not None
                         else "GPU-hours unknown"))
     return lines

@@ -206,6 +206,8 @@ def test_acceptance_runs_end_to_end_and_ranks_by_held_out_screens_map(
     best_eval = store.best_evaluation(best["run_id"])
     assert best_eval["screens"]["map"] == best["held_out_screens_map50"]
     assert sha256(out_dir / "best" / "best.weights") == best_eval["sha256"]
+    assert best["weights_iteration"] == best_eval["iteration"] == bundle["weights_iteration"]
+    assert f"bundle weights of iteration {best_eval['iteration']}" in out
     code, out, err = farm_cli(capsys, "sweep", "show", report["sweep"])
     assert code == 0 and "TILE MAP" in out and "SCREENS" in out
     assert os.path.isfile(out_dir / "best" / "best.cfg")

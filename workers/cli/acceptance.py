@@ -81,6 +81,9 @@ def acceptance(ctx: Context, labelled, names, cfg, weights, out_dir, held_out, i
     if figures["best"] is not None:
         export_best(store, sweep_id, out / "best", here=s.host_name)
         figures["bundle"] = str(out / "best")
+        bundle = json.loads((out / "best" / "result.json").read_text())
+        # the run keeps the later of equally good checkpoints (darknet's >=): say which
+        figures["best"]["weights_iteration"] = bundle.get("weights_iteration")
     (out / "acceptance.json").write_text(json.dumps(figures, indent=1) + "\n")
     for line in acc.format_report(figures):
         click.echo(line)

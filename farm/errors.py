@@ -83,6 +83,11 @@ class DeliveryFailed(FarmUnavailable):
     """A notification's receiver (FARM_NOTIFY_URL) did not take it; it is tried again."""
 
 
+class NoSpace(FarmUnavailable):
+    """The filesystem of the data dir has too little free space for darknet's next
+    weights files: the run waits (its task is retried) until there is."""
+
+
 class RunFailed(FarmError):
     """A run ended failed; the message says why. The training task raises it, so Flower
     and the result backend say FAILURE with the reason, not SUCCESS."""

@@ -132,6 +132,27 @@ class Settings:
     #: Seconds after a task last found a host unreachable before that host's next
     #: failure is a new outage (a second host.away); tasks retrying meanwhile are one.
     notify_host_quiet: float = 3600.0
+    #: Retention of weights files (yolov4's are ~245 MB each). 1: darknet's files are moved
+    #: out of each attempt's backup/ into the run's checkpoints/ as they are recorded and
+    #: what is left there (duplicates, weights written after nan, a file cut short) is
+    #: removed when the attempt ends; checkpoints/ keeps the newest good checkpoint (the
+    #: resume point, and the final one) and keep_checkpoints more of the newest good ones.
+    #: best.weights (the evaluated best) and checkpoints pinned for an evaluation are never
+    #: removed. 0: darknet's files stay where it wrote them (for looking into darknet).
+    retention: int = 1
+    keep_checkpoints: int = 0
+    #: Free space (MiB) the data dir's filesystem keeps beyond the weights files darknet
+    #: may write next (farm.runs.disk): below it an attempt stops as `no_space` before
+    #: darknet could write a truncated file, and waits; logs and Redis's AOF live there too.
+    disk_margin: int = 512
+    #: Seconds between two free-space checks while darknet trains (a statvfs call).
+    disk_check_interval: float = 2.0
+    #: Seconds before a run waiting for disk space looks again (the task is retried, as
+    #: for a host that is away; the run stays queued with the free and needed bytes).
+    disk_retry_delay: float = 60.0
+    #: `farm gc` removes leftovers of cut transfers and builds (`.fetch-*`, `.part`,
+    #: `.tmp-package-*`, recipe work folders) untouched for this many seconds.
+    gc_stale_after: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -190,6 +211,11 @@ class Settings:
         if self.notify_url:
             from farm.notify import check_url
             check_url(self.notify_url)
+        if self.retention not in (0, 1) or self.keep_checkpoints < 0 or self.disk_margin < 0:
+            raise ConfigError("retention must be 0 or 1, keep_checkpoints and disk_margin "
+                              "not negative")
+        if self.disk_check_interval <= 0 or self.disk_retry_delay <= 0:
+            raise ConfigError("disk_check_interval and disk_retry_delay must be above 0")
         return self
 
     def to_env(self) -> dict[str, str]:

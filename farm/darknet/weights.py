@@ -406,3 +406,11 @@ def _as_built(cfg: Cfg, counts: list[int]) -> str:
         return ""
     who = "pjreddie" if counts == layer_weight_counts(cfg, dialect="pjreddie") else "alexeyab"
     return f", as {_WHO[who]} builds it"
+
+
+def cut_short(path: str | os.PathLike, cfg: Cfg, dialect=None) -> str | None:
+    """Why a weights file darknet just wrote for `cfg` is not complete (None when it is).
+    darknet never checks its writes: on a full disk, or killed mid-write, it leaves a
+    short file and carries on."""
+    errors = [f for f in check_weights(path, cfg, dialect=dialect) if f.severity == "error"]
+    return errors[0].reason if errors else None

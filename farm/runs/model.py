@@ -22,6 +22,7 @@ class Outcome(str, Enum):
     BAD_INPUT = "bad_input"  # cfg or data errors, darknet's own refusals: never retried
     CANCELLED = "cancelled"
     LOST = "lost"            # its worker died; the lease expired
+    NO_SPACE = "no_space"    # stopped by the farm: too little free disk for the next weights
 
 
 class RunState(str, Enum):

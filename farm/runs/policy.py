@@ -6,6 +6,7 @@ the farm restarts from the newest checkpoint written while the loss was still fi
 a lower rate that it warms up to again (farm.runs.schedule). Out of memory gets darknet
 users' own remedies, one per restart. Crashes and stalls are retried while the run makes
 progress between them. Bad input is never retried: only a person can fix a cfg or a label.
+No space is not the run's fault: it resumes as it was once the disk has room again.
 When the policy cannot restart the run as it promises, it says why (GiveUp).
 """
 from __future__ import annotations
@@ -136,6 +137,8 @@ def next_attempt(run: Run, last: Attempt, policy: Policy) -> Restart | GiveUp:
                           f"{policy.restart_progress} iterations of progress between them "
                           f"({outcome.value.replace('ed', '')}_restarts {limit}); the last: "
                           f"{last.message or 'no message'}")
+    elif outcome is Outcome.NO_SPACE:
+        pass  # not the run's fault: it waits for space (farm.runs.service), then resumes
     elif outcome is Outcome.LOST:
         lost = sum(1 for a in run.attempts if a.outcome is Outcome.LOST)
         if lost > policy.lost_restarts:

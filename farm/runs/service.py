@@ -16,11 +16,13 @@ from farm.darknet import dialect as dialects
 from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
-from farm.errors import BadInput, FarmError, Finding, HostUnreachable
-from farm.runs import checks, workspace
+from farm.darknet.weights import cut_short
+from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
+from farm.runs import checks, disk, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
 from farm.runs.reaper import stop_leftover_darknet
+from farm.runs.retention import Retention, backup_waste, checkpoint_waste, remove
 from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
@@ -126,7 +128,10 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
                         settings.lease_ttl, f"lease-{run_id}")
     beat.start()
     try:
-        return _train(store, settings, run, worker, beat, hooks)
+        run = _train(store, settings, run, worker, beat, hooks)
+        if run.state.finished and settings.retention:
+            _tidy(settings, run)
+        return run
     finally:
         beat.stopped.set()
         store.release_lease(run_id, token)
@@ -165,11 +170,14 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         _record_refusal(run, settings, e)
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     while True:
+        _wait_for_space(store, settings, run, dialect, restart)
         attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
         store.record_progress(run.id, attempt.number, [], log_markers(attempt), time.time())
         hooks.attempt_started(run, attempt)
         if process is not None:
-            _supervise(store, settings, run, attempt, process, beat, hooks)
+            _supervise(store, settings, run, attempt, process, beat, hooks, dialect)
+        if settings.retention:  # what the farm needed was moved out as it was written
+            remove(backup_waste(attempt.workdir))
         outcome = attempt.outcome
         store.save_run(run)
         if outcome is Outcome.COMPLETED:
@@ -193,6 +201,40 @@ def _weights_iteration(run: Run) -> int:
         return iteration_of(run.weights, int(workspace.base_hyper(run)["batch"]))
     except (FarmError, OSError, ValueError):
         return 0
+
+
+def _tidy(settings: Settings, run: Run) -> None:
+    """A finished run's retention: darknet's files in every attempt's backup/ (those of
+    a holder that died too), checkpoints beyond the kept ones (farm.runs.retention)."""
+    folder = workspace.run_dir(settings.runs_dir, run.id)
+    for workdir in folder.glob("attempt-*"):
+        remove(backup_waste(workdir))
+    remove(checkpoint_waste(run, folder / "checkpoints", settings.keep_checkpoints))
+
+
+def _wait_for_space(store: Store, settings: Settings, run: Run, dialect: dialects.Dialect,
+                    restart: Restart) -> None:
+    """Before an attempt: NoSpace, with the run queued again and its message saying what
+    it waits for, when the disk has no room for the weights it will write (farm.runs.disk).
+    The task tries again after disk_retry_delay, as for a host that is away."""
+    need = _need(settings, run, dialect, restart.hyper or workspace.base_hyper(run))
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    short = disk.shortage(settings.runs_dir, need.to_start, need.explain(2 * disk.FILES_AHEAD))
+    if short is None:
+        return
+    run.state, run.worker = RunState.QUEUED, None
+    run.message = (f"waiting for disk space: {short}; looking again every "
+                   f"{settings.disk_retry_delay:g} s (`farm gc` reclaims space)")
+    store.save_run(run)
+    raise NoSpace(run.message, hint="free space on that filesystem (`farm gc` removes what "
+                                    "finished runs no longer need); the run resumes by itself")
+
+
+def _need(settings: Settings, run: Run, dialect: dialects.Dialect,
+          hyper: dict[str, str]) -> disk.Need:
+    known = [run.weights or ""] + [c.path for c in run.checkpoints[-1:]]
+    return disk.need_for(workspace.training_cfg(run, hyper), dialect.value,
+                         settings.disk_margin, known)
 
 
 def _recover(run: Run, policy: Policy) -> Restart | GiveUp:
@@ -255,8 +297,15 @@ def log_markers(attempt: Attempt) -> list[str]:
 
 
 def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
-               process: DarknetProcess, beat: LeaseRenewer, hooks: Hooks) -> None:
+               process: DarknetProcess, beat: LeaseRenewer, hooks: Hooks,
+               dialect: dialects.Dialect) -> None:
     cfg = Cfg.load(Path(attempt.workdir) / workspace.CFG_NAME)
+    backup = Path(attempt.workdir) / "backup"
+    need = _need(settings, run, dialect, attempt.hyper)
+
+    def space() -> str | None:
+        short = disk.shortage(backup, need.to_train, need.explain(disk.FILES_AHEAD))
+        return None if short is None else str(short)
 
     def interrupt() -> Outcome | None:
         if beat.lost.is_set():
@@ -270,7 +319,11 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
                                    policy=Policy.from_dict(run.policy)),
                      checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
-                     on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)))
+                     on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)),
+                     retention=Retention.from_settings(settings),
+                     weights_problem=lambda path: cut_short(path, cfg, dialect.value),
+                     space=space,
+                     space_every=settings.disk_check_interval)
     sup.supervise()
 
 

@@ -11,7 +11,6 @@ counter moved, is out of memory.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from farm.darknet.logparse import LogParser
 from farm.darknet.process import DarknetProcess
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run
 from farm.runs.policy import Policy
+from farm.runs.retention import Retention, checkpoint_waste, remove
 
 #: How often Redis hears about new iterations and log lines (one pipelined round trip).
 FLUSH_INTERVAL = 0.5
@@ -101,12 +101,24 @@ class Supervisor:
     clock: Callable[[], float] = time.monotonic
     #: the kernel's OOM-kill counters (oom_kill_counts; a test may replay its own)
     oom_kills: Callable[[], tuple[int, ...]] = oom_kill_counts
+    #: what the farm keeps of darknet's files (farm.runs.retention)
+    retention: Retention = field(default_factory=Retention)
+    #: why a weights file darknet wrote is not complete (None: it is), e.g. cut short by
+    #: a full disk or a kill; such a file never becomes a checkpoint
+    weights_problem: Callable[[str], str | None] = lambda path: None
+    #: why the disk is too full for darknet's next weights (farm.runs.disk), or None;
+    #: asked every `space_every` seconds while darknet trains
+    space: Callable[[], str | None] = lambda: None
+    space_every: float = 2.0
     _verdict: _Verdict | None = None
     _pending: _Pending | None = None
     _finite: bool = True
     _errors: list[DarknetError] = field(default_factory=list)
     _final_saved: bool = False
+    _final_cut: str | None = None  # why darknet's final weights are not complete
     _oom_before: tuple[int, ...] = ()
+    _space_at: float | None = None
+    _notes: list[str] = field(default_factory=list)  # the farm's own lines for the log
 
     def supervise(self) -> Attempt:
         parser = LogParser()
@@ -145,6 +157,7 @@ class Supervisor:
                 self._handle(ev)
             a.exit_code = self.process.wait()
             self._finalize_pending()
+            self._flush([], [])
         finally:
             log.close()
             if self.process.poll() is None:
@@ -192,12 +205,22 @@ class Supervisor:
         outside = self.interrupt()
         if outside is not None:
             self._verdict = _Verdict(outside, f"{outside.value} while training")
+        elif (short := self._space_short(now)) is not None:
+            self._verdict = _Verdict(Outcome.NO_SPACE, f"stopped before darknet's next "
+                                                       f"weights: {short}")
         elif now - last_iter_at > self.limits.policy.stall_timeout:
             self._verdict = _Verdict(
                 Outcome.STALLED,
                 f"no iteration for {self.limits.policy.stall_timeout:g} s")
 
+    def _space_short(self, now: float) -> str | None:
+        if self._space_at is not None and now - self._space_at < self.space_every:
+            return None
+        self._space_at = now
+        return self.space()
+
     def _flush(self, iters: list[Iteration], lines: list[str]) -> None:
+        lines, self._notes = lines + self._notes, []
         if iters or lines:
             self.store.record_progress(self.run.id, self.attempt.number, iters, lines,
                                        time.time())
@@ -211,23 +234,29 @@ class Supervisor:
         known = [c for c in self.run.checkpoints if c.iteration == p.iteration
                  and c.attempt == a.number]
         if known:  # `.backup` and `_100` are the same weights: keep one record
+            if self.retention.on:
+                os.remove(p.source)
             return
         trained = a.last_iteration is not None or a.start_weights != self.run.weights
         keep = p.finite and p.iteration > 0 and trained
         dest = Path(self.checkpoints_dir) / f"iter-{p.iteration:07d}.weights"
         if keep:
-            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".part")
-            shutil.copyfile(p.source, tmp)
-            os.replace(tmp, dest)
-            old = self.run.good_checkpoint
+            problem = self.weights_problem(p.source)
+            if problem is not None:  # darknet never says so: a full disk, a kill
+                self._notes.append(f"--- farm: {p.source} is not complete ({problem}); "
+                                   f"not taken as a checkpoint ---")
+                if p.source.endswith("_final.weights"):
+                    self._final_saved, self._final_cut = False, problem
+                return
+            self.retention.take(p.source, dest)
             self.run.good_checkpoint = str(dest)
-            if old and old != str(dest) and os.path.exists(old):
-                os.remove(old)  # keep the newest good one only; darknet's files stay
         checkpoint = Checkpoint(iteration=p.iteration, path=str(dest) if keep else p.source,
                                 source=p.source, finite=p.finite, attempt=a.number,
                                 saved_at=time.time())
         self.run.checkpoints.append(checkpoint)
+        if keep:  # older copies go (keep_checkpoints); pinned ones are hard links
+            remove(checkpoint_waste(self.run, Path(self.checkpoints_dir),
+                                    self.retention.keep_checkpoints))
         self.on_checkpoint(self.run, checkpoint)
 
     # -- outcome ----------------------------------------------------------------------
@@ -248,6 +277,12 @@ class Supervisor:
                 a.message += f" (darknet then exited {a.exit_code}; the weights were written)"
             return
         fatal = next((e for e in self._errors if e.kind is not ErrorKind.CANNOT_LOAD_IMAGE), None)
+        short = self.space()
+        if short is not None:  # darknet does not say why a write failed; the disk does
+            a.outcome = Outcome.NO_SPACE
+            a.message = (f"darknet ended (exit {a.exit_code}) at iteration "
+                         f"{a.last_iteration} with too little disk: {short}")
+            return
         if a.exit_code == -signal.SIGKILL and _moved(self._oom_before, self.oom_kills()):
             a.outcome = Outcome.OUT_OF_MEMORY
             a.message = (f"darknet killed by the kernel's OOM killer (SIGKILL at iteration "
@@ -264,6 +299,9 @@ class Supervisor:
         elif self._final_saved:
             a.message = (f"darknet wrote final weights at iteration {a.last_iteration}, short "
                          f"of max_batches {self.limits.max_batches} (exit {a.exit_code})")
+        elif self._final_cut:
+            a.message = (f"darknet's final weights at iteration {a.last_iteration} are not "
+                         f"complete: {self._final_cut} (exit {a.exit_code})")
         else:
             a.message = (f"darknet exited {a.exit_code} at iteration {a.last_iteration} "
                          f"without writing final weights")

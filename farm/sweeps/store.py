@@ -341,6 +341,38 @@ class RecipeStore:
         with translated(self.store.url):
             return bool(self._renew(keys=[_rk(key, "lease")], args=[token, int(ttl * 1000)]))
 
+    # -- reclaiming built datasets (farm.gc) ----------------------------------------------
+    def built(self) -> dict[str, dict[str, str]]:
+        """The record of every recipe whose dataset is built (`ready`), by key."""
+        with translated(self.store.url):
+            keys = [k.split(":")[2] for k in self.r.scan_iter(match=_rk("*"), count=500)
+                    if k.count(":") == 2]
+        return {k: rec for k, rec in self.load_many(keys).items() if rec.get("state") == "ready"}
+
+    def forget(self, key: str, dataset_id: str) -> dict[str, str] | None:
+        """Make a built recipe unbuilt (its dataset is about to be removed), so a sweep
+        that needs it later builds it again; only while it is still `ready` with
+        `dataset_id` (WATCH/MULTI). Returns the fields it dropped, for `restore`."""
+        with translated(self.store.url):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(_rk(key))
+                    rec = pipe.hgetall(_rk(key))
+                    if rec.get("state") != "ready" or rec.get("dataset_id") != dataset_id:
+                        return None
+                    dropped = {k: v for k, v in rec.items() if k != "recipe"}
+                    pipe.multi()
+                    pipe.hdel(_rk(key), *dropped)
+                    pipe.execute()
+                    return dropped
+                except redis.WatchError:
+                    return None
+
+    def restore(self, key: str, fields: dict[str, str]) -> None:
+        """Undo `forget` (a sweep started to use the dataset meanwhile)."""
+        with translated(self.store.url):
+            self.r.hset(_rk(key), mapping=fields)
+
     def release(self, key: str, token: str) -> None:
         with translated(self.store.url):
             self._release(keys=[_rk(key, "lease")], args=[token])

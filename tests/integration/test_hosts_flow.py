@@ -264,7 +264,7 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     os.killpg(farm.procs["gpu0-lily2"].pid, signal.SIGKILL)
     lily2.sshd.stop()
     at = store.load_run(run_id).last_iteration
-    wait_for(lambda: "lease" in store.load_run(run_id).message, 60, 0.2,
+    wait_for(lambda: "resubmitted" in store.load_run(run_id).message, 60, 0.2,
              what="the reaper to resubmit the run")
     assert store.load_run(run_id).queue == "host.lily2"
     lily2.sshd.start()

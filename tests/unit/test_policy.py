@@ -214,3 +214,17 @@ def test_policy_overrides_are_checked():
         Policy.from_settings(Settings(), {"rewarm_start": "0.5"})
     # a run recorded by an older farm still loads
     assert Policy.from_dict({"burn_in_factor": 2.0, "lr_factor": 0.25}).lr_factor == 0.25
+
+
+def test_no_space_is_not_the_runs_fault_it_resumes_as_it_was_however_often():
+    run = make_run()
+    checkpoint(run, 300, 1)
+    last = None
+    for _ in range(Policy().crash_restarts + Policy().lost_restarts + 3):
+        last = add_attempt(run, Outcome.NO_SPACE, start=300)
+        r = next_attempt(run, last, Policy())
+        assert isinstance(r, Restart) and r.weights == "/c/iter-300.weights"
+        assert r.changes == {} and r.hyper == BASE and "no_space" in r.reason
+    # and it does not count against the crash budget either
+    assert isinstance(next_attempt(run, add_attempt(run, Outcome.CRASHED, start=300),
+                                   Policy()), Restart)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 
@@ -180,7 +181,8 @@ def runs_cmd(ctx: Context, limit: int) -> None:
         best_text = (f"{format_map(best['map'])} @{best['iteration']}"
                      if best and best.get("map") is not None else "-")
         running = run.state is RunState.RUNNING
-        why = f"; {run.message}" if run.state is RunState.FAILED else ""
+        waits = run.state is RunState.QUEUED and run.message.startswith("waiting")
+        why = f"; {run.message}" if run.state is RunState.FAILED or waits else ""
         click.echo(f"{run.id:<16} {run.state.value:<10} {f'{p.iteration}/{run.max_batches}':>11} "
                    f"{format_rate(p.speed) if running else '-':>10} "
                    f"{format_duration(p.eta) if running else '-':>6} "
@@ -406,7 +408,13 @@ def _weights_location(store, run: Run, best: bool, iteration: int | None,
                        + (f" at iteration {iteration}" if iteration is not None else ""),
                        hint=f"good checkpoints: {have}")
     c = wanted[-1]
-    return run.attempts[c.attempt - 1].host, c.path
+    host = run.attempts[c.attempt - 1].host
+    if host == here and not os.path.isfile(c.path):
+        raise BadInput(f"the checkpoint of run {run.id} at iteration {c.iteration} was "
+                       f"removed by the retention policy", path=c.path,
+                       hint="`farm fetch RUN` gives the newest good one, --best the best; "
+                            "keep_checkpoints=N keeps more of them")
+    return host, c.path
 
 
 COMMANDS = [train, runs_cmd, status, logs, cancel, fetch]

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from celery.exceptions import Ignore
 
-from farm.errors import FarmError, HostUnreachable, RunFailed
+from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
 from farm.eval import should_evaluate
 from farm.runs.model import Run, RunState
 from farm.runs.progress import Progress, rate
@@ -58,7 +58,7 @@ def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = N
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
-          throws=(RunFailed,), max_retries=None)  # waits for an away host for ever
+          throws=(RunFailed,), max_retries=None)  # waits for a host or disk for ever
 def train(self, run_id: str) -> dict:
     """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
     FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
@@ -118,6 +118,9 @@ def train(self, run_id: str) -> dict:
         log.warning("run %s waits for a host: %s", run_id, e)
         # (retry's own max_retries=None means the task's limit: unlimited is set above)
         raise self.retry(exc=e, countdown=app.farm_settings.host_retry_delay)
+    except NoSpace as e:  # queued too, its message says what it waits for
+        log.warning("run %s waits for disk space: %s", run_id, e.message)
+        raise self.retry(exc=e, countdown=app.farm_settings.disk_retry_delay)
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise

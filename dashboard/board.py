@@ -59,9 +59,18 @@ def finite(value) -> float | None:
 def _eval_summary(e: dict | None) -> dict | None:
     if not e:
         return None
-    return {k: e.get(k) for k in ("iteration", "map", "evaluator", "precision", "recall", "f1",
-                                  "tp", "fp", "fn", "avg_iou", "seconds", "error", "attempt",
-                                  "worker", "evaluated_at", "best_weights")}
+    return {**{k: e.get(k) for k in ("iteration", "map", "evaluator", "precision", "recall",
+                                     "f1", "tp", "fp", "fn", "avg_iou", "seconds", "error",
+                                     "attempt", "worker", "evaluated_at", "best_weights")},
+            **_screens_maps(e)}
+
+
+def _screens_maps(e: dict | None) -> dict:
+    """The screens mAP beside the tile mAP (farm.eval.screens), when the run has one."""
+    screens = (e or {}).get("screens")
+    if not isinstance(screens, dict):
+        return {}
+    return {"screens_map": screens.get("map"), "screens_error": screens.get("error")}
 
 
 def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
@@ -77,6 +86,7 @@ def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
             "iteration": int(iteration) if iteration else _last_iteration(attempts),
             "max_batches": run.get("max_batches"), "avg_loss": finite(live.get("avg_loss")),
             "best_map": best.get("map") if best else None,
+            "best_screens_map": _screens_maps(best).get("screens_map"),
             "best_iteration": best.get("iteration") if best else None,
             "last_map": (row["last_evaluation"] or {}).get("map"),
             "attempts": len(attempts), "created_at": run.get("created_at"),

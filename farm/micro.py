@@ -8,6 +8,7 @@ about ten iterations while 0.01 stays finite (measured with darknet 0.0.0+git201
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -135,3 +136,53 @@ def micro_dataset(root: str | os.PathLike, *, images: int = 16, size: int = 64,
     data.write_text(f"classes = 1\ntrain = {root / 'train.txt'}\nvalid = {root / 'valid.txt'}\n"
                     f"names = {root / 'obj.names'}\nbackup = {root / 'backup'}\n")
     return data
+
+
+#: objectness logit of `random_weights(sparse=True)`: with the heads' kernels at
+#: QUIET_GAIN the logits spread by about one unit around it, so a few percent of a tile's
+#: boxes pass darknet's 0.005 and hardly any 0.25 (an untrained network's heads find
+#: boxes everywhere, tens of thousands a screenshot even at 0.25)
+SPARSE_OBJECTNESS = -6.5
+QUIET_GAIN = 2.0
+
+
+def random_weights(cfg_path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
+                   dialect: str = "alexeyab", sparse: bool = False) -> Path:
+    """A darknet weights file for a cfg, never trained: He-initialised kernels, batch norm
+    at identity (scale 1, mean 0, variance 1), zero biases. For benchmarks and tests that
+    need a network of a given shape, not a good one (a cfg darknet here cannot train).
+    `sparse`: the convolution before each [yolo] head nearly silent, its objectness bias
+    at SPARSE_OBJECTNESS, so boxes are as rare as a trained detector's."""
+    from farm.darknet.cfg import Cfg, atoi
+    from farm.darknet.weights import layer_weight_counts
+    cfg = Cfg.load(cfg_path)
+    counts = layer_weight_counts(cfg, dialect=dialect)
+    if counts is None:
+        raise ValueError(f"{cfg_path}: a layer cannot be sized")
+    rng = np.random.default_rng(seed)
+    parts = [struct.pack("<iiiQ", 0, 2, 5, 0)]
+    layers = cfg.layers
+    for k, (layer, count) in enumerate(zip(layers, counts)):
+        if not count:
+            continue
+        if layer.name not in ("convolutional", "conv"):
+            raise ValueError(f"{cfg_path}: random weights for [{layer.name}] are not written")
+        n = atoi(layer.get("filters", "1"))
+        bn = bool(atoi(layer.get("batch_normalize", "0")))
+        kernel = count - n - (3 * n if bn else 0)
+        parts.append(np.zeros(n, np.float32).tobytes())
+        if bn:
+            parts += [np.ones(n, np.float32).tobytes(), np.zeros(n, np.float32).tobytes(),
+                      np.ones(n, np.float32).tobytes()]
+        head = layers[k + 1] if k + 1 < len(layers) else None
+        quiet = sparse and head is not None and head.name == "yolo" and not bn
+        if quiet:  # biases: per anchor x, y, w, h, objectness, classes
+            per = n // max(1, len(head.get("mask", "0").split(",")))
+            bias = np.zeros(n, np.float32)
+            bias[4::per] = SPARSE_OBJECTNESS
+            parts[-1] = bias.tobytes()
+        fan_in = kernel // n
+        scale = np.sqrt(2 / fan_in) * (QUIET_GAIN if quiet else 1.0)
+        parts.append((rng.standard_normal(kernel) * scale).astype(np.float32).tobytes())
+    Path(out).write_bytes(b"".join(parts))
+    return Path(out)

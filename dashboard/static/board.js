@@ -38,7 +38,7 @@ async function refreshRuns() {
     <td>${text(r.host)}</td>
     <td class="num">${text(r.iteration)}/${text(r.max_batches)}</td>
     <td class="num">${num(r.avg_loss)}</td>
-    <td class="num">${pct(r.best_map)}</td>
+    <td class="num">${pct(r.best_map)}${r.best_screens_map == null ? "" : ` <span class="muted" title="screens mAP">/ ${pct(r.best_screens_map)} screens</span>`}</td>
     <td class="num">${text(r.attempts)}</td>
     <td>${when(r.created_at)}</td>
     <td class="muted">${text(r.message)}</td></tr>`);
@@ -63,7 +63,8 @@ async function refreshRun(runId) {
     ["learning rate", num(run.rate, 3)],
     ["trained with", run.effective ? run.effective.text : "-"],
     ["ETA", run.state !== "running" || !board.eta ? "-" : `${duration(board.eta)} (${new Date(Date.now() + board.eta * 1000).toLocaleTimeString()})`],
-    ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` : "-"],
+    ["best mAP", best ? `${pct(best.map)} at iteration ${best.iteration}` +
+      ("screens_map" in best ? ` (screens mAP ${pct(best.screens_map)})` : "") : "-"],
     ["best weights", best ? best.best_weights : "-"],
     ["host", `${run.host || "-"} (${run.worker || "no worker yet"})`],
     ["data", run.data], ["cfg", run.cfg],
@@ -83,7 +84,8 @@ async function refreshRun(runId) {
   $("#checkpoints tbody").innerHTML = run.checkpoints.map((c) => {
     const e = c.evaluation;
     const prf = e && !e.error ? `${num(e.precision, 2)} / ${num(e.recall, 2)} / ${num(e.f1, 2)}` : "-";
-    const map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map)) : "…";
+    let map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map)) : "…";
+    if (e && "screens_map" in e) map += ` / ${e.screens_error ? "error" : pct(e.screens_map)} screens`;
     return `<tr class="checkpoint"><td class="num">${c.iteration}</td><td class="num">${c.attempt}</td>
       <td>${c.finite ? "yes" : "poisoned"}</td><td class="num">${map}</td><td class="num">${prf}</td>
       <td>${text(e && e.evaluator)}</td><td class="muted small">${text(c.path)}</td></tr>`;
@@ -136,8 +138,8 @@ async function refreshSweep(sweepId) {
   $("#message").textContent = [data.sweep.message, ...data.sweep.warnings.map((w) => `warning: ${w}`)].filter(Boolean).join(" · ");
   $("#counts").innerHTML = `${data.total} trials: ` + Object.entries(data.counts)
     .map(([state, n]) => `<span class="state ${text(state)}">${n} ${text(state)}</span>`).join(" ");
-  const map = data.objective === "map50";
-  $("#objective-head").textContent = map ? "best mAP" : "best avg loss";
+  const map = data.objective !== "min_avg_loss";
+  $("#objective-head").textContent = {map50: "best mAP", screens_map50: "best screens mAP"}[data.objective] || "best avg loss";
   const first = (data.page - 1) * data.per;
   $("#page-note").textContent = `rows ${first + 1}-${first + data.rows.length} of ${data.total} (page ${data.page} of ${data.pages})`;
   $("#prev").disabled = data.page <= 1;
@@ -153,7 +155,8 @@ async function refreshSweep(sweepId) {
     const note = r.note ? `<br><span class="muted small">${text(r.note)}</span>` : "";
     return `<tr class="trial-row" data-trial="${r.trial}"><td>${swatch}</td><td>${text(r.rank)}</td><td>${trial}</td>
       <td class="params">${params}${note}</td><td><span class="state ${text(r.state)}">${text(r.state)}</span></td>
-      <td class="num">${best}</td><td class="num">${text(r.best_iteration)}</td><td class="num">${r.iterations}</td>
+      <td class="num">${best}</td><td class="num">${text(r.best_iteration)}</td>
+      <td class="num">${r.tile_map === null ? "-" : pct(r.tile_map)}</td><td class="num">${r.screens_map === null ? "-" : pct(r.screens_map)}</td><td class="num">${r.iterations}</td>
       <td class="num">${r.restarts}${r.divergences ? ` (${r.divergences} nan)` : ""}</td>
       <td class="num">${r.wall_time === null ? "-" : duration(r.wall_time)}</td></tr>`;
   }).join("");

@@ -36,6 +36,7 @@ from farm.errors import BadInput, Finding, FindingsError
 
 FORMAT = "farm-dataset/1"
 MANIFEST = "manifest.json"
+KINDS = ("train", "screens")  # train: lists for darknet; screens: whole screenshots to score
 SIZE_EDGES = (0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 416, 100_000)
 SMALL_PX = 8  # objects below this (longer side, at the network size) are hard to learn
 _CHUNK = 1 << 20
@@ -63,22 +64,31 @@ def package(sources: Sequence[str | os.PathLike], root: str | os.PathLike, *,
             seed: int = 0, valid_list: str | os.PathLike | None = None,
             network: tuple[int, int] = (416, 416), dialect: str = "pjreddie",
             check_images: bool = True, backup_dir: str | os.PathLike | None = None,
-            on_progress: Callable[[int], None] | None = None) -> PackageResult:
+            on_progress: Callable[[int], None] | None = None,
+            kind: str = "train") -> PackageResult:
     """Build root/<id>/ from labelled folders (synthesis output, VOC imports, tiles).
 
     Split: with valid_list (a file of image names or paths, one a line), exactly those
     images' groups are validation; else each group goes to validation when a hash of
     (seed, group) falls under valid_ratio. A group is a source image: all tiles cut from
     one screenshot share it, so they never straddle the split.
+
+    `kind="screens"`: full screenshots kept whole for evaluation (farm.datasets.screens):
+    every image is in valid.txt, train.txt is empty, the manifest measures the screens
+    and their marks in screen pixels, and the screens lint applies.
     """
     srcs = [Path(s) for s in sources]
     classes = _resolve_names(names, srcs)
     if not 0 <= valid_ratio < 1:
         raise BadInput(f"valid ratio {valid_ratio} is not in [0, 1)", hint="e.g. 0.2")
+    if kind not in KINDS:
+        raise BadInput(f"unknown dataset kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     wanted = _read_valid_list(valid_list) if valid_list else None
     params = {"format": FORMAT, "names": classes, "network": list(network), "seed": seed,
               "valid_ratio": None if wanted else valid_ratio,
               "valid_list_sha256": _digest_lines(sorted(wanted)) if wanted else None}
+    if kind != "train":  # training datasets keep the ids they always had
+        params["kind"] = kind
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-package-", dir=root))
@@ -183,6 +193,10 @@ class _Packer:
         self.findings: list[Finding] = []
         self.images = self.train = self.valid = 0
         self.groups_seen: set[str] = set()  # at most two: enough to know a split is possible
+        self.screens = None  # farm.datasets.screens.ScreenStats for a screens set
+        if params.get("kind") == "screens":
+            from farm.datasets.screens import ScreenStats
+            self.screens = ScreenStats()
         self.lowest_train: tuple[float, str] | None = None
         self.highest_valid: tuple[float, str] | None = None
         self._last_dir = ""
@@ -206,6 +220,8 @@ class _Packer:
             raise BadInput("image cannot be read (not an image, or corrupt)", path=image,
                            hint="re-export it or remove it (and its label) from the source")
         lsha, lsize = _copy_hashed(label, f"{self.tmp}/{ldst}", self._check_label)
+        if self.screens is not None:
+            self.screens.add(f"{self.tmp}/{dst}", label)
         self.index.write(f"{dst}\t{sha}\t{size}\n{ldst}\t{lsha}\t{lsize}\n")
         self._assign(dst, tile_group(os.path.basename(stem)))
         self.images += 1
@@ -234,7 +250,9 @@ class _Packer:
     def _assign(self, dst: str, group: str) -> None:
         if len(self.groups_seen) < 2:
             self.groups_seen.add(group)
-        if self.wanted is not None:
+        if self.screens is not None:
+            split = "valid"  # a screens set is scored, never trained on
+        elif self.wanted is not None:
             split = "valid" if group in self.wanted else "train"
         else:
             score = _score(self.params["seed"], group)
@@ -271,7 +289,7 @@ class _Packer:
 
     def _never_empty(self) -> None:
         """A tiny set can hash every group to one side: move the nearest group across."""
-        if self.wanted is not None or len(self.groups_seen) < 2:
+        if self.wanted is not None or len(self.groups_seen) < 2 or self.screens is not None:
             return
         if not self.valid and self.params["valid_ratio"] > 0:
             self._move(self.lowest_train[1], "train", "valid")
@@ -411,6 +429,9 @@ def _lint(packer: _Packer, tmp: Path, classes: int, dialect: str, check_images: 
     Errors raise FindingsError (and the temporary folder goes); warnings are returned.
     """
     _write_lists(tmp, tmp, tmp / "backup", classes)
+    if packer.screens is not None:
+        from farm.datasets.screens import lint_screens
+        return lint_screens(tmp, packer.screens, classes, dialect, check_images)
     try:
         from farm.datasets.lint import lint_obj_data
     except ModuleNotFoundError as e:
@@ -431,6 +452,9 @@ def _write_manifest(tmp: Path, packer: _Packer, dataset_id: str, digest: str, fi
             "counts": {"images": packer.images, "train": packer.train, "valid": packer.valid,
                        **packer.stats.summary(packer.classes)},
             "lists": lists}
+    if packer.screens is not None:
+        head["kind"] = "screens"
+        head["screens"] = packer.screens.summary()
     text = json.dumps(head, indent=1, sort_keys=False)
     with open(tmp / MANIFEST, "w") as out:
         out.write(text[:-2] + ',\n "files": {\n')

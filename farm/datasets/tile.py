@@ -4,7 +4,8 @@ Why (seed, ds6): a 32 px "×" in a 1080×2400 screenshot shrinks to about 6 px w
 resizes the whole screen to 416×416, too small to learn or find. Tiles keep the mark at
 its true size. Labels are clipped to each tile and kept only when enough of the box is
 inside; every tile's origin (source image, x, y, w, h) goes to `tiles.jsonl` so that
-detections on tiles can be mapped back onto the full screenshot.
+detections on tiles can be mapped back onto the full screenshot (merging them is
+farm.eval.nms.merge_tiles, what `farm detect --tile` does).
 
 This module also holds the labelled-folder conventions shared by the dataset tools: a
 folder is either `images/` + `labels/` mirrored (darknet swaps "images" for "labels"), or
@@ -207,23 +208,6 @@ def read_origins(manifest: str | os.PathLike) -> Iterator[TileOrigin]:
             except (ValueError, TypeError) as e:
                 raise BadInput(f"bad tile record: {e}", path=str(manifest), line=n,
                                hint="regenerate it with `farm dataset tile`") from None
-
-
-def merge_detections(per_tile, iou: float = 0.5):
-    """Detections from overlapping tiles -> one list on the source image (per-class NMS).
-
-    per_tile: iterable of (TileOrigin, [(cls, score, cx, cy, w, h) tile-relative]).
-    Returns [(cls, score, x0, y0, x1, y1)] in source pixels, best first.
-    """
-    found = [(cls, score, *origin.box_to_image(cx, cy, w, h))
-             for origin, dets in per_tile for cls, score, cx, cy, w, h in dets]
-    kept = []
-    for cls in sorted({d[0] for d in found}):
-        dets = [d for d in found if d[0] == cls]
-        rects = [[d[2], d[3], d[4] - d[2], d[5] - d[3]] for d in dets]
-        idx = cv2.dnn.NMSBoxes(rects, [float(d[1]) for d in dets], 0.0, iou)
-        kept += [dets[i] for i in np.array(idx).reshape(-1)]
-    return sorted(kept, key=lambda d: -d[1])
 
 
 # --------------------------------------------------------------------------- internals

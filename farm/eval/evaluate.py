@@ -49,9 +49,8 @@ from farm.datasets.lint import label_path, lint_list
 from farm.errors import BadInput, FarmError, FindingsError
 from farm.runs import workspace
 from farm.eval import mapcalc
-from farm.eval.detect import (DnnDetector, check_inference_weights,
-                              darknet_detections, load_cfg, output_tail, read_image,
-                              run_darknet)
+from farm.eval.detect import (check_inference_weights, darknet_detections, load_cfg,
+                              output_tail, read_image, run_darknet, shared_detector)
 
 EVALUATORS = ("auto", "darknet-map", "opencv", "darknet-valid")
 
@@ -67,8 +66,8 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
                         conf_thresh: float = mapcalc.CONF_THRESH, tiled: bool = False,
                         tile: tuple[int, int] | None = None, overlap: int | None = None,
                         base_dir: str | os.PathLike | None = None,
-                        clip: bool = False, weights_dialect: str | None = None
-                        ) -> dict[str, Any]:
+                        clip: bool = False, weights_dialect: str | None = None,
+                        detector=None) -> dict[str, Any]:
     """mAP@iou_thresh, per-class AP and P/R/F1/TP/FP/FN/avg IoU at conf_thresh of
     `weights` on the valid list of `data` (obj.data), as a JSON-able dict.
 
@@ -80,7 +79,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
     Refuses (BadInput/FindingsError) weights that do not fit `cfg` and a valid list that
     fails the dataset lint, before any detection runs. `weights_dialect`: the darknet
     that wrote the weights, when known; else their header and the cfg tell. Paths are
-    made absolute first: darknet runs in a scratch folder.
+    made absolute first: darknet runs in a scratch folder. `detector`: the farm-native
+    evaluator's network, when the caller holds it loaded already (else loaded once per
+    process: farm.eval.detect.shared_detector).
     """
     start = time.monotonic()
     if evaluator not in EVALUATORS:
@@ -119,8 +120,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
         thresholds = dict(names=names, iou_thresh=iou_thresh, conf_thresh=conf_thresh,
                           points=points)
         if evaluator == "opencv":
-            dets, truths = _opencv(cfg, weights, images, data_dialect, tiled, tile, overlap,
-                                   clip, weights_dialect)
+            dets, truths = _opencv(detector or shared_detector(cfg, weights,
+                                                               dialect=weights_dialect),
+                                   images, data_dialect, tiled, tile, overlap, clip)
         else:
             dets, truths = _darknet_valid(binary, cfg, weights, images, len(names),
                                           data_dialect)
@@ -176,8 +178,7 @@ def _truths(image: str, dialect, size) -> list[mapcalc.Truth]:
     return mapcalc.read_truths(image, label, size=size) if label else []
 
 
-def _opencv(cfg, weights, images, dialect, tiled, tile, overlap, clip, weights_dialect):
-    detector = DnnDetector(cfg, weights, dialect=weights_dialect)
+def _opencv(detector, images, dialect, tiled, tile, overlap, clip):
     dets, truths = [], []
     for image in images:
         pixels = read_image(image)
@@ -266,6 +267,16 @@ def map_score(result: dict[str, Any]) -> float | None:
     return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
+def rank_score(run, result: dict[str, Any]) -> float | None:
+    """What ranks a run's checkpoints (its best.weights): the screens mAP for a run
+    ranked on screens (`farm train --eval-screens`, a sweep's screens_map50), else the
+    tile mAP."""
+    if run.rank_by == "screens_map50":
+        from farm.eval.screens import screens_score
+        return screens_score(result)
+    return map_score(result)
+
+
 def format_result(result: dict[str, Any]) -> str:
     """The result as darknet prints its mAP block, plus which evaluator ran."""
     def pct(v):
@@ -289,6 +300,10 @@ def format_result(result: dict[str, Any]) -> str:
               f"{'-nan' if m is None else f'{m:.6f}'}, or {pct(m)} %",
               f"evaluator: {result['evaluator']}{' (tiled)' if result.get('tiled') else ''}, "
               f"{result.get('images', '?')} images in {result.get('seconds', 0):.2f} s"]
+    if result.get("screens_id"):
+        tw, th = result["tile"]
+        lines.append(f"screens set {result['screens_id']}: whole screenshots, {tw}x{th} "
+                     f"tiles overlapping by {result['overlap']} px")
     return "\n".join(lines)
 
 
@@ -377,8 +392,13 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
         result["sha256"] = _sha256(weights)
     except FarmError as e:
         result = {"error": str(e), "map": None}
+    if run.eval_screens and not result.get("error"):
+        from farm.eval.screens import screens_record
+        result["screens"] = screens_record(weights, run.eval_screens, cfg_path,
+                                           dialect=settings.darknet_dialect,
+                                           darknet=settings.darknet)
     result.update(base, evaluated_at=time.time())
-    score = map_score(result)
+    score = rank_score(run, result)
     if store.record_evaluation(run_id, {**result, "best_weights": str(
             best_weights_path(settings.runs_dir, run_id))}, score):
         _install_best(store, run_id, weights, iteration,

@@ -127,6 +127,11 @@ class Run:
     weights_iteration: int = 0
     #: what the farm changed or could not honour at submit (eval_every rounded, ...)
     warnings: list[str] = field(default_factory=list)
+    #: a screens set (its obj.data) every evaluation also scores, by tiled detection over
+    #: whole screenshots (farm.eval.screens); None: tile mAP only
+    eval_screens: str | None = None
+    #: what picks the run's best checkpoint: "map50" (tile mAP) or "screens_map50"
+    rank_by: str = "map50"
 
     @property
     def current(self) -> Attempt | None:

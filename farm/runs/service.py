@@ -43,7 +43,8 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                sweep: str | None = None, trial: int | None = None, eval_every: int = 1000,
                task_id: str | None = None, origin: str | None = None,
                queue: str | None = None, cfg_text: str | None = None,
-               check: bool = True, warn: Callable[[Finding], None] | None = None) -> Run:
+               check: bool = True, warn: Callable[[Finding], None] | None = None,
+               eval_screens: str | None = None, rank_by: str = "map50") -> Run:
     """Check what can be checked on the submitting host and record the run as queued.
 
     `origin` names the host whose files `data` and `weights` are: a worker on another
@@ -51,8 +52,16 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     they exist there. `cfg_text`: the cfg as read where the work was submitted (a sweep),
     instead of reading `cfg` here. `check`: run the checks before queueing
     (farm.runs.checks: cfg, memory, start weights, dataset lint; a sweep checked them
-    when it was submitted); their warnings go to `warn`."""
+    when it was submitted); their warnings go to `warn`. `eval_screens`: a screens set
+    every evaluation also scores (its obj.data; checked here unless a sweep's spec did),
+    `rank_by` "screens_map50" ranks on it."""
     remote = origin is not None and origin != settings.host_name
+    if eval_screens is None and rank_by != "map50":
+        raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
+                       hint="give --eval-screens DATA (a `--kind screens` package)")
+    if eval_screens is not None and sweep is None:  # a sweep's spec checked its own
+        from farm.datasets.screens import open_screens
+        eval_screens = open_screens(eval_screens).obj_data
     data_path = data if remote else _must_exist(data, "obj.data")
     cfg_path = os.path.abspath(cfg) if cfg_text is not None else _must_exist(cfg, "cfg")
     weights_path = (weights if remote else _must_exist(weights, "start weights file")
@@ -85,7 +94,8 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
               max_batches=int(parsed.max_batches), sweep=sweep, trial=trial,
               eval_every=cadence.every,
               task_id=task_id, origin=origin, queue=queue,
-              cfg_text=base_cfg.dumps(), warnings=[cadence.note] if cadence.note else [])
+              cfg_text=base_cfg.dumps(), warnings=[cadence.note] if cadence.note else [],
+              eval_screens=eval_screens, rank_by=rank_by)
     store.ping()
     store.save_run(run)
     return run

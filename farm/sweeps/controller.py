@@ -167,6 +167,7 @@ class TrialView:
     iteration: int = 0              # the newest iteration its run reached
     curve: Points = ()              # the objective: avg loss or mAP@0.50 by iteration
     maps: Points = ()               # mAP@0.50 evaluations (for the zero-mAP rule)
+    screens: Points = ()            # screens mAP@0.50 evaluations (eval.screens)
     attempts: int = 0
     divergences: int = 0
     started_at: float | None = None
@@ -218,7 +219,8 @@ def snapshot(trial: Trial, run: Run) -> dict | None:
 
 
 def view(trial: Trial, run: Run | None, *, iteration: int = 0, curve: Points = (),
-         maps: Points = (), build: dict | None = None, waiting: str = "") -> TrialView:
+         maps: Points = (), build: dict | None = None, waiting: str = "",
+         screens: Points = ()) -> TrialView:
     """The view of a trial from its records and its observed curves; a trial with a
     `result` (its run ended) needs no run. `build`: its recipe's build record;
     `waiting`: what a trial waiting for that build shows (farm.sweeps.builds.status)."""
@@ -229,7 +231,7 @@ def view(trial: Trial, run: Run | None, *, iteration: int = 0, curve: Points = (
     return TrialView(
         index=trial.index, params=trial.params, state=TrialState(r["state"]),
         run_id=trial.run_id, iteration=max(iteration, r["iteration"]), curve=curve,
-        maps=maps, attempts=r["attempts"], divergences=r["divergences"],
+        maps=maps, screens=screens, attempts=r["attempts"], divergences=r["divergences"],
         started_at=r["started_at"], ended_at=r["ended_at"], stop_reason=trial.stop_reason,
         message=message, recipe_key=trial.recipe_key,
         dataset=(build or {}).get("dataset_id") or None,
@@ -352,13 +354,14 @@ def _better(a: float, b: float, goal: str) -> bool:
 
 
 def objective_label(objective: str) -> str:
-    return "mAP@0.50" if objective == "map50" else "avg loss"
+    return {"map50": "mAP@0.50", "screens_map50": "screens mAP@0.50"}.get(objective,
+                                                                          "avg loss")
 
 
 def format_value(objective: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 100:.2f} %" if objective == "map50" else f"{value:.4g}"
+    return f"{value:.4g}" if objective == "min_avg_loss" else f"{value * 100:.2f} %"
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,6 +386,8 @@ class Row:
     dataset: str | None = None   # the id of the dataset built from it, once ready
     #: what the weights at its best were really trained with (farm.runs.effective)
     settings: dict | None = None
+    tile_map: float | None = None     # best mAP@0.50 on the valid tiles, whatever ranks
+    screens_map: float | None = None  # best screens mAP@0.50 (eval.screens), side by side
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "trial": self.trial, "run_id": self.run_id,
@@ -390,7 +395,8 @@ class Row:
                 "best_iteration": self.best_iteration, "iterations": self.iterations,
                 "restarts": self.restarts, "divergences": self.divergences,
                 "wall_time": self.wall_time, "note": self.note, "recipe": self.recipe,
-                "dataset": self.dataset, "settings": self.settings}
+                "dataset": self.dataset, "settings": self.settings,
+                "tile_map": self.tile_map, "screens_map": self.screens_map}
 
 
 def _note(v: TrialView) -> str:
@@ -414,7 +420,9 @@ def leaderboard(spec: SweepSpec, views: list[TrialView], now: float) -> list[Row
                         wall_time=wall, note=_note(v), recipe=v.recipe_key,
                         dataset=v.dataset,
                         settings=(effective.pick(list(v.lineage), b[1] if b else None)
-                                  or {}).get("settings")))
+                                  or {}).get("settings"),
+                        tile_map=max((m for _, m in v.maps), default=None),
+                        screens_map=max((m for _, m in v.screens), default=None)))
     sign = -1 if spec.goal == "max" else 1
     rows.sort(key=lambda r: (r.best is None, sign * (r.best or 0.0), r.trial))
     return [replace(r, rank=n if r.best is not None else None) for n, r in enumerate(rows, 1)]

@@ -7,7 +7,8 @@
     obj.names      the class names
     obj.data       relative paths (classes, names, train/valid lists, backup/)
     train.txt, valid.txt   the lists, with absolute image paths
-    result.json    sweep, trial, parameters, objective, mAP, restarts, sha256 of the weights
+    result.json    sweep, trial, parameters, objective, mAP (and screens mAP), restarts,
+                   sha256 of the weights
     chart.png      the loss/mAP chart of the run's whole lineage (farm.chart)
 
 `cd DIR && darknet detector test obj.data best.cfg best.weights IMAGE` works from there.
@@ -78,6 +79,7 @@ def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
         "objective": {"name": spec.objective, "value": row.best,
                       "iteration": row.best_iteration},
         "map50": max((m for _, m in maps), default=None),  # None: never evaluated
+        "screens_map50": row.screens_map,  # None: no eval.screens, or never scored
         "iterations": row.iterations, "restarts": row.restarts,
         "divergences": row.divergences, "state": row.state,
         "weights_from": weights, "weights_iteration": _iteration_of(store, run, weights),

@@ -9,6 +9,7 @@ curves hash. mAP comes from evaluations, a handful per run, read whole.
 Where mAP comes from: the farm's evaluations of the run's checkpoints (`Store.evaluations`,
 farm.eval) when there are any, else the `-map` blocks darknet printed (`Store.maps`).
 Debian's darknet prints none, so there a `map50` sweep ranks by the farm's evaluations.
+Screens mAP (a sweep with `eval.screens`) comes from the same evaluations only.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Observed:
     curve: Points   # the objective: `loss` or `maps`
     maps: Points
     loss: Points = ()  # the lowest avg loss of every STRIDE iterations
+    screens: Points = ()  # screens mAP@0.50 of the evaluations (farm.eval.screens)
 
 
 def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
@@ -53,13 +55,15 @@ def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
             rec = _read_new(store, trial.run_id, ended, rec)
             changed[trial.index] = rec
         elif reread_maps:
-            rec = {**rec, "maps": map50_points(store, trial.run_id)}
+            rec = {**rec, **_map_points(store, trial.run_id)}
             changed[trial.index] = rec
         live = 0 if ended else int(store.live(trial.run_id).get("iteration") or 0)
         maps = tuple((i, v) for i, v in rec["maps"])
+        screens = tuple((i, v) for i, v in rec.get("screens", ()))
         loss = tuple(sorted((i, v) for i, v in rec["loss"].values()))
-        out[trial.index] = Observed(iteration=live, maps=maps, loss=loss,
-                                    curve=maps if objective == "map50" else loss)
+        curve = {"map50": maps, "screens_map50": screens}.get(objective, loss)
+        out[trial.index] = Observed(iteration=live, maps=maps, loss=loss, curve=curve,
+                                    screens=screens)
     sweeps.save_curves(sweep_id, changed)
     return out
 
@@ -78,7 +82,12 @@ def _read_new(store: Store, run_id: str, ended: bool, rec: dict[str, Any]) -> di
         if bucket not in loss or v < loss[bucket][1]:
             loss[bucket] = [i, v]
     return {"cursor": entries[-1][0] if entries else rec["cursor"], "loss": loss,
-            "maps": map50_points(store, run_id), "done": ended}
+            **_map_points(store, run_id), "done": ended}
+
+
+def _map_points(store: Store, run_id: str) -> dict[str, list]:
+    return {"maps": map50_points(store, run_id),
+            "screens": screens_map50_points(store, run_id)}
 
 
 def map50_points(store: Store, run_id: str) -> list[list]:
@@ -92,4 +101,16 @@ def map50_points(store: Store, run_id: str) -> list[list]:
         if rec.get("error") or abs(iou - 0.5) > 1e-6 or rec.get("iteration") is None:
             continue
         points.append([int(rec["iteration"]), float(rec.get("map") or 0.0)])
+    return points
+
+
+def screens_map50_points(store: Store, run_id: str) -> list[list]:
+    """(iteration, screens mAP@0.50) of the run's evaluations that scored a screens set;
+    one that failed on the screens does not count."""
+    points = []
+    for rec in store.evaluations(run_id):
+        screens = rec.get("screens")
+        if isinstance(screens, dict) and not screens.get("error") and \
+                rec.get("iteration") is not None:
+            points.append([int(rec["iteration"]), float(screens.get("map") or 0.0)])
     return points

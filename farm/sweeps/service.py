@@ -411,6 +411,7 @@ def _views(trials: list[Trial], runs: dict[str, Run], observed: dict[int, Observ
                               iteration=seen.iteration if seen else 0,
                               curve=seen.curve if seen else (),
                               maps=seen.maps if seen else (), build=rec,
+                              screens=seen.screens if seen else (),
                               waiting=bld.status(rec, now) if t.recipe_key else ""))
     return views
 
@@ -451,7 +452,10 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
                          base_dir=os.path.dirname(spec.path), sweep=sweep.id,
                          trial=trial.index, eval_every=spec.eval_every, origin=origin,
                          task_id=str(uuid.uuid4()),  # the board links it to Flower
-                         check=False)  # checked at submit_sweep; the worker checks again
+                         check=False,  # checked at submit_sweep; the worker checks again
+                         eval_screens=spec.eval_screens,
+                         rank_by="screens_map50" if spec.objective == "screens_map50"
+                         else "map50")
     except BadInput as e:
         trial.error = f"could not be submitted: {e}"
         sweeps.save_trial(sweep.id, trial)

@@ -27,7 +27,9 @@ and every problem is reported as `spec.yaml:LINE: what is wrong` with what to wr
     budget:
       iterations: 2000                  # max_batches of every trial (steps scaled along)
       wall_time: 2h                     # per trial (s, m or h); a trial over it is stopped
-    objective: map50                    # best mAP@0.50 (default) | min_avg_loss
+    objective: map50                    # best mAP@0.50 (default) | min_avg_loss | screens_map50
+    eval: {screens: shots/}             # a screens set every evaluation also scores: the
+                                        # user's whole screenshots (needed by screens_map50)
     early_stopping:
       zero_map_after: 1000              # stop a trial still at mAP 0 (< 1 %) after this
       median: {grace: 500, min_trials: 2}   # stop a trial worse than the median of the
@@ -41,6 +43,10 @@ else the `-map` blocks darknet printed (`Store.maps`). Debian's darknet has no `
 there the farm's evaluations are the only mAP, and a trial ranks once one has landed.
 `min_avg_loss` is the lowest finite `avg loss` in the trial's metrics stream, which every
 dialect prints: use it where no mAP is available, or to rank before the first evaluation.
+`screens_map50` is the best screens mAP@0.50 (farm.eval.screens: tiled detection over the
+whole screenshots of `eval.screens`, merged, scored against their labels): what the user
+needs, and each trial's best weights are then the best on the screens. Any objective
+shows tile mAP and screens mAP side by side when `eval.screens` is given.
 
 A dataset recipe instead of `base.data` (farm.sweeps.recipe): the farm synthesizes and
 packages the dataset itself, once per distinct recipe, and `synth.*` / `package.*`
@@ -71,7 +77,7 @@ from farm.settings import Settings
 from farm.sweeps import recipe as rcp
 from farm.sweeps.yamldoc import YamlDoc, closest
 
-OBJECTIVES = {"map50": "max", "min_avg_loss": "min"}
+OBJECTIVES = {"map50": "max", "min_avg_loss": "min", "screens_map50": "max"}
 RANGES = ("uniform", "log_uniform")
 #: parameters that set two [net] keys from one value ("64/16")
 JOINT = {"batch/subdivisions": ("batch", "subdivisions"), "width/height": ("width", "height")}
@@ -82,7 +88,7 @@ _PARAMETERS_HINT = ("parameters are [net] keys (learning_rate, burn_in, momentum
                     "max_batches, ...), batch/subdivisions, width/height, cfg, or with "
                     "base.recipe synth.<setting> and package.<setting>")
 _TOP = ("name", "base", "search", "parameters", "trials", "seed", "concurrency", "queue",
-        "budget", "objective", "early_stopping", "policy", "eval_every")
+        "budget", "objective", "early_stopping", "policy", "eval_every", "eval")
 _BASE = ("data", "cfg", "weights", "set", "recipe")
 _RECIPE = ("synth", "package")
 #: combinations of recipe values checked as whole recipes before anything is built
@@ -90,6 +96,7 @@ MAX_RECIPE_CHECKS = 1000
 _BUDGET = ("iterations", "wall_time")
 _EARLY = ("zero_map_after", "median")
 _MEDIAN = ("grace", "min_trials")
+_EVAL = ("screens",)
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,8 @@ class SweepSpec:
     #: lines of the rules checked once the cfgs are read ("eval_every", "zero_map_after",
     #: "grace"), so that those errors name the spec's line too
     lines: dict[str, int] = field(default_factory=dict)
+    #: eval.screens: a screens set's obj.data every trial's evaluations also score
+    eval_screens: str | None = None
 
     @property
     def goal(self) -> str:
@@ -189,8 +198,9 @@ def check_rules_can_fire(spec: SweepSpec, max_batches: int) -> None:
         raise BadInput(f"early_stopping.median.grace: {median.grace} can never fire: the "
                        f"trials end at iteration {max_batches}", path=spec.path,
                        line=spec.lines.get("grace"), hint=f"use a grace below {max_batches}")
-    if spec.objective == "map50" and every >= max_batches:
-        raise BadInput(f"early_stopping.median can never fire on map50: the first evaluation "
+    if spec.objective in ("map50", "screens_map50") and every >= max_batches:
+        raise BadInput(f"early_stopping.median can never fire on {spec.objective}: the first "
+                       f"evaluation "
                        f"(eval_every {every}) is not before the trials end at iteration "
                        f"{max_batches}", path=spec.path, line=spec.lines.get("eval_every"),
                        hint="lower eval_every, or rank by min_avg_loss")
@@ -254,6 +264,7 @@ def parse_spec(text: str, path: str) -> SweepSpec:
         queue=_queue(doc), budget=budget, objective=_objective(doc),
         early_stopping=_early_stopping(doc), policy=_policy(doc),
         eval_every=doc.integer(("eval_every",), default=1000, minimum=1),
+        eval_screens=_eval_screens(doc),
         lines={k: doc.line(w) for k, w in (
             ("eval_every", ("eval_every",)),
             ("zero_map_after", ("early_stopping", "zero_map_after")),
@@ -553,8 +564,29 @@ def _objective(doc: YamlDoc) -> str:
     objective = str(doc.data.get("objective") or "map50")
     if objective not in OBJECTIVES:
         raise doc.error(("objective",), f"objective: {objective!r} is unknown",
-                        "use map50 (best mAP@0.50) or min_avg_loss (where no mAP exists)")
+                        "use map50 (best mAP@0.50), screens_map50 (on whole screenshots) "
+                        "or min_avg_loss (where no mAP exists)")
+    if objective == "screens_map50" and doc.get(("eval", "screens")) is None:
+        raise doc.error(("objective",), "objective: screens_map50 needs the screens to "
+                                        "score: eval: {screens: ...} is missing",
+                        "add `eval: {screens: shots/}` (a `farm dataset package --kind "
+                        "screens` folder)")
     return objective
+
+
+def _eval_screens(doc: YamlDoc) -> str | None:
+    """eval.screens: a screens set (its folder or obj.data), checked to be one."""
+    doc.mapping(("eval",), _EVAL)
+    raw = doc.get(("eval", "screens"))
+    if raw is None:
+        return None
+    path = os.path.normpath(os.path.join(doc.folder, os.path.expanduser(str(raw))))
+    from farm.datasets.screens import open_screens
+    try:
+        return open_screens(path).obj_data
+    except BadInput as e:
+        raise doc.error(("eval", "screens"), f"eval.screens: {e.reason} ({path})",
+                        e.hint) from None
 
 
 def _early_stopping(doc: YamlDoc) -> EarlyStopping:

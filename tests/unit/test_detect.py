@@ -76,6 +76,12 @@ class SquareFinder(DnnDetector):
         boxes = np.array(boxes, float).reshape(-1, 4)
         return boxes, np.full((len(boxes), 1), 0.9)
 
+    def raw_tiles(self, tiles):
+        found = [self.raw(t) for t in tiles]
+        which = np.concatenate([np.full(len(b), k) for k, (b, _) in enumerate(found)])
+        return (np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found]),
+                which.astype(np.int64))
+
 
 SQUARES = [(5, 5, 12), (54, 20, 14), (100, 90, 16), (60, 60, 10), (150, 230, 12)]
 
@@ -114,3 +120,27 @@ def test_letterbox_fits_and_centres_the_image_as_darknet_does():
     boxed, (sx, sy, ox, oy) = _letterbox(image, 64, 64)
     assert boxed.shape == (64, 64, 3) and (sx, sy, ox, oy) == (1.0, 0.5, 0.0, 0.25)
     assert (boxed[16:48] == 255).all() and (boxed[:16] == 128).all() and (boxed[48:] == 128).all()
+
+
+class Degenerate(SquareFinder):
+    """The stand-in network also reports, in every tile, boxes of zero or sub-pixel height
+    or width (what an untrained head's exp() can regress to)."""
+
+    def raw(self, image):
+        boxes, scores = super().raw(image)
+        junk = np.array([[10, 10, 8, 0.0], [10, 10, 8, 0.4], [30, 30, 0.0, 8]])
+        return np.vstack([boxes, junk]), np.vstack([scores, np.full((3, 1), 0.95)])
+
+
+def test_tiled_detection_reports_no_zero_area_box():
+    found = Degenerate().detect_tiled(scene())
+    assert found and all(f.w >= 1 and f.h >= 1 for f in found)
+    boxes = sorted((round(f.cx - f.w / 2), round(f.cy - f.h / 2), round(f.w)) for f in found)
+    assert boxes == sorted(SQUARES)
+
+
+def test_json_never_lists_a_box_with_nothing_on_the_image():
+    from farm.eval.detect import found_json
+    out = found_json([Found(0, 0.9, 10, 10, 8, 8), Found(0, 0.9, 210, 10, 8, 8),
+                      Found(0, 0.9, 10, 10, 8, 0.05)], ["close"], 0.25, (192, 320))
+    assert [(d["x0"], d["y0"], d["x1"], d["y1"]) for d in out] == [(6.0, 6.0, 14.0, 14.0)]

@@ -340,3 +340,22 @@ def test_a_budget_scales_steps_with_max_batches(spec_file):
     [trial] = ctl.plan(spec_file("parameters: {learning_rate: [0.001]}\n"
                                  "budget: {iterations: 100}\n"))
     assert trial.overrides["steps"] == "80,90"  # the cfg's 160,180 at 200
+
+
+def test_a_screens_sweep_ranks_on_screens_map_and_shows_tile_map_beside_it(spec_file):
+    """The trial best on tiles is not the best on whole screenshots (the seed's gap):
+    objective screens_map50 ranks on the screens, and both mAPs are in every row."""
+    spec = replace(spec_file(LOSS), objective="screens_map50")
+    views = [v(0, S.COMPLETED, curve=[(100, 0.30), (200, 0.41)], maps=[(100, 0.9), (200, 0.95)],
+               screens=[(100, 0.30), (200, 0.41)]),
+             v(1, S.COMPLETED, curve=[(100, 0.62), (200, 0.55)], maps=[(100, 0.7), (200, 0.8)],
+               screens=[(100, 0.62), (200, 0.55)]),
+             v(2, S.RUNNING)]
+    rows = ctl.leaderboard(spec, views, now=0)
+    assert [(r.trial, r.rank) for r in rows] == [(1, 1), (0, 2), (2, None)]
+    assert (rows[0].best, rows[0].best_iteration) == (0.62, 100)
+    assert (rows[0].tile_map, rows[0].screens_map) == (0.8, 0.62)
+    assert (rows[1].tile_map, rows[1].screens_map) == (0.95, 0.41)
+    assert rows[2].tile_map is None and rows[2].to_dict()["screens_map"] is None
+    assert ctl.objective_label("screens_map50") == "screens mAP@0.50"
+    assert ctl.format_value("screens_map50", 0.62) == "62.00 %"

@@ -272,3 +272,24 @@ def test_synthesis_parameters_need_a_recipe(folder):
     e = refused(folder, GOOD + "  synth.blur: [0.1]\n")
     assert e.line == line_of(folder / "sweep.yaml", "synth.blur")
     assert "changes the dataset recipe, but base has no recipe" in e.reason
+
+
+def test_screens_objective_needs_a_screens_set_and_checks_it_at_its_line(folder):
+    e = refused(folder, GOOD + "objective: screens_map50\n")
+    assert e.line == line_of(folder / "sweep.yaml", "objective") and "eval:" in e.reason
+    e = refused(folder, GOOD + "objective: screens_map50\neval: {screens: .}\n")
+    assert e.line == line_of(folder / "sweep.yaml", "eval") and "eval.screens" in e.reason
+    e = refused(folder, GOOD + "eval: {screns: shots}\n")
+    assert e.line == line_of(folder / "sweep.yaml", "eval")
+
+
+def test_a_screens_set_in_the_spec_is_kept_as_its_obj_data(folder):
+    from farm.datasets.screens import package_screens
+    from tests.screens_kit import labelimg_folder
+    labelimg_folder(folder / "labelimg", 2, seed=2)
+    made = package_screens([folder / "labelimg"], folder / "ds",
+                           names=folder / "labelimg" / "obj.names")
+    rel = Path(made.path).relative_to(folder)
+    spec = load_spec(write(folder, GOOD + f"objective: screens_map50\neval: {{screens: {rel}}}\n"))
+    assert spec.eval_screens == str(Path(made.path) / "obj.data") and spec.goal == "max"
+    assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from farm.datasets.synth import yolo_line
-from farm.datasets.tile import (TileOrigin, clip_boxes, merge_detections, read_origins,
+from farm.datasets.tile import (TileOrigin, clip_boxes, read_origins,
                                 read_yolo, tile_dataset, tile_group, tile_positions)
 from farm.errors import BadInput
 
@@ -109,20 +109,6 @@ def test_keep_empty_is_a_stable_choice(tmp_path):
     assert a.tiles == b.tiles < 21 and a.boxes == 1
     assert (tmp_path / "a/tiles.jsonl").read_text() == \
         (tmp_path / "b/tiles.jsonl").read_text().replace(str(tmp_path / "b"), str(tmp_path / "a"))
-
-
-def test_detections_from_overlapping_tiles_merge_on_the_screenshot():
-    left = TileOrigin("images/s__x00000_y00000.png", "/s.png", 0, 0, 416, 416, 416, 416)
-    right = TileOrigin("images/s__x00352_y00000.png", "/s.png", 352, 0, 416, 416, 416, 416)
-    # the same mark at x 360..392 seen by both tiles, plus one only the right tile sees
-    dets = [(left, [(0, 0.9, 376 / 416, 0.1, 32 / 416, 32 / 416)]),
-            (right, [(0, 0.8, 24 / 416, 0.1, 32 / 416, 32 / 416),
-                     (0, 0.7, 300 / 416, 0.5, 32 / 416, 32 / 416)])]
-    merged = merge_detections(dets)
-    assert len(merged) == 2
-    cls, score, x0, y0, x1, y1 = merged[0]
-    assert score == 0.9 and (x0, x1) == (pytest.approx(360), pytest.approx(392))
-    assert merged[1][2] == pytest.approx(352 + 284)
 
 
 def test_tile_group_strips_the_position():

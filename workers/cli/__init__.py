@@ -168,8 +168,8 @@ def _register(argv: list[str]) -> None:
     if command in GROUPS:
         cli.add_command(getattr(importlib.import_module(f"workers.cli.{command}"), command))
         return
-    from workers.cli import evalcmd, farmctl, gc, runs
-    for group in (runs, farmctl, evalcmd, gc):
+    from workers.cli import acceptance, evalcmd, farmctl, gc, runs
+    for group in (runs, farmctl, evalcmd, gc, acceptance):
         for c in group.COMMANDS:
             cli.add_command(c)
     for module in GROUPS:

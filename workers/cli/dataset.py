@@ -114,35 +114,40 @@ def _single_thread() -> None:
               help="Local processes; the output is the same for any number.")
 @click.option("--sheet/--no-sheet", default=True, show_default=True,
               help="Write contact_sheet.png of the first images.")
+@click.option("--from-screens", "from_screens", metavar="DATA",
+              help="Learn from a screens set: its screenshots (marks painted out) as "
+                   "backgrounds, its marks as templates, its mark sizes reproduced.")
 def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_key,
-              backgrounds, negatives, workers, sheet) -> None:
-    """Synthesize N images with "×" marks pasted at true scale, and their labels."""
-    data = _load_spec(spec_file)
-    if canvas:
-        data["canvas"] = list(_size(canvas, "--canvas"))
+              backgrounds, negatives, workers, sheet, from_screens) -> None:
+    """Synthesize N images with "×" marks pasted at true scale, and their labels.
+
+    \b
+    From the user's own labelled screenshots (a `--kind screens` package):
+      farm dataset synth out/syn -n 3000 --from-screens ~/datasets/<id> --canvas 416x416
+    """
+    if from_screens:
+        given = [flag for flag, v in (("--mark-px", mark_px), ("--background", backgrounds),
+                                      ("--colour-key", colour_key)) if v]
+        if given:
+            raise BadInput(f"{', '.join(given)} cannot be used with --from-screens: the "
+                           "screens give the backgrounds and the marks' sizes",
+                           hint="drop them, or synthesize without --from-screens")
+        return _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives,
+                                   workers, sheet, from_screens)
+    data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
     if mark_px:
         data["mark_px"] = _numbers(mark_px, "--mark-px", 2, "-")
-    if templates:
-        data["templates"] = list(templates)
     if colour_key:
         data["colour_key"] = [int(v) for v in _numbers(colour_key, "--colour-key", 3)]
     if backgrounds:
         data["backgrounds"] = list(backgrounds)
-    if negatives is not None:
-        data["negatives"] = negatives
-    if n < 1 or workers < 1:
-        raise BadInput("--count and --workers must be at least 1", hint="e.g. -n 1000 --workers 4")
     spec = synth.SynthSpec.from_dict(data, path=spec_file)
     synth.load_assets(spec)  # bad templates/backgrounds fail here, not in a worker
     with _progress(n, "synth") as bar:
         if workers == 1:
             synth.synthesize(spec, out_dir, n, seed, on_progress=bar.update)
         else:
-            jobs = [(spec.to_dict(), out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_single_thread) as pool:
-                for done in pool.imap_unordered(_synth_chunk, jobs):
-                    bar.update(done)
+            _in_pool(_synth_chunk, spec.to_dict(), out_dir, n, seed, workers, bar)
     click.echo(f"{n} images in {Path(out_dir) / 'images'}, labels in {Path(out_dir) / 'labels'}")
     if sheet:
         width = max(6, len(str(n - 1)))
@@ -151,6 +156,67 @@ def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_ke
         synth.contact_sheet([(Path(out_dir) / "images" / f"{s}.jpg",
                               Path(out_dir) / "labels" / f"{s}.txt") for s in names], out)
         click.echo(f"contact sheet: {out} (look at it before training)")
+
+
+def _from_screens_chunk(args) -> int:
+    """One worker process's share of a synthesis from screens (prepared already)."""
+    from farm.datasets import fromscreens
+    spec_dict, out_dir, n, seed, start, count = args
+    fromscreens.synthesize_from_screens(None, out_dir, n, seed,
+                                        fromscreens.ScreenSynthSpec.from_dict(spec_dict),
+                                        start=start, count=count, prepared=True)
+    return count
+
+
+def _spec_flags(spec_file, canvas, templates, negatives, n: int, workers: int) -> dict:
+    """The synthesis settings of --spec, with the flags both kinds of synthesis take."""
+    data = _load_spec(spec_file)
+    if canvas:
+        data["canvas"] = list(_size(canvas, "--canvas"))
+    if templates:
+        data["templates"] = list(templates)
+    if negatives is not None:
+        data["negatives"] = negatives
+    if n < 1 or workers < 1:
+        raise BadInput("--count and --workers must be at least 1", hint="e.g. -n 1000 --workers 4")
+    return data
+
+
+def _in_pool(chunk_fn, spec_dict: dict, out_dir, n: int, seed: int, workers: int,
+             bar) -> None:
+    """The n images made by `workers` processes, in chunks (the output is the same)."""
+    jobs = [(spec_dict, out_dir, n, seed, s, c) for s, c in _chunks(n, workers * 8)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_single_thread) as pool:
+        for done in pool.imap_unordered(chunk_fn, jobs):
+            bar.update(done)
+
+
+def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
+                        sheet, from_screens) -> None:
+    from farm.datasets import fromscreens
+    from farm.datasets.screens import open_screens
+    data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
+    spec = fromscreens.ScreenSynthSpec.from_dict(data, path=spec_file)
+    screens = open_screens(from_screens)
+    prep = fromscreens.prepare(screens, Path(out_dir), spec.templates)
+    for note in prep.notes:
+        click.echo(f"farm: {note}", err=True)
+    with _progress(n, "synth") as bar:
+        if workers == 1:
+            fromscreens.synthesize_from_screens(None, out_dir, n, seed, spec, prepared=True,
+                                                on_progress=bar.update)
+        else:
+            _in_pool(_from_screens_chunk, spec.to_dict(), out_dir, n, seed, workers, bar)
+    click.echo(f"{n} images in {Path(out_dir) / 'images'}, labels in {Path(out_dir) / 'labels'}"
+               f" (painted screens in {Path(out_dir) / 'backgrounds'}, marks in "
+               f"{Path(out_dir) / 'templates'})")
+    report = fromscreens.size_report(prep.sizes)["long_side_px"]
+    click.echo(f"mark sizes from {len(prep.sizes)} labelled marks (long side, screen px): "
+               + ", ".join(f"{k} {v:g}" for k, v in report.items()))
+    if sheet:
+        out = fromscreens.write_sheet(out_dir, prep, n, spec.canvas)
+        click.echo(f"contact sheet: {out} (its caption gives the size distributions)")
 
 
 # --------------------------------------------------------------------------- import-voc
@@ -232,21 +298,50 @@ def _datasets_root(root: str | None) -> str:
 @click.option("--dialect", default="pjreddie", show_default=True,
               help="darknet dialect the lint checks label paths for.")
 @click.option("--no-image-check", is_flag=True, help="Lint: skip the image byte checks.")
+@click.option("--kind", type=click.Choice(pkg.KINDS), default="train", show_default=True,
+              help="screens: full labelled screenshots kept whole, to score detectors on "
+                   "(labelImg folders are imported first).")
 def package_cmd(sources, root, names, valid_ratio, valid_list, seed, network, dialect,
-                no_image_check) -> None:
-    """Package labelled folders into one immutable dataset named by its content."""
+                no_image_check, kind) -> None:
+    """Package labelled folders into one immutable dataset named by its content.
+
+    \b
+    A screens set (what `farm train --eval-screens` and `synth --from-screens` take):
+      farm dataset package --kind screens labelimg/ --names obj.names
+    """
     total = pkg.count_images(sources) if all(Path(s).is_dir() for s in sources) else 0
+    if kind == "screens":
+        return _package_screens(sources, root, names, dialect, no_image_check, total)
     with _progress(total, "package") as bar:
         result = pkg.package(sources, _datasets_root(root), names=names, valid_ratio=valid_ratio,
                              seed=seed, valid_list=valid_list,
                              network=_size(network, "--network"), dialect=dialect,
                              check_images=not no_image_check, on_progress=bar.update)
+    _echo_packaged(result, "dataset", f"{result.images} images, {result.train} train, "
+                                      f"{result.valid} valid")
+
+
+def _echo_packaged(result, what: str, holds: str) -> None:
+    """Warnings to stderr; what was packaged; its obj.data last (for scripts)."""
     for w in result.warnings:
         click.echo(w, err=True)
     state = "created" if result.created else "already there (same content)"
-    click.echo(f"dataset {result.dataset_id} {state}: {result.images} images, "
-               f"{result.train} train, {result.valid} valid")
+    click.echo(f"{what} {result.dataset_id} {state}: {holds}")
     click.echo(str(Path(result.path) / "obj.data"))
+
+
+def _package_screens(sources, root, names, dialect, no_image_check, total) -> None:
+    from farm.datasets import screens
+    try:
+        with _progress(total, "screens") as bar:
+            result = screens.package_screens(sources, _datasets_root(root), names=names,
+                                             dialect=dialect, check_images=not no_image_check,
+                                             on_progress=bar.update)
+    except FindingsError as e:
+        _echo_findings(e.findings)
+        raise
+    _echo_packaged(result, "screens set",
+                   screens.describe(screens.open_screens(result.path)))
 
 
 # --------------------------------------------------------------------------- lint

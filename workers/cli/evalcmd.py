@@ -38,7 +38,8 @@ def _names(path: str | None, classes: int) -> list[str]:
 @click.option("--names", type=click.Path(dir_okay=False), help="obj.names, for labels.")
 @click.option("--tile", "tiled", is_flag=True,
               help="Detect on overlapping network-sized tiles (full-size screenshots).")
-@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size).")
+@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size; "
+              "another size runs the network at it: a multiple of 32).")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default 64).")
 @click.option("--thresh", default=0.25, show_default=True, help="Confidence to report.")
 @click.option("-o", "--out", "out_dir", default="detections", show_default=True,
@@ -55,7 +56,9 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
     from farm.eval.detect import DnnDetector, annotate, found_json, read_image
     import cv2
     # the weights are judged by their own layout (header, cfg), not the local darknet's
-    detector = refusing(lambda: DnnDetector(cfg, weights))
+    # the network drops what is under --thresh itself: NMS keeps the same boxes above it,
+    # and a bot's screenshot is no mAP curve (farm eval keeps darknet's 0.005)
+    detector = refusing(lambda: DnnDetector(cfg, weights, thresh=thresh))
     labels = _names(names, detector.classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,10 +85,16 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
 
 @click.command("eval")
 @click.argument("weights", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="obj.data.")
+@click.option("--data", type=click.Path(dir_okay=False), help="obj.data.")
+@click.option("--screens", metavar="DATA", help="A screens set instead of --data: whole "
+                                                "screenshots, detected tile by tile.")
+@click.option("--overlap", type=int, help="With --screens: tile overlap in pixels "
+                                          "(default: 64, half a small tile, or more to hold "
+                                          "the largest labelled mark whole).")
 @click.option("--cfg", "cfg", required=True, type=click.Path(dir_okay=False))
 @click.option("--tiled", is_flag=True, help="Full screenshots: detect on tiles, then score.")
-@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size).")
+@click.option("--tile-size", metavar="WxH", help="Tile size (default: the network size; "
+              "another size runs the network at it: a multiple of 32).")
 @click.option("--points", type=click.Choice(["0", "11", "101"]), default="0",
               show_default=True, help="0: area under curve (darknet's default); 11: VOC2007; "
                                       "101: COCO.")
@@ -98,14 +107,27 @@ def detect(ctx: Context, weights, images, cfg, names, tiled, tile_size, overlap,
               help="Folder relative paths in obj.data and the list are resolved against.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
-def eval_cmd(ctx: Context, weights, data, cfg, tiled, tile_size, points, iou_thresh, thresh,
-             evaluator, base_dir, as_json) -> None:
+def eval_cmd(ctx: Context, weights, data, screens, overlap, cfg, tiled, tile_size, points,
+             iou_thresh, thresh, evaluator, base_dir, as_json) -> None:
     """mAP of WEIGHTS on the valid list of DATA, as `darknet detector map` prints it.
 
-    The valid list is linted first; weights that do not fit CFG are refused.
+    The valid list is linted first; weights that do not fit CFG are refused. With
+    --screens, the screens mAP: each whole screenshot detected tile by tile, the tiles'
+    boxes merged, scored against the full-screen labels.
     """
     from farm.eval.evaluate import evaluate_checkpoint, format_result
     s = ctx.settings
+    if bool(data) == bool(screens):
+        raise BadInput("give --data (obj.data) or --screens (a screens set), one of them",
+                       hint="farm eval W --cfg net.cfg --screens ~/datasets/<id>")
+    if screens:
+        from farm.eval.screens import evaluate_screens
+        result = refusing(lambda: evaluate_screens(
+            weights, screens=screens, cfg=cfg, dialect=s.darknet_dialect, darknet=s.darknet,
+            tile=_size(tile_size, "--tile-size"), overlap=overlap, points=int(points),
+            iou_thresh=iou_thresh, conf_thresh=thresh))
+        click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+        return
     result = refusing(lambda: evaluate_checkpoint(
         weights, data=data, cfg=cfg, evaluator=evaluator, darknet=s.darknet,
         dialect=s.darknet_dialect, points=int(points), iou_thresh=iou_thresh,

@@ -40,9 +40,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--queue", metavar="QUEUE", help="Queue to train on (default gpu; host.<name> pins a host).")
 @click.option("--host", "on_host", metavar="HOST", help="Train on this inventory host (queue host.HOST).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 0 only if it completed.")
+@click.option("--eval-screens", "eval_screens", metavar="DATA",
+              help="A screens set (`farm dataset package --kind screens`): every evaluation "
+                   "also scores it, and the run's best weights are the best on it.")
 @pass_ctx
 def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_host,
-          wait) -> int:
+          wait, eval_screens) -> int:
     """Queue a darknet training run of DATA (obj.data) and CFG, from WEIGHTS if given.
 
     DATA and WEIGHTS may be HOST:/path on an inventory host (a packaged dataset's
@@ -74,7 +77,8 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         store, ctx.settings, data=data, cfg=cfg, weights=weights,
         overrides=_pairs(sets, "--set"), policy=_pairs(policy, "--policy"),
         eval_every=eval_every, task_id=task_id, origin=origin, queue=queue,
-        warn=warnings.append))
+        warn=warnings.append, eval_screens=eval_screens,
+        rank_by="screens_map50" if eval_screens else "map50"))
     warn_findings(warnings)
     ctx.celery()
     from workers.tasks.train import enqueue_train
@@ -262,8 +266,13 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
         click.echo(f"  evaluations: none yet (a finite checkpoint every {run.eval_every} "
                    "iterations and the final one are evaluated)")
         return
-    click.echo("  evaluations (mAP@0.50 on the valid list):")
-    click.echo(f"    {'ITER':>6} {'mAP':>9} {'P':>5} {'R':>5} {'F1':>5}  EVALUATOR")
+    screens = bool(run.eval_screens)  # then the screens mAP beside the tile mAP
+    click.echo("  evaluations (mAP@0.50 on the valid list" + (
+        f"; SCREENS: on the whole screenshots of {run.eval_screens}; ranked by "
+        f"{'screens mAP' if run.rank_by == 'screens_map50' else 'tile mAP'}"
+        if screens else "") + "):")
+    click.echo(f"    {'ITER':>6} {'mAP':>9}" + (f" {'SCREENS':>9}" if screens else "")
+               + f" {'P':>5} {'R':>5} {'F1':>5}  EVALUATOR")
     for e in evaluations:
         mark = "  <- best" if best and int(best["iteration"]) == int(e["iteration"]) else ""
         if e.get("error"):
@@ -271,8 +280,11 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
             continue
         prf = " ".join(f"{'-' if e.get(k) is None else format(float(e[k]), '.2f'):>5}"
                        for k in ("precision", "recall", "f1"))
-        click.echo(f"    {e['iteration']:>6} {format_map(e.get('map') or 0.0):>9} {prf}  "
+        click.echo(f"    {e['iteration']:>6} {format_map(e.get('map') or 0.0):>9}"
+                   + (f" {_screens_map(e):>9}" if screens else "") + f" {prf}  "
                    f"{e.get('evaluator') or '?'}{mark}")
+        if screens and (e.get("screens") or {}).get("error"):
+            click.echo(f"{'':>11}screens not evaluated: {e['screens']['error']}")
     if pending:
         click.echo("    pending: iteration " + ", ".join(str(i) for i in sorted(pending))
                    + " (sent to the eval queue, not recorded yet)")
@@ -281,7 +293,14 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
         found = best_weights_location(store, run, ctx.settings.host_name)
         where = f", weights {found[1]} on {found[0] or ctx.settings.host_name}" if found else ""
         click.echo(f"  best: iteration {best['iteration']}, mAP@0.50 "
-                   f"{format_map(best['map'])}{where}")
+                   f"{format_map(best['map'])}"
+                   + (f", screens mAP@0.50 {_screens_map(best)}" if screens else "") + where)
+
+
+def _screens_map(e: dict) -> str:
+    from farm.runs.progress import format_map
+    screens = e.get("screens") or {}
+    return "failed" if screens.get("error") else format_map(screens.get("map"))
 
 
 @click.command()

@@ -36,7 +36,8 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
         width/height: [320, 416]
       concurrency: 2
       budget: {iterations: 2000}
-      objective: map50            # or min_avg_loss where no mAP exists
+      objective: map50            # or min_avg_loss where no mAP exists, or
+                                  # screens_map50 with eval: {screens: shots/}
       early_stopping: {zero_map_after: 1000, median: {grace: 500}}
 
     \b
@@ -51,6 +52,14 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
 
     Prints the sweep id. Every error names the spec's file and line.
     """
+    sweep_id = start_sweep(ctx, spec_path)
+    click.echo(sweep_id)
+    return follow(ctx, sweep_id) if wait else EXIT_OK
+
+
+def start_sweep(ctx: Context, spec_path: str) -> str:
+    """Check the spec, record the sweep and start its first trials; its id. (`farm sweep
+    submit`, and `farm acceptance` with the spec it writes.)"""
     # the workers answer a broadcast within a second: ask first, check the spec meanwhile
     asked = _Broadcast(ctx)
     from farm.sweeps.service import advance, submit_sweep
@@ -72,8 +81,7 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     if tick.ended:  # no trial could even be submitted
         from workers.tasks.notify import sweep_ended
         sweep_ended(sw.id)
-    click.echo(sw.id)
-    return follow(ctx, sw.id) if wait else EXIT_OK
+    return sw.id
 
 
 class _Broadcast(threading.Thread):
@@ -212,14 +220,18 @@ def _print_board(sw, spec, rows: list[ctl.Row], *, counts: dict[str, int] | None
     for warning in sw.warnings:
         click.echo(f"  warning: {warning}")
     recipes = spec.recipe is not None  # then each trial's dataset id is a column
+    side = spec.eval_screens is not None  # tile mAP and screens mAP side by side
     click.echo(f"{'RANK':>4} {'TRIAL':>5} {'RUN':<16} {'STATE':<10} {label:>10} {'AT':>6} "
-               f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  "
+               + (f"{'TILE MAP':>9} {'SCREENS':>9} " if side else "")
+               + f"{'ITER':>6} {'RESTARTS':>10} {'WALL':>7}  "
                + (f"{'DATASET':<16}  " if recipes else "") + "PARAMS")
     for r in rows:
         at = "-" if r.best_iteration is None else str(r.best_iteration)
         restarts = f"{r.restarts}" + (f" ({r.divergences} nan)" if r.divergences else "")
+        maps = (f"{ctl.format_value('map50', r.tile_map):>9} "
+                f"{ctl.format_value('map50', r.screens_map):>9} ") if side else ""
         click.echo(f"{r.rank or '-':>4} {r.trial:>5} {r.run_id or '-':<16} {r.state:<10} "
-                   f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} "
+                   f"{ctl.format_value(spec.objective, r.best):>10} {at:>6} {maps}"
                    f"{r.iterations:>6} {restarts:>10} {_duration(r.wall_time):>7}  "
                    + (f"{r.dataset or '-':<16}  " if recipes else "")
                    + ctl.describe(r.params) + _trained(r))

@@ -23,6 +23,7 @@ import yaml
 
 from farm.darknet.memory import parse_size
 from farm.errors import BadInput, Finding, FindingsError
+from farm.queues import host_queue
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
 #: Roles served by the one CPU worker of a host, in queue order.
@@ -132,7 +133,7 @@ class Inventory:
         h = self.host(host)
         base = {"FARM_HOST_NAME": h.name, "FARM_DATA_DIR": h.data_dir,
                 "FARM_DARKNET": h.darknet}
-        own = f"host.{h.name}"
+        own = host_queue(h.name)
         plan = [WorkerSpec(h.name, f"gpu{i}", ("gpu", own), 1,
                            {"CUDA_VISIBLE_DEVICES": str(i), **base})
                 for i in range(h.gpus if "gpu" in h.roles else 0)]

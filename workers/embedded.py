@@ -23,9 +23,9 @@ import click
 
 from farm.credentials import FLOWER_PASSWORD, METRICS_TOKEN, ensure_secret
 from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
+from farm.queues import host_queue
 from farm.settings import Settings
 from farm.state import Store, safe_url
-from workers.app import host_queue
 from workers.supervision import ChildSpec, Children, claim, describe_exit
 
 FLOWER_USER = "farm"

@@ -18,6 +18,7 @@ from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import cut_short
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
+from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
@@ -77,7 +78,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
     base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
-    host = queue[len("host."):] if queue and queue.startswith("host.") else None
+    host = pinned_host(queue)
     inventory = checks.read_inventory(settings)
     dialect = checks.trainer_dialect(settings, parsed, host, inventory)
     cadence = dialects.checkpoint_cadence(dialect, eval_every)  # what darknet can write

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
+from farm.queues import pinned_host
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.settings import Settings
@@ -73,7 +74,7 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     # used: `farm sweep show` and the board never need them
     from farm.runs import checks
     inventory = checks.read_inventory(settings)
-    host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
+    host = pinned_host(spec.queue)
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
     first = ctl.expand(spec if spec.search == "grid" else replace(spec, trials=1))[0]
     cadence = dialects.checkpoint_cadence(judge(Cfg.load(first.cfg)), spec.eval_every)

@@ -72,6 +72,7 @@ from typing import Any
 
 from farm.darknet.cfg import NET_KEYS, validate_net_overrides
 from farm.errors import BadInput
+from farm.queues import TRAIN_DEFAULT
 from farm.runs.policy import Policy
 from farm.settings import Settings
 from farm.sweeps import recipe as rcp
@@ -209,7 +210,7 @@ def check_rules_can_fire(spec: SweepSpec, max_batches: int) -> None:
 def check_concurrency(spec: SweepSpec, gpu_workers: int) -> str | None:
     """A warning when the spec asks for more trials at once than there are GPU workers
     (the extra trials wait in the queue; nothing hangs), else None."""
-    queue = spec.queue or "gpu"
+    queue = spec.queue or TRAIN_DEFAULT
     if gpu_workers <= 0:
         return (f"no worker is consuming queue {queue!r} now: the trials wait in the queue "
                 f"until one starts (`farm up` starts a gpu worker)")

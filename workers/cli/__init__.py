@@ -108,8 +108,9 @@ def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:
 def require_listener(ctx: Context, host: str) -> None:
     """Refuse now, not after an hour's wait, to send work to a host with no worker up."""
     from farm.errors import FarmUnavailable
-    if not listeners(ctx, f"host.{host}"):
-        raise FarmUnavailable(f"no worker listens on host.{host}: {host}'s worker is not "
+    from farm.queues import host_queue
+    if not listeners(ctx, host_queue(host)):
+        raise FarmUnavailable(f"no worker listens on {host_queue(host)}: {host}'s worker is not "
                               "running, or cannot reach Redis",
                               hint=f"start it on {host} (`farm hosts plan {host}` prints the "
                                    "command), then `farm hosts workers`")

@@ -18,6 +18,7 @@ import yaml
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
 from farm.errors import BadInput, FindingsError
+from farm.queues import host_queue
 from workers.cli import parse_size, pass_ctx, require_listener, wait_task
 
 EXIT_FINDINGS = 2
@@ -422,7 +423,7 @@ def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, networ
     from workers.tasks.flow import pull_labels
     result = pull_labels.apply_async(
         args=[label_host, remote_dir, classes, not no_package, valid_ratio,
-              list(_size(network, "--network"))], queue=f"host.{on_host}")
+              list(_size(network, "--network"))], queue=host_queue(on_host))
     out = wait_task(result, f"pulling {source} on {on_host}", timeout)
     pulled = out["pulled"]
     click.echo(f"pulled {pulled['fetched']} files ({pulled['bytes']} bytes) from {label_host}; "
@@ -449,7 +450,7 @@ def sync_cmd(ctx, source, to_host, timeout) -> None:
     flow.inventory_of(ctx.settings).host(to_host)
     require_listener(ctx, to_host)
     from workers.tasks.flow import fetch_dataset
-    result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=f"host.{to_host}")
+    result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=host_queue(to_host))
     out = wait_task(result, f"syncing {source} to {to_host}", timeout)
     state = "already there" if out["already"] else (
         f"{out['fetched']} files fetched ({out['bytes']} bytes), {out['linked']} linked")

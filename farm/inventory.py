@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,7 +22,7 @@ import yaml
 
 from farm.darknet.memory import parse_size
 from farm.errors import BadInput, Finding, FindingsError
-from farm.queues import host_queue
+from farm.queues import WorkerSpec, host_queue
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
 #: Roles served by the one CPU worker of a host, in queue order.
@@ -67,50 +66,6 @@ class Host:
     #: the dialect of its darknet (`dialect: alexeyab`); None: not given (its worker
     #: detects it; the head then judges cfgs by their own features)
     dialect: str | None = None
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """One Celery worker process of a host: its node name, queues and environment."""
-
-    host: str
-    instance: str                   # `gpu0`, `gpu1`, … or `cpu`: the systemd instance name
-    queues: tuple[str, ...]
-    concurrency: int | None         # None: Celery's default, the host's CPU count
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def node(self) -> str:
-        return f"{self.instance}@{self.host}"
-
-    @property
-    def gpu(self) -> bool:
-        return "CUDA_VISIBLE_DEVICES" in self.env
-
-    def worker_args(self) -> list[str]:
-        """The arguments after `celery -A workers.app worker` (docs/celery.md §3)."""
-        args = ["-n", self.node, "-Q", ",".join(self.queues)]
-        if self.concurrency:
-            args += ["-c", str(self.concurrency)]
-        args += ["-P", "prefork", "--prefetch-multiplier=1"]
-        if self.gpu:
-            # Training acks early and holds a lease: a worker must not reserve a second run.
-            args.append("--disable-prefetch")
-        return args + ["-E", "-l", "INFO"]
-
-    def argv(self, python: str = "python3") -> list[str]:
-        return [python, "-m", "celery", "-A", "workers.app", "worker", *self.worker_args()]
-
-    def command_line(self, python: str = "python3") -> str:
-        """A shell line that starts this worker, every word quoted."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return f"{env} {shlex.join(self.argv(python))}".strip()
-
-    def env_file(self) -> str:
-        """The systemd EnvironmentFile of `farm-worker@<instance>` (ops/systemd)."""
-        lines = [f"{k}={v}" for k, v in self.env.items()]
-        lines.append(f"FARM_WORKER_ARGS={' '.join(self.worker_args())}")
-        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from farm.darknet.memory import parse_size
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 from farm.queues import WorkerSpec, host_queue
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
@@ -118,7 +118,7 @@ class Inventory:
                 findings.append(Finding(self.path, h.line, reason, fix))
             else:
                 reason = f"host {h.name}: {', '.join(missing)} did not answer"
-                findings.append(Finding(self.path, h.line, reason, fix, "warning"))
+                findings.append(Finding(self.path, h.line, reason, fix, Severity.WARNING))
         return findings
 
 

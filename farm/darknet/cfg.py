@@ -22,7 +22,7 @@ import numpy as np
 
 from farm.darknet.cfgvalues import (NET_KEYS, POLICIES, atof, atoi, value_hint,
                                     value_problem)
-from farm.errors import BadInput, Finding
+from farm.errors import BadInput, Finding, Severity
 
 # ---------------------------------------------------------------------------------------
 # What darknet knows
@@ -421,7 +421,7 @@ def check_cfg(cfg: Cfg, *, training: bool = True, dialect="pjreddie",
 
 
 def _add(out: list[Finding], cfg: Cfg, line: int | None, reason: str, fix: str,
-         severity: str = "error") -> None:
+         severity: Severity = Severity.ERROR) -> None:
     out.append(Finding(cfg.path, line, reason, fix, severity))
 
 
@@ -468,11 +468,11 @@ def _check_net(cfg: Cfg, d: str, training: bool, strict_size: bool,
             _add(out, cfg, opt.line, f"[net] key {opt.key!r} is not one darknet reads; it is "
                  "ignored" + (" (hank-ai refuses it)" if d == "hankai" else ""),
                  _suggest(opt.key, NET_KEYS) + "; or delete the line",
-                 "error" if d == "hankai" else "warning")
+                 Severity.ERROR if d == "hankai" else Severity.WARNING)
         elif "#" in opt.value:
             _add(out, cfg, opt.line, f"{opt.key}={opt.value}: darknet removes spaces but not "
                  "inline comments, so the comment is part of the value",
-                 "move the comment to a line of its own", "warning")
+                 "move the comment to a line of its own", Severity.WARNING)
     _check_size(cfg, d, strict_size, out)
     if training:
         _check_batch(cfg, out)
@@ -514,7 +514,7 @@ def _value_finding(cfg: Cfg, section: Section, name: str, key: str, value: str,
     if not problem:
         return None
     return Finding(cfg.path, line, f"{key}={value} in {section.type} at line "
-                   f"{section.line}: {problem}", value_hint(name, key), "error")
+                   f"{section.line}: {problem}", value_hint(name, key), Severity.ERROR)
 
 
 def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:
@@ -528,7 +528,7 @@ def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:
                      f"{opt.key} twice (lines {first.line} and {opt.line}); darknet uses "
                      f"the first, {opt.key}={first.value}",
                      f"delete one of the two {opt.key} lines",
-                     "error" if d == "hankai" else "warning")
+                     Severity.ERROR if d == "hankai" else Severity.WARNING)
 
 
 def _check_size(cfg: Cfg, d: str, strict: bool, out: list[Finding]) -> None:
@@ -546,7 +546,7 @@ def _check_size(cfg: Cfg, d: str, strict: bool, out: list[Finding]) -> None:
             _add(out, cfg, line, f"{key}={value} is not a multiple of 32: the YOLO grid "
                  "would not line up with the image" + (" (hank-ai refuses it)" if d == "hankai"
                                                        else ""),
-                 f"use {key}={_round32(value)}", "error" if fatal else "warning")
+                 f"use {key}={_round32(value)}", Severity.ERROR if fatal else Severity.WARNING)
 
 
 def _round32(value: int) -> int:
@@ -586,7 +586,7 @@ def _check_schedule(cfg: Cfg, out: list[Finding]) -> None:
     if max_batches > 0 and burn_in >= max_batches:
         _add(out, cfg, net.line_of("burn_in"), f"burn_in={burn_in} is not below max_batches="
              f"{max_batches}: the learning rate never reaches learning_rate",
-             "lower burn_in (1000 is usual) or raise max_batches", "warning")
+             "lower burn_in (1000 is usual) or raise max_batches", Severity.WARNING)
 
 
 def _check_steps(cfg: Cfg, max_batches: int, out: list[Finding]) -> None:
@@ -632,7 +632,7 @@ def _check_heads(cfg: Cfg, d: str, training: bool, out: list[Finding]) -> None:
         _add(out, cfg, last.line_of("random"), "random=1: pjreddie's darknet ignores "
              "width/height then and trains at a random 320..608 px, and at 608×608 for the "
              "last 200 iterations", "set random=0 to train at the cfg's width×height",
-             "warning")
+             Severity.WARNING)
 
 
 def _check_head_filters(cfg: Cfg, head: Section, out: list[Finding]) -> None:
@@ -643,7 +643,7 @@ def _check_head_filters(cfg: Cfg, head: Section, out: list[Finding]) -> None:
         _add(out, cfg, head.line, f"{head.type} at line {head.line} is not fed by a "
              f"[convolutional] (it follows {prev.type if prev else 'nothing'}), so its "
              "filters cannot be checked", f"put a [convolutional] with filters={need} "
-             f"and activation=linear right before it", "warning")
+             f"and activation=linear right before it", Severity.WARNING)
         return
     have = atoi(conv.get("filters", "1"))
     if have != need:

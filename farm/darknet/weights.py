@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from farm.darknet.cfg import Cfg, Section, atoi, cfg_dialect, dialect_name
-from farm.errors import BadInput, Finding
+from farm.errors import BadInput, Finding, Severity
 
 FLOAT_BYTES = 4
 HEADER_BYTES = 20  # what every current darknet writes (0.2.x: 12 bytes + uint64 seen)
@@ -291,7 +291,7 @@ def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = Tr
         if counts is None:
             out.append(Finding(path, None, f"{cfg.path} has a layer type whose weights "
                                "cannot be sized here, so the file size was not checked",
-                               "check it by loading it with darknet", "warning"))
+                               "check it by loading it with darknet", Severity.WARNING))
             return out
         problem = _size_problem(size - header.header_size, counts, cfg, for_inference,
                                 header, os.path.basename(path))
@@ -412,5 +412,5 @@ def cut_short(path: str | os.PathLike, cfg: Cfg, dialect=None) -> str | None:
     """Why a weights file darknet just wrote for `cfg` is not complete (None when it is).
     darknet never checks its writes: on a full disk, or killed mid-write, it leaves a
     short file and carries on."""
-    errors = [f for f in check_weights(path, cfg, dialect=dialect) if f.severity == "error"]
+    errors = [f for f in check_weights(path, cfg, dialect=dialect) if f.severity is Severity.ERROR]
     return errors[0].reason if errors else None

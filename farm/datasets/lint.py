@@ -24,7 +24,7 @@ import numpy as np
 
 from farm.darknet.cfg import dialect_name
 from farm.darknet.objdata import parse_obj_data, resolve
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 
 #: darknet's README: about 2000 images per class for a good detector.
 MIN_IMAGES_PER_CLASS = 2000
@@ -80,11 +80,11 @@ class LintReport:
 
     @property
     def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
+        return [f for f in self.findings if f.severity is Severity.ERROR]
 
     @property
     def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "warning"]
+        return [f for f in self.findings if f.severity is Severity.WARNING]
 
     @property
     def ok(self) -> bool:
@@ -119,7 +119,7 @@ class _Findings:
         self.first: dict[str, Finding] = {}
 
     def add(self, rule: str, path: str, line: int | None, reason: str, fix: str,
-            severity: str = "error") -> None:
+            severity: Severity = Severity.ERROR) -> None:
         self.counts[rule] += 1
         if self.counts[rule] <= self.cap:
             finding = Finding(path, line, reason, fix, severity)
@@ -545,7 +545,7 @@ def _report_crlf_list(list_path: str, first: int, crlf: int, rules: _Rules,
     else:
         out.add("list.crlf", list_path, first, f"Windows (CRLF) line endings on {crlf} "
                 "lines (this darknet strips the '\\r', pjreddie's does not)",
-                "convert the list to LF line endings (dos2unix)", "warning")
+                "convert the list to LF line endings (dos2unix)", Severity.WARNING)
 
 
 # ---------------------------------------------------------------------------------------
@@ -796,7 +796,7 @@ def _check_box_size(label: str, n: int, w: float, h: float, rules: _Rules,
                 "stretches the image to the network size, so the object is learned "
                 "stretched (seed ds3: a 32×32 mark labelled as the whole image)",
                 "paste the object at its true scale on a larger canvas and label its own "
-                "box", "warning")
+                "box", Severity.WARNING)
     if rules.net_size:
         px_w, px_h = w * rules.net_size[0], h * rules.net_size[1]
         if min(px_w, px_h) < rules.min_object_px:
@@ -804,7 +804,7 @@ def _check_box_size(label: str, n: int, w: float, h: float, rules: _Rules,
                     f"network size {rules.net_size[0]}×{rules.net_size[1]}, under "
                     f"{rules.min_object_px:g} px: too small to detect",
                     "tile the images (crops at the network size) or raise width/height",
-                    "warning")
+                    Severity.WARNING)
 
 
 def _summarise(list_path: str, rules: _Rules, report: LintReport, out: _Findings,
@@ -813,7 +813,7 @@ def _summarise(list_path: str, rules: _Rules, report: LintReport, out: _Findings
         out.add("list.negatives", list_path, None, f"{report.negatives} of {report.images} "
                 "images have empty label files and count as negatives (background only)",
                 "fine for hard negatives; check that none of them should have boxes",
-                "warning")
+                Severity.WARNING)
     if rules.role != "train" or not min_images_per_class or report.images == 0:
         return
     for c in range(rules.classes):
@@ -821,7 +821,7 @@ def _summarise(list_path: str, rules: _Rules, report: LintReport, out: _Findings
         if have < min_images_per_class:
             out.add("list.few_images", list_path, None, f"class {c} appears in {have} "
                     f"training images; darknet's guidance is about {min_images_per_class} "
-                    "per class", "add more varied images of this class", "warning")
+                    "per class", "add more varied images of this class", Severity.WARNING)
 
 
 # ---------------------------------------------------------------------------------------
@@ -865,7 +865,7 @@ def lint_obj_data(obj_data_path: str | os.PathLike, *, classes: int | None = Non
     if "valid" not in values:
         found.append(Finding(path, None, "obj.data has no valid= line: AlexeyAB's -map falls "
                              "back to the training list (mAP on images it learned)",
-                             "add valid = <path of a validation list>", "warning"))
+                             "add valid = <path of a validation list>", Severity.WARNING))
     for role, list_path in list(lists.items()):
         if not os.path.exists(list_path):
             hint = _base_dir_hint(values[role][0], base)
@@ -903,7 +903,7 @@ def _read_obj_data(path: str, found: list[Finding]) -> dict[str, tuple[str, int]
             close = difflib.get_close_matches(key, OBJ_DATA_KEYS, n=1)
             found.append(Finding(path, n, f"obj.data key {key!r} is not one darknet reads",
                                  f"did you mean {close[0]}?" if close else "delete the line",
-                                 "warning"))
+                                 Severity.WARNING))
     return values
 
 
@@ -969,7 +969,7 @@ def _check_backup(path: str, values: dict, base: str, data_dir: str,
         found.append(Finding(path, values["backup"][1], f"backup folder {backup} does not "
                              "exist: darknet fails at its first save ('Couldn't open file')",
                              "create the folder (the farm uses a backup folder per run)",
-                             "warning"))
+                             Severity.WARNING))
 
 
 def _overlap(lists: dict[str, str], reports: dict[str, LintReport], cap: int) -> list[Finding]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from farm.datasets.package import MANIFEST, PackageResult, package
 from farm.datasets.voc import import_voc
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 
 KIND = "screens"
 #: px of slack for a box edge past the screen: labelImg's integer corners, YOLO's 6 decimals
@@ -163,8 +163,8 @@ def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: str,
         findings.append(Finding(str(folder / "valid.txt"), None, "the screens have "
                                 f"{len(stats.sizes)} sizes ({', '.join(stats.sizes)}): marks "
                                 "measured on one scale are pasted at another",
-                                "keep screenshots of one device per screens set", "warning"))
-    errors = [f for f in findings if f.severity == "error"]
+                                "keep screenshots of one device per screens set", Severity.WARNING))
+    errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         raise FindingsError(findings, "screens set")
     return [str(f).replace(str(folder), "<dataset>") for f in findings]

@@ -37,7 +37,7 @@ from farm.darknet.dialect import valid_argv
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
-from farm.errors import BadInput, FarmError, FindingsError
+from farm.errors import BadInput, FarmError, FindingsError, Severity
 from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_part
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
@@ -88,7 +88,7 @@ def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect=None, 
         raise BadInput("weights file does not exist", path=str(weights),
                        hint="check the path of the .weights file")
     findings = check_weights(weights, cfg, for_inference=True, dialect=dialect, reader=reader)
-    if any(f.severity == "error" for f in findings):
+    if any(f.severity is Severity.ERROR for f in findings):
         raise FindingsError(findings, "weights")
 
 

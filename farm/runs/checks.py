@@ -23,7 +23,7 @@ from farm.darknet.cfg import Cfg, cfg_dialect, check_cfg
 from farm.darknet.memory import MemoryEstimate, estimate, size_text
 from farm.darknet.weights import check_weights
 from farm.datasets.lint import lint_obj_data
-from farm.errors import FarmError, Finding, FindingsError
+from farm.errors import FarmError, Finding, FindingsError, Severity
 from farm.inventory import Inventory, default_inventory_path, load_inventory
 from farm.settings import Settings
 
@@ -90,7 +90,7 @@ def memory_findings(cfg: Cfg, need: MemoryEstimate | None,
 
 
 def _errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "error"]
+    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 def with_overrides(cfg: Cfg, sets: dict[str, str], origin: str = "--set"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from farm.darknet.cfg import NET_KEYS, VALUE_ONLY, Cfg, check_cfg, net_value_finding
-from farm.errors import BadInput
+from farm.errors import BadInput, Severity
 from farm.runs import effective
 from farm.runs.model import Outcome, Run, RunState
 from farm.runs.schedule import fit_steps
@@ -123,7 +123,7 @@ def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> l
                 cfg.set_net(key, value)
             judged = dialect(cfg) if callable(dialect) else dialect
             errors = [f for f in check_cfg(cfg, training=True, dialect=judged)
-                      if f.severity == "error"]
+                      if f.severity is Severity.ERROR]
             checked[shape] = cfg
         else:
             errors = [f for f in (net_value_finding(seen, k, v)

@@ -15,7 +15,7 @@ import sys
 import click
 
 from farm import settings as farm_settings
-from farm.errors import FarmError
+from farm.errors import FarmError, Severity
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -74,10 +74,10 @@ def refusing(fn):
     try:
         return fn()
     except FindingsError as e:
-        errors = [f for f in e.findings if f.severity == "error"]
+        errors = [f for f in e.findings if f.severity is Severity.ERROR]
         for finding in errors[1:]:
             click.echo(str(finding), err=True)
-        warn_findings(f for f in e.findings if f.severity != "error")
+        warn_findings(f for f in e.findings if f.severity is not Severity.ERROR)
         raise
 
 

@@ -12,7 +12,7 @@ import click
 
 from farm.darknet.cfg import Cfg, calc_anchors, check_cfg, make_cfg
 from farm.darknet.memory import estimate, parse_size
-from farm.errors import BadInput, Finding
+from farm.errors import BadInput, Finding, Severity
 
 DIALECTS = ("pjreddie", "alexeyab", "hankai")
 EXIT_FINDINGS = 2
@@ -164,7 +164,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "error"]
+    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 def _print_findings(findings: list[Finding]) -> None:

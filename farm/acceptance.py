@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import Dialect
 from farm.datasets.fromscreens import (ScreenSynthSpec, size_report, synthesize_from_screens,
                                        write_sheet)
 from farm.datasets.package import package
@@ -60,7 +61,8 @@ def prepare(labelled: str | os.PathLike, *, names: str | os.PathLike, out: str |
             weights: str | os.PathLike | None = None, held_out: float = HELD_OUT,
             images: int = 3000, learning_rates: tuple[float, ...] = (0.001, 0.002),
             iterations: int = 2000, eval_every: int = 500, concurrency: int = 1,
-            sets: dict[str, str] | None = None, seed: int = 0, dialect: str = "pjreddie",
+            sets: dict[str, str] | None = None, seed: int = 0,
+            dialect: Dialect = Dialect.PJREDDIE,
             say: Callable[[str], None] = lambda text: None) -> Plan:
     """Steps 1-3 of the module docstring; `say` hears what is being done."""
     out = Path(out).resolve()

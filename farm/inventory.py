@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from farm.darknet.dialect import NAMES as DIALECTS, Dialect
 from farm.darknet.memory import parse_size
 from farm.errors import BadInput, Finding, FindingsError, Severity
 from farm.queues import WorkerSpec, host_queue
@@ -30,7 +31,6 @@ CPU_ROLES = ("cpu", "augment", "label", "eval")
 HOST_FIELDS = ("address", "ssh", "roles", "data_dir", "darknet", "gpus", "gpu_memory",
                "dialect")
 DEFAULT_FIELDS = ("ssh", "data_dir", "darknet", "dialect")
-DIALECTS = ("alexeyab", "hankai", "pjreddie")
 SSH_FIELDS = ("user", "port", "key", "known_hosts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -65,7 +65,7 @@ class Host:
     gpu_memory: int | None = None
     #: the dialect of its darknet (`dialect: alexeyab`); None: not given (its worker
     #: detects it; the head then judges cfgs by their own features)
-    dialect: str | None = None
+    dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)
@@ -367,7 +367,7 @@ def _host(c: _Checker, name: Any, body: Any, line: int, defaults: dict) -> Host 
     if len(c.findings) > before or None in (address, roles, gpus, data_dir, darknet, ssh):
         return None
     return Host(name, address, ssh, tuple(roles), data_dir, darknet, gpus, line, gpu_memory,
-                dialect)
+                None if dialect is None else Dialect(dialect))
 
 
 def _gpu_memory(c: _Checker, body: _Map, where: str, gpus: int | None) -> int | None:

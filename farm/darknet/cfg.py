@@ -22,6 +22,7 @@ import numpy as np
 
 from farm.darknet.cfgvalues import (NET_KEYS, POLICIES, atof, atoi, value_hint,
                                     value_problem)
+from farm.darknet.dialect import Dialect
 from farm.errors import BadInput, Finding, Severity
 
 # ---------------------------------------------------------------------------------------
@@ -53,28 +54,19 @@ CONV_SECTIONS = ("convolutional", "conv")
 _STRIP = str.maketrans("", "", " \t\r\n")
 
 
-def dialect_name(dialect) -> str:
-    """'pjreddie', 'alexeyab' or 'hankai', from a farm.darknet.dialect.Dialect or a string."""
-    name = str(getattr(dialect, "value", dialect)).lower().replace("-", "").replace("_", "")
-    if name not in ("pjreddie", "alexeyab", "hankai"):
-        raise BadInput(f"unknown darknet dialect {dialect!r}",
-                       hint="use one of: pjreddie, alexeyab, hankai")
-    return name
-
-
-def cfg_dialect(cfg: "Cfg") -> str | None:
-    """'alexeyab' when the cfg uses what only AlexeyAB's (and hank-ai's) darknet reads:
+def cfg_dialect(cfg: "Cfg") -> Dialect | None:
+    """AlexeyAB's when the cfg uses what only AlexeyAB's (and hank-ai's) darknet reads:
     [route] groups=, their layer types, their activations. Such a cfg, and weights made
     with it, belong to that dialect whatever darknet is installed where it is checked.
     None when every dialect reads it alike."""
     for s in cfg.layers:
         if s.name == "route" and s.option("groups") is not None:
-            return "alexeyab"
+            return Dialect.ALEXEYAB
         if s.name not in PJREDDIE_SECTIONS and s.name in ALEXEYAB_SECTIONS:
-            return "alexeyab"
+            return Dialect.ALEXEYAB
         act = s.get("activation")
         if act is not None and act not in PJREDDIE_ACTIVATIONS and act in ALEXEYAB_ACTIVATIONS:
-            return "alexeyab"
+            return Dialect.ALEXEYAB
     return None
 
 
@@ -399,7 +391,7 @@ def _suggest(key: str, known) -> str:
 # check_cfg
 
 
-def check_cfg(cfg: Cfg, *, training: bool = True, dialect="pjreddie",
+def check_cfg(cfg: Cfg, *, training: bool = True, dialect: Dialect = Dialect.PJREDDIE,
               strict_size: bool = False) -> list[Finding]:
     """Every rule the cfg breaks, each with its line and the fix.
 
@@ -407,7 +399,7 @@ def check_cfg(cfg: Cfg, *, training: bool = True, dialect="pjreddie",
     does not know and silently replaces unknown activations with ReLU; hank-ai refuses a
     width or height that is not a multiple of 32 (`strict_size` makes that an error too).
     """
-    d = dialect_name(dialect)
+    d = Dialect.of(dialect)
     out: list[Finding] = []
     _check_text(cfg, d, out)
     _check_structure(cfg, d, out)
@@ -425,14 +417,14 @@ def _add(out: list[Finding], cfg: Cfg, line: int | None, reason: str, fix: str,
     out.append(Finding(cfg.path, line, reason, fix, severity))
 
 
-def _check_text(cfg: Cfg, d: str, out: list[Finding]) -> None:
+def _check_text(cfg: Cfg, d: Dialect, out: list[Finding]) -> None:
     lines = cfg._lines
     if lines and lines[0].startswith("\ufeff"):
         _add(out, cfg, 1, "the file starts with a byte-order mark (BOM): darknet reads "
              "'\\xef\\xbb\\xbf[net]' as a broken line, not as the [net] section",
              "save the file as UTF-8 without BOM")
     crlf = next((i + 1 for i, raw in enumerate(lines) if raw.endswith("\r\n")), None)
-    if crlf and d == "pjreddie":
+    if crlf and d is Dialect.PJREDDIE:
         _add(out, cfg, crlf, "Windows (CRLF) line endings: pjreddie's darknet keeps the "
              "'\\r', so '[net]\\r' is not [net] and it aborts with 'First section must be "
              "[net] or [network]'", "convert the file to LF line endings (dos2unix)")
@@ -446,7 +438,7 @@ def _check_text(cfg: Cfg, d: str, out: list[Finding]) -> None:
              "has no section to put it in and crashes", "move it into [net]")
 
 
-def _check_structure(cfg: Cfg, d: str, out: list[Finding]) -> None:
+def _check_structure(cfg: Cfg, d: Dialect, out: list[Finding]) -> None:
     if not cfg.sections:
         _add(out, cfg, None, "the cfg has no sections ('Config file has no sections')",
              "start from an upstream cfg, e.g. yolov4-tiny-custom.cfg")
@@ -461,14 +453,14 @@ def _check_structure(cfg: Cfg, d: str, out: list[Finding]) -> None:
              "start from a detector cfg (yolov3-tiny, yolov4-tiny-custom, yolov2-tiny-voc)")
 
 
-def _check_net(cfg: Cfg, d: str, training: bool, strict_size: bool,
+def _check_net(cfg: Cfg, d: Dialect, training: bool, strict_size: bool,
                out: list[Finding]) -> None:
     for opt in cfg.net.options:
         if opt.key not in NET_KEYS:
             _add(out, cfg, opt.line, f"[net] key {opt.key!r} is not one darknet reads; it is "
-                 "ignored" + (" (hank-ai refuses it)" if d == "hankai" else ""),
+                 "ignored" + (" (hank-ai refuses it)" if d is Dialect.HANKAI else ""),
                  _suggest(opt.key, NET_KEYS) + "; or delete the line",
-                 Severity.ERROR if d == "hankai" else Severity.WARNING)
+                 Severity.ERROR if d is Dialect.HANKAI else Severity.WARNING)
         elif "#" in opt.value:
             _add(out, cfg, opt.line, f"{opt.key}={opt.value}: darknet removes spaces but not "
                  "inline comments, so the comment is part of the value",
@@ -517,7 +509,7 @@ def _value_finding(cfg: Cfg, section: Section, name: str, key: str, value: str,
                    f"{section.line}: {problem}", value_hint(name, key), Severity.ERROR)
 
 
-def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:
+def _check_duplicates(cfg: Cfg, d: Dialect, out: list[Finding]) -> None:
     """darknet's option_find() takes the first of two equal keys; hank-ai refuses them."""
     for section in cfg.sections:
         seen: dict[str, Option] = {}
@@ -528,10 +520,10 @@ def _check_duplicates(cfg: Cfg, d: str, out: list[Finding]) -> None:
                      f"{opt.key} twice (lines {first.line} and {opt.line}); darknet uses "
                      f"the first, {opt.key}={first.value}",
                      f"delete one of the two {opt.key} lines",
-                     Severity.ERROR if d == "hankai" else Severity.WARNING)
+                     Severity.ERROR if d is Dialect.HANKAI else Severity.WARNING)
 
 
-def _check_size(cfg: Cfg, d: str, strict: bool, out: list[Finding]) -> None:
+def _check_size(cfg: Cfg, d: Dialect, strict: bool, out: list[Finding]) -> None:
     for key in ("width", "height"):
         value = cfg._net_int(key)
         line = cfg.net.line_of(key)
@@ -542,10 +534,10 @@ def _check_size(cfg: Cfg, d: str, strict: bool, out: list[Finding]) -> None:
             _add(out, cfg, line, f"[net] has no positive {key} ('No input parameters "
                  "supplied')", f"set {key}=416 (a multiple of 32)")
         elif value % 32:
-            fatal = strict or d == "hankai"
+            fatal = strict or d is Dialect.HANKAI
+            refuses = " (hank-ai refuses it)" if d is Dialect.HANKAI else ""
             _add(out, cfg, line, f"{key}={value} is not a multiple of 32: the YOLO grid "
-                 "would not line up with the image" + (" (hank-ai refuses it)" if d == "hankai"
-                                                       else ""),
+                 f"would not line up with the image{refuses}",
                  f"use {key}={_round32(value)}", Severity.ERROR if fatal else Severity.WARNING)
 
 
@@ -614,7 +606,7 @@ def _check_steps(cfg: Cfg, max_batches: int, out: list[Finding]) -> None:
              f"use steps={int(max_batches * .8)},{int(max_batches * .9)} (80% and 90%)")
 
 
-def _check_heads(cfg: Cfg, d: str, training: bool, out: list[Finding]) -> None:
+def _check_heads(cfg: Cfg, d: Dialect, training: bool, out: list[Finding]) -> None:
     heads = cfg.output_layers()
     if not heads:
         return
@@ -628,7 +620,7 @@ def _check_heads(cfg: Cfg, d: str, training: bool, out: list[Finding]) -> None:
                  f"classes={final}: every head must detect the same classes",
                  f"set classes={final} in every [yolo]/[region] (and their filters)")
     last = heads[-1]
-    if training and d == "pjreddie" and atoi(last.get("random", "0")):
+    if training and d is Dialect.PJREDDIE and atoi(last.get("random", "0")):
         _add(out, cfg, last.line_of("random"), "random=1: pjreddie's darknet ignores "
              "width/height then and trains at a random 320..608 px, and at 608×608 for the "
              "last 200 iterations", "set random=0 to train at the cfg's width×height",
@@ -668,11 +660,10 @@ def _check_head_anchors(cfg: Cfg, head: Section, out: list[Finding]) -> None:
              f"use mask indices below num={num}")
 
 
-def _check_layers(cfg: Cfg, d: str, out: list[Finding]) -> None:
-    known = PJREDDIE_SECTIONS if d == "pjreddie" else ALEXEYAB_SECTIONS
-    activations = PJREDDIE_ACTIVATIONS if d == "pjreddie" else ALEXEYAB_ACTIVATIONS
-    who = {"pjreddie": "pjreddie's (Debian's) darknet", "alexeyab": "AlexeyAB's darknet",
-           "hankai": "hank-ai's darknet"}[d]
+def _check_layers(cfg: Cfg, d: Dialect, out: list[Finding]) -> None:
+    known = PJREDDIE_SECTIONS if d is Dialect.PJREDDIE else ALEXEYAB_SECTIONS
+    activations = PJREDDIE_ACTIVATIONS if d is Dialect.PJREDDIE else ALEXEYAB_ACTIVATIONS
+    who = d.who
     bad_activations: dict[str, list[int]] = {}
     grouped_routes: list[int] = []
     for s in cfg.layers:
@@ -683,7 +674,7 @@ def _check_layers(cfg: Cfg, d: str, out: list[Finding]) -> None:
         act = s.get("activation")
         if act is not None and act not in activations:
             bad_activations.setdefault(act, []).append(s.line_of("activation"))
-        if d == "pjreddie" and s.name == "route" and s.option("groups") is not None:
+        if d is Dialect.PJREDDIE and s.name == "route" and s.option("groups") is not None:
             grouped_routes.append(s.line_of("groups"))
         _check_references(cfg, s, out)
     for act, lines in bad_activations.items():
@@ -691,7 +682,7 @@ def _check_layers(cfg: Cfg, d: str, out: list[Finding]) -> None:
              f"{who}: it prints 'Couldn't find activation function' and trains with ReLU, "
              "a different network from the one the cfg describes",
              "train this cfg with AlexeyAB's darknet (it knows mish and swish), or use "
-             "activation=leaky" if d == "pjreddie" else "use activation=leaky")
+             "activation=leaky" if d is Dialect.PJREDDIE else "use activation=leaky")
     if grouped_routes:
         _add(out, cfg, grouped_routes[0], f"[route] groups=/group_id= "
              f"({_lines_text(grouped_routes)}) are ignored by pjreddie's darknet ('Unused "
@@ -723,8 +714,8 @@ def _lines_text(lines: list[int]) -> str:
     return f"{len(lines)} layers, lines {shown}"
 
 
-def _unknown_section_reason(s: Section, who: str, d: str) -> str:
-    if d == "pjreddie" and s.name in ALEXEYAB_SECTIONS:
+def _unknown_section_reason(s: Section, who: str, d: Dialect) -> str:
+    if d is Dialect.PJREDDIE and s.name in ALEXEYAB_SECTIONS:
         return (f"{s.type} is an AlexeyAB layer that {who} does not know: it prints 'Type "
                 "not recognized' and builds an empty layer, then aborts ('Layer before "
                 "convolutional layer must output image') or segfaults at the first "
@@ -738,12 +729,12 @@ def _unknown_section_reason(s: Section, who: str, d: str) -> str:
            "network breaks at this layer"
 
 
-def _unknown_section_fix(s: Section, d: str) -> str:
+def _unknown_section_fix(s: Section, d: Dialect) -> str:
     lower = {t.lower(): t for t in ALEXEYAB_SECTIONS | PJREDDIE_SECTIONS}
     near = lower.get(s.name.lower())
     if near and near != s.name:
         return f"write [{near}]"
-    if d == "pjreddie" and s.name in ALEXEYAB_SECTIONS:
+    if d is Dialect.PJREDDIE and s.name in ALEXEYAB_SECTIONS:
         return "train this cfg with AlexeyAB's darknet, or start from a cfg pjreddie " \
                "knows (yolov3-tiny, yolov2-tiny-voc)"
     close = difflib.get_close_matches(s.name, sorted(ALEXEYAB_SECTIONS), n=1)

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from farm.darknet.cfg import dialect_name
+from farm.darknet.dialect import Dialect
 from farm.darknet.objdata import parse_obj_data, resolve
 from farm.errors import BadInput, Finding, FindingsError, Severity
 
@@ -140,9 +140,9 @@ class _Findings:
 # Label paths
 
 
-def label_path(image: str, dialect="pjreddie") -> str | None:
+def label_path(image: str, dialect: Dialect = Dialect.PJREDDIE) -> str | None:
     """The label file darknet reads for `image`, or None when it cannot derive one."""
-    return _LABEL_RULES[dialect_name(dialect)](image)
+    return _LABEL_RULES[Dialect.of(dialect)](image)
 
 
 def _hankai_label(image: str) -> str:
@@ -169,8 +169,8 @@ def _alexeyab_label(image: str) -> str | None:
     return None
 
 
-_LABEL_RULES = {"pjreddie": _pjreddie_label, "alexeyab": _alexeyab_label,
-                "hankai": _hankai_label}
+_LABEL_RULES = {Dialect.PJREDDIE: _pjreddie_label, Dialect.ALEXEYAB: _alexeyab_label,
+                Dialect.HANKAI: _hankai_label}
 
 
 def _sibling_label(image: str) -> str:
@@ -251,7 +251,7 @@ def _image_kind(head: bytes) -> str | None:
 @dataclass
 class _Rules:
     classes: int
-    dialect: str
+    dialect: Dialect
     role: str
     base_dir: str
     fallback_dir: str | None  # tried when an image is not under base_dir
@@ -260,8 +260,9 @@ class _Rules:
     min_object_px: float
 
 
-def lint_list(list_path: str | os.PathLike, *, classes: int, dialect="pjreddie",
-              role: str = "train", base_dir: str | os.PathLike | None = None,
+def lint_list(list_path: str | os.PathLike, *, classes: int,
+              dialect: Dialect = Dialect.PJREDDIE, role: str = "train",
+              base_dir: str | os.PathLike | None = None,
               check_images: bool = True, net_size: tuple[int, int] | None = None,
               min_object_px: float = MIN_OBJECT_PX,
               min_images_per_class: int | None = MIN_IMAGES_PER_CLASS,
@@ -281,7 +282,7 @@ def lint_list(list_path: str | os.PathLike, *, classes: int, dialect="pjreddie",
         raise BadInput(f"classes={classes!r} must be an integer ≥ 1")
     list_dir = os.path.dirname(os.path.abspath(list_path))
     base = os.path.abspath(base_dir) if base_dir is not None else list_dir
-    rules = _Rules(classes, dialect_name(dialect), role, base,
+    rules = _Rules(classes, Dialect.of(dialect), role, base,
                    list_dir if list_dir != base else None, check_images, net_size,
                    float(min_object_px))
     report = LintReport()
@@ -537,7 +538,7 @@ def _base_dir_hint(entry: str, base_dir: str) -> str | None:
 
 def _report_crlf_list(list_path: str, first: int, crlf: int, rules: _Rules,
                       out: _Findings) -> None:
-    if rules.dialect == "pjreddie":
+    if rules.dialect is Dialect.PJREDDIE:
         out.add("list.crlf", list_path, first, f"Windows (CRLF) line endings on {crlf} "
                 "lines: pjreddie's darknet keeps the '\\r' in each path ('Cannot load image', "
                 "then 'Couldn't open file: …txt\\r' and a crash)",
@@ -559,13 +560,17 @@ def _report_no_rule(list_path: str, lineno: int, image: str, rules: _Rules,
             "reads the image itself as the label file", "convert the image to .jpg or .png")
 
 
+_MISSING_LABEL_EFFECT = {
+    Dialect.PJREDDIE: "pjreddie stops training ('Couldn't open file', exit code 0)",
+    Dialect.ALEXEYAB: "AlexeyAB trains on it as a background-only image ('Can't open label "
+                      "file')",
+    Dialect.HANKAI: "hank-ai aborts ('failed to open annotation file')"}
+
+
 def _report_missing_label(list_path: str, lineno: int, image: str, label: str,
                           rules: _Rules, out: _Findings) -> None:
     sibling = _sibling_label(image)
-    effect = {"pjreddie": "pjreddie stops training ('Couldn't open file', exit code 0)",
-              "alexeyab": "AlexeyAB trains on it as a background-only image ('Can't open "
-                          "label file')",
-              "hankai": "hank-ai aborts ('failed to open annotation file')"}[rules.dialect]
+    effect = _MISSING_LABEL_EFFECT[rules.dialect]
     if sibling != label and os.path.exists(sibling):
         out.add("label.elsewhere", list_path, lineno, f"{rules.dialect} reads the labels of "
                 f"{image} from {label}{_replacements_note(image, label)}, which does not "
@@ -829,8 +834,9 @@ def _summarise(list_path: str, rules: _Rules, report: LintReport, out: _Findings
 
 
 def lint_obj_data(obj_data_path: str | os.PathLike, *, classes: int | None = None,
-                  dialect="pjreddie", base_dir: str | os.PathLike | None = None,
-                  check_images: bool = True, net_size: tuple[int, int] | None = None,
+                  dialect: Dialect = Dialect.PJREDDIE,
+                  base_dir: str | os.PathLike | None = None, check_images: bool = True,
+                  net_size: tuple[int, int] | None = None,
                   min_object_px: float = MIN_OBJECT_PX,
                   min_images_per_class: int | None = MIN_IMAGES_PER_CLASS,
                   max_findings_per_rule: int = MAX_FINDINGS_PER_RULE) -> LintReport:
@@ -998,14 +1004,14 @@ def _overlap(lists: dict[str, str], reports: dict[str, LintReport], cap: int) ->
 # Boxes for calc_anchors
 
 
-def box_sizes(list_path: str | os.PathLike, *, dialect="pjreddie",
+def box_sizes(list_path: str | os.PathLike, *, dialect: Dialect = Dialect.PJREDDIE,
               base_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, int]:
     """((w, h) of every valid box as fractions of its image, number of images) for the
     labels of an image list: what calc_anchors clusters."""
     list_path = os.fspath(list_path)
     list_dir = os.path.dirname(os.path.abspath(list_path))
     base = os.path.abspath(base_dir) if base_dir is not None else list_dir
-    derive = _LABEL_RULES[dialect_name(dialect)]
+    derive = _LABEL_RULES[Dialect.of(dialect)]
     try:
         text = _read_bytes(list_path).decode("utf-8", errors="surrogateescape")
     except OSError as e:

@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from farm.darknet.dialect import Dialect
 from farm.datasets.package import MANIFEST, PackageResult, package
 from farm.datasets.voc import import_voc
 from farm.errors import BadInput, Finding, FindingsError, Severity
@@ -39,7 +40,7 @@ _MAX_FINDINGS = 200
 
 def package_screens(sources: Sequence[str | os.PathLike], root: str | os.PathLike, *,
                     names: str | os.PathLike | list[str] | None = None,
-                    dialect: str = "pjreddie", check_images: bool = True,
+                    dialect: Dialect = Dialect.PJREDDIE, check_images: bool = True,
                     on_progress=None) -> PackageResult:
     """Package full screenshots as a screens set under root/<id>/.
 
@@ -146,7 +147,7 @@ def _label_boxes(label: str) -> Iterator[tuple[int, tuple]]:
             continue
 
 
-def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: str,
+def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: Dialect,
                  check_images: bool) -> list[str]:
     """The screens lint on a packaged (not yet renamed) screens set in `folder`: the
     dataset lint of its list, then the screens rules. Errors raise FindingsError;

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from farm.darknet.cfg import Cfg
-from farm.darknet.dialect import valid_argv
+from farm.darknet.dialect import Dialect, valid_argv
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
@@ -42,7 +42,7 @@ from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_p
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
-OPENCV_LAYOUT = "alexeyab"
+OPENCV_LAYOUT = Dialect.ALEXEYAB
 TILE_OVERLAP = 64      # farm dataset tile's default
 #: tiles per forward pass in tiled detection. On 2 shared cores with OpenCV 4.14 passes
 #: of 1 to 21 tiles cost the same within the noise (21 yolov4-tiny 416x416 tiles: best

@@ -163,7 +163,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
         if not run.inputs_checked:
-            workspace.preflight(run, dialect.value, checks.worker_limit(settings))
+            workspace.preflight(run, dialect, checks.worker_limit(settings))
             workspace.write_inputs(run, settings.runs_dir)
             run.weights_iteration = _weights_iteration(run)
             run.inputs_checked = True
@@ -234,7 +234,7 @@ def _wait_for_space(store: Store, settings: Settings, run: Run, dialect: dialect
 def _need(settings: Settings, run: Run, dialect: dialects.Dialect,
           hyper: dict[str, str]) -> disk.Need:
     known = [run.weights or ""] + [c.path for c in run.checkpoints[-1:]]
-    return disk.need_for(workspace.training_cfg(run, hyper), dialect.value,
+    return disk.need_for(workspace.training_cfg(run, hyper), dialect,
                          settings.disk_margin, known)
 
 
@@ -322,7 +322,7 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
                      on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)),
                      retention=Retention.from_settings(settings),
-                     weights_problem=lambda path: cut_short(path, cfg, dialect.value),
+                     weights_problem=lambda path: cut_short(path, cfg, dialect),
                      space=space,
                      space_every=settings.disk_check_interval)
     sup.supervise()

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import Dialect
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, Finding, FindingsError, Severity
 from farm.runs import checks
@@ -73,7 +74,7 @@ def base_hyper(run: Run) -> dict[str, str]:
     return out
 
 
-def preflight(run: Run, dialect: str, limit: checks.MemoryLimit | None = None) -> None:
+def preflight(run: Run, dialect: Dialect, limit: checks.MemoryLimit | None = None) -> None:
     """Refuse bad cfgs, start weights and datasets before darknet spends a second on
     them: the checks `farm train` ran at submit, again here (files change meanwhile),
     with this worker's dialect and memory `limit`."""

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from farm.darknet.dialect import Dialect
 from farm.errors import FarmError
 from farm.state import LeaseRenewer, Store
 from farm.sweeps import recipe as recipes_mod
@@ -90,7 +91,7 @@ def status(rec: dict[str, str] | None, now: float) -> str:
 
 
 def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
-                 host: str = "", dialect: str = "pjreddie", ttl: float = BUILD_TTL,
+                 host: str = "", dialect: Dialect = Dialect.PJREDDIE, ttl: float = BUILD_TTL,
                  now: Callable[[], float] = time.time) -> dict[str, str]:
     """Build the dataset of recipe `key` unless it is built, failed, or being built by
     another worker; returns the build record. A bad recipe or a dataset that fails its

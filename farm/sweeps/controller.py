@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from farm.darknet.cfg import NET_KEYS, VALUE_ONLY, Cfg, check_cfg, net_value_finding
+from farm.darknet.dialect import Dialect
 from farm.errors import BadInput, Severity
 from farm.runs import effective
 from farm.runs.model import Outcome, Run, RunState
@@ -100,7 +101,8 @@ def fit_schedule(trial: Trial, base: Cfg) -> None:
         trial.overrides["steps"] = steps
 
 
-def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> list[Trial]:
+def plan(spec: SweepSpec, dialect: Dialect | Callable[[Cfg], Dialect] = Dialect.PJREDDIE
+         ) -> list[Trial]:
     """`expand`, then fit each trial's schedule and check its cfg as darknet will read
     it, so a trial that could only end as bad input is refused before any trains.
     `dialect`: the one to judge with, or how to tell it from a trial's cfg.

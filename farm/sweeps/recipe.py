@@ -29,6 +29,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
+from farm.darknet.dialect import Dialect
 from farm.datasets import package as pkg
 from farm.datasets import synth
 from farm.errors import BadInput
@@ -207,7 +208,7 @@ def describe(recipe: dict) -> str:
 # Building: synthesize, then package (lint included) into the farm's datasets folder
 
 
-def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: str = "pjreddie",
+def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: Dialect = Dialect.PJREDDIE,
           on_step: Callable[[str], None] | None = None) -> pkg.PackageResult:
     """Make the recipe's dataset in data_dir/datasets/<dataset id>/ (content-addressed:
     an identical dataset already there is reused). The synthesized images go to a

@@ -17,6 +17,7 @@ import yaml
 
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
+from farm.darknet.dialect import Dialect
 from farm.errors import BadInput, FindingsError
 from farm.queues import host_queue
 from workers.cli import parse_size, pass_ctx, require_listener, wait_task
@@ -296,7 +297,7 @@ def _datasets_root(root: str | None) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--network", default="416x416", show_default=True,
               help="Network size, for the object-size statistics.")
-@click.option("--dialect", default="pjreddie", show_default=True,
+@click.option("--dialect", default=Dialect.PJREDDIE.value, show_default=True,
               help="darknet dialect the lint checks label paths for.")
 @click.option("--no-image-check", is_flag=True, help="Lint: skip the image byte checks.")
 @click.option("--kind", type=click.Choice(pkg.KINDS), default="train", show_default=True,
@@ -350,7 +351,7 @@ def _package_screens(sources, root, names, dialect, no_image_check, total) -> No
 @dataset.command("lint")
 @click.argument("obj_data", type=click.Path(dir_okay=False))
 @click.option("--classes", type=int, help="The cfg's class count [default: obj.data's].")
-@click.option("--dialect", default="pjreddie", show_default=True)
+@click.option("--dialect", default=Dialect.PJREDDIE.value, show_default=True)
 @click.option("--base-dir", type=click.Path(file_okay=False),
               help="Resolve relative paths here [default: obj.data's folder].")
 @click.option("--no-images", is_flag=True, help="Skip the image byte checks.")

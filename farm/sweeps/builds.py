@@ -23,7 +23,7 @@ from typing import Callable
 from farm.darknet.dialect import Dialect
 from farm.errors import FarmError
 from farm.state import LeaseRenewer, Store
-from farm.sweeps import recipe as recipes_mod
+from farm.datasets import recipe as recipes_mod
 from farm.sweeps.store import RecipeStore
 
 #: enqueue_build(recipe key) -> task id: how a build reaches an `augment` worker.

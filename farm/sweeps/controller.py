@@ -21,7 +21,7 @@ from farm.errors import BadInput, Severity
 from farm.runs import effective
 from farm.runs.model import Outcome, Run, RunState
 from farm.runs.schedule import fit_steps
-from farm.sweeps import recipe as rcp
+from farm.datasets import recipe as rcp
 from farm.sweeps.model import Trial, TrialState
 from farm.sweeps.spec import JOINT, Param, SweepSpec, check_rules_can_fire
 

@@ -25,7 +25,7 @@ from farm.settings import Settings
 from farm.state import Store
 from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
-from farm.sweeps import recipe as rcp
+from farm.datasets import recipe as rcp
 from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency

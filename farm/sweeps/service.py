@@ -26,6 +26,7 @@ from farm.state import Store
 from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
 from farm.datasets import recipe as rcp
+from farm.datasets.recipe import RecipeState
 from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
@@ -319,7 +320,7 @@ def _count_untouched(counts: dict[str, int], untouched: int, touched: list[Trial
     """Trials nothing happened to are pending, or building while their dataset is."""
     building = 0
     for key, n in per_recipe.items():
-        if (builds.get(key) or {}).get("state") != "ready":
+        if (builds.get(key) or {}).get("state") != RecipeState.READY:
             building += n - sum(1 for t in touched if t.recipe_key == key)
     for state, n in ((TrialState.BUILDING, building), (TrialState.PENDING,
                                                        untouched - building)):
@@ -395,8 +396,8 @@ def _fail_unbuildable(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
     """Trials whose dataset could not be built fail with the build's message."""
     for trial in trials:
         rec = builds.get(trial.recipe_key or "")
-        if rec and rec.get("state") == "failed" and not trial.run_id and not trial.error \
-                and not trial.cancelled:
+        failed = rec and rec.get("state") == RecipeState.FAILED
+        if failed and not trial.run_id and not trial.error and not trial.cancelled:
             trial.error = f"dataset {trial.recipe_key} could not be built: {rec.get('error')}"
             sweeps.save_trial(sweep_id, trial)
 

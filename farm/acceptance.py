@@ -4,7 +4,7 @@ screenshots the training never saw (`farm acceptance`, run by hand on a GPU host
 1. split the labelled screenshots (labelImg XML, or YOLO labels) into train and
    held-out screens, by a hash of each name (the same split every time), and package
    both as screens sets (farm.datasets.screens);
-2. synthesize training tiles from the train screens only (farm.datasets.fromscreens:
+2. synthesize training tiles from the train screens only (farm.datasets.synth.fromscreens:
    their backgrounds, their marks, their mark sizes) at the network's size, and package
    them (farm.datasets.package);
 3. write a small sweep (learning rates) ranked by the held-out screens mAP
@@ -27,7 +27,7 @@ from typing import Callable
 
 from farm.darknet.cfg import Cfg
 from farm.darknet.dialect import Dialect
-from farm.datasets.fromscreens import (ScreenSynthSpec, size_report, synthesize_from_screens,
+from farm.datasets.synth.fromscreens import (ScreenSynthSpec, size_report, synthesize_from_screens,
                                        write_sheet)
 from farm.datasets.package import package
 from farm.datasets.screens import is_labelimg, open_screens, package_screens

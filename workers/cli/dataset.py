@@ -162,7 +162,7 @@ def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_ke
 
 def _from_screens_chunk(args) -> int:
     """One worker process's share of a synthesis from screens (prepared already)."""
-    from farm.datasets import fromscreens
+    from farm.datasets.synth import fromscreens
     spec_dict, out_dir, n, seed, start, count = args
     fromscreens.synthesize_from_screens(None, out_dir, n, seed,
                                         fromscreens.ScreenSynthSpec.from_dict(spec_dict),
@@ -196,7 +196,7 @@ def _in_pool(chunk_fn, spec_dict: dict, out_dir, n: int, seed: int, workers: int
 
 def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
                         sheet, from_screens) -> None:
-    from farm.datasets import fromscreens
+    from farm.datasets.synth import fromscreens
     from farm.datasets.screens import open_screens
     data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
     spec = fromscreens.ScreenSynthSpec.from_dict(data, path=spec_file)

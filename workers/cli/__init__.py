@@ -93,9 +93,9 @@ def warn_findings(findings) -> None:
 
 def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
     """Copy a file from an inventory host (sha256 checked on both sides)."""
-    from farm.remote import flow
+    from farm.remote import flow, transfer
     with flow.connect(ctx.settings, host) as h:
-        h.pull(path, dest)
+        transfer.pull(h, path, dest)
 
 
 def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:

@@ -21,6 +21,22 @@ LOG_RATIO = 20.0
 #: a scale's top is at most this many times (log) or spans (linear) over its 99th
 #: percentile: a spike does not flatten the curve, a smooth start is still shown whole
 OUTLIER_FACTOR = 10.0
+#: an avg loss this many times above the lowest it had reached is a run-up to nan: left
+#: out of a loss scale (drawn off-scale, on the top edge)
+RUNUP = 3.0
+
+
+def before_runup(values: list[float]) -> list[float]:
+    """`values` (avg loss along iterations) up to where they run up to divergence:
+    1e17 just before nan is no part of the training anyone wants to read."""
+    out: list[float] = []
+    lowest = math.inf
+    for v in values:
+        lowest = min(lowest, v)
+        if v > RUNUP * lowest:
+            break
+        out.append(v)
+    return out
 
 
 def attempt_colour(number: int) -> str:

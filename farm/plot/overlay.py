@@ -48,12 +48,13 @@ class Overlay:
 
 
 def build(curves: list[Curve], *, title: str = "", max_batches: int = 0) -> Overlay:
-    """Colours in the given order (the leaderboard's), scales over every curve."""
+    """Colours in the given order (the leaderboard's), scales over every curve up to
+    where it runs up to divergence (a failed trial's 1e4 would flatten the others)."""
     for k, c in enumerate(curves):
         c.colour = c.colour or axes.trial_colour(k)
         c.loss = thin(sorted(c.loss))
         c.maps = sorted(c.maps)
-    loss = axes.fit([v for c in curves for _, v in c.loss])
+    loss = axes.fit([v for c in curves for v in axes.before_runup([v for _, v in c.loss])])
     top = max([v for c in curves for _, v in c.maps] + [0.0])
     map_hi = min(1.0, max(0.1, top * 1.1))
     x_hi = max([max_batches or 0, 1] + [i for c in curves for i, _ in c.loss + c.maps])

@@ -24,9 +24,6 @@ from farm.plot.axes import Scale
 from farm.plot.figure import Figure, text_width
 from farm.runs.effective import effective_settings
 
-#: a diverged attempt's avg loss this many times above the lowest it had reached is its
-#: run-up to nan: left out of the loss scale (drawn off-scale, on the top edge)
-RUNUP = 3.0
 #: the learning-rate panel shows at most this many decades below the highest rate
 #: (burn-in starts at rate × (1/burn_in)^4: 1e-12 of it, which would squash the rest)
 RATE_DECADES = 4
@@ -159,7 +156,7 @@ def _scale_values(by_attempt: dict[int, list[list]], about: dict[int, dict],
                   diverged: set[int]) -> list[float]:
     """Finite avg loss that chooses the scale: every attempt before its first bad
     iteration, and of a diverged attempt only what came before its run-up (once its avg
-    loss climbs over RUNUP times the lowest it had reached, it is exploding: 1e17 just
+    loss climbs over axes.RUNUP times the lowest it had reached, it is exploding: 1e17 just
     before nan is no part of the training anyone wants to read)."""
     values: list[float] = []
     for k, rows in by_attempt.items():
@@ -173,7 +170,7 @@ def _scale_values(by_attempt: dict[int, list[list]], about: dict[int, dict],
                 continue
             if k in diverged:
                 lowest = min(lowest, *finite)
-                if max(finite) > RUNUP * lowest:
+                if max(finite) > axes.RUNUP * lowest:
                     break
             values += finite
     return values

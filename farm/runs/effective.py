@@ -91,7 +91,7 @@ def effective_settings(run: Run, attempt: Attempt | None = None) -> Effective:
     if effective or attempt.rate is not None:
         effective["learning_rate"] = _num(attempt.rate_value)
     changed = {k: [requested.get(k, "-"), effective[k]] for k in MANAGED
-               if k in effective and not _same(requested.get(k), effective[k])}
+               if k in effective and not same_value(requested.get(k), effective[k])}
     restarts = attempt.number - 1
     text = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) or "as requested"
     if restarts:
@@ -103,7 +103,7 @@ def _num(x: float) -> str:
     return f"{x:.6g}"
 
 
-def _same(a: str | None, b: str | None) -> bool:
+def same_value(a: str | None, b: str | None) -> bool:
     """Equal as darknet reads them: numbers by value, lists (`steps`, `scales`) item by
     item (a restart writes `.1,.1` back as `0.1,0.1`: no change)."""
     if a == b:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from farm.errors import BadInput
 from farm.runs import schedule
-from farm.runs.effective import requested_of
+from farm.runs.effective import requested_of, same_value
 from farm.runs.model import Attempt, Outcome, Run
 from farm.settings import Settings
 
@@ -183,7 +183,7 @@ def _after_divergence(run: Run, last: Attempt, policy: Policy) -> Restart | Give
                       f"{_where(run, weights, resume)} cannot warm up again: {e}")
     hyper = {**last.hyper, **warm.hyper}
     changes = {k: [last.hyper.get(k, ""), v] for k, v in hyper.items()
-               if last.hyper.get(k) != v}
+               if not same_value(last.hyper.get(k), v)}
     changes["learning_rate"] = [_fmt(last.rate_value), _fmt(rate)]  # as the cfg means it
     return Restart(weights, changes,
                    f"{head}; restarting from {_where(run, weights, resume)} at learning_rate "

@@ -66,6 +66,15 @@ def test_overlaid_trials_each_have_a_colour_and_name_their_parameters():
     assert svg.count('class="trial legend-entry"') == 8
 
 
+def test_a_failed_trials_run_up_to_nan_does_not_set_the_loss_scale():
+    healthy = curve(0, 0.002)
+    exploding = overlay.Curve(key=1, label="#1 learning_rate=5.0", loss=[
+        (i, v) for i, v in [(1, 90.0), (2, 60.0), (3, 70.0), (4, 4e3), (5, 1e4), (6, 1e8)]])
+    ov = overlay.build([healthy, exploding])
+    assert ov.loss[1] < 1000  # its 1e4 and 1e8 are drawn on the top edge, clipped
+    assert ov.loss[0] < 2  # the healthy trial's low end is on the scale
+
+
 def test_thinning_keeps_the_lows():
     points = [(i, 5.0 if i != 4321 else 0.1) for i in range(10000)]
     thin = overlay.thin(points, 100)

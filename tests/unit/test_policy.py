@@ -53,6 +53,8 @@ def test_a_restart_from_a_checkpoint_warms_up_again_from_where_it_resumes():
     assert darknet_rate(r.hyper, 300 + window) == pytest.approx(0.025)
     assert darknet_rate(r.hyper, 850) == pytest.approx(0.0025)  # the steps still come
     assert "warming up again from iteration 300 to 400" in r.reason
+    # what changed, and nothing else: `.1,.1` written back as `0.1,0.1` is no change
+    assert set(r.changes) == {"learning_rate", "burn_in", "power"}
 
 
 def test_a_late_resume_folds_the_steps_already_passed_into_the_rate():

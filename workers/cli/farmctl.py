@@ -105,7 +105,8 @@ def demo(ctx: Context, workdir: str | None) -> int:
     farm = None
     try:
         ctx.store().ping()
-        click.echo(f"using the farm at {s.effective_redis_url}")
+        from farm.state import safe_url
+        click.echo(f"using the farm at {safe_url(s.effective_redis_url)}")
     except FarmUnavailable:
         farm = EmbeddedFarm(s)
         farm.start()

@@ -18,7 +18,7 @@ import time
 
 from dashboard.board import RUNS_LIMIT, finite
 from dashboard.sweeps import active_trial_counts
-from farm.chart import iterations_per_second
+from farm.runs.chart import iterations_per_second
 from farm.queues import ROLE_QUEUES
 from farm.runs.model import RunState
 from farm.settings import Settings

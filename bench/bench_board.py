@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from dashboard.app import make_app  # noqa: E402
 from dashboard.board import chart_payload, run_payload, runs_payload  # noqa: E402
-from farm.chart import update_chart  # noqa: E402
+from farm.runs.chart import update_chart  # noqa: E402
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.state import Store  # noqa: E402

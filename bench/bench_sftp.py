@@ -5,8 +5,8 @@ sides; "remote" folders are folders of this machine served by that sshd. The dat
 many small files, as a darknet dataset is (default 200 MB of ~50 KB files). Measured, in
 this order, each farm figure side by side with rsync in the same run:
 
-push (`--only push`): random-byte files, `SSHHost.sync_dir` vs `rsync -a` host-ward
-1. full sync into an empty folder: `SSHHost.sync_dir` (SFTP, sha256 of every file on both
+push (`--only push`): random-byte files, `transfer.sync_dir` vs `rsync -a` host-ward
+1. full sync into an empty folder: `transfer.sync_dir` (SFTP, sha256 of every file on both
    sides, `.part` + rename) and `rsync -a` over `ssh`; MB/s of each and the ratio;
 2. sync again after 1 % of the files changed (new content, same size): time of each;
 3. sync again with nothing changed: time of each.
@@ -43,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from farm.remote import transfer  # noqa: E402
 from tests.sshd import LoopbackSSHD  # noqa: E402  (the tests' sshd)
 
 
@@ -136,7 +137,7 @@ def bench_push(args, sshd: LoopbackSSHD, root: Path) -> None:
     print(f"one remote command (run(['true'])): {lat * 1000:.0f} ms median; sync_dir "
           f"runs 2 (rsync starts 1), so that cost is in both figures below")
 
-    t_sftp, r = timed(lambda: host.sync_dir(local, str(root / "via-sftp")))
+    t_sftp, r = timed(lambda: transfer.sync_dir(host, local, str(root / "via-sftp")))
     assert len(r.sent) == len(files)
     t_rsync, _ = timed(lambda: rsync(sshd, local, root / "via-rsync"))
     print(f"full sync   farm SFTP {t_sftp:7.2f} s ({mb / t_sftp:6.1f} MB/s)   "
@@ -146,13 +147,13 @@ def bench_push(args, sshd: LoopbackSSHD, root: Path) -> None:
     changed = random.Random(1).sample(files, max(1, int(len(files) * args.changed)))
     for p in changed:
         p.write_bytes(os.urandom(p.stat().st_size))
-    t_sftp1, r1 = timed(lambda: host.sync_dir(local, str(root / "via-sftp")))
+    t_sftp1, r1 = timed(lambda: transfer.sync_dir(host, local, str(root / "via-sftp")))
     t_rsync1, out1 = timed(lambda: rsync(sshd, local, root / "via-rsync"))
     assert len(r1.sent) == len(changed), (len(r1.sent), len(changed))
     print(f"{len(changed)} changed  farm SFTP {t_sftp1:7.2f} s (sent {len(r1.sent)})"
           f"             rsync -a {t_rsync1:7.2f} s (sent {rsync_sent(out1.stdout)})")
 
-    t_sftp0, r0 = timed(lambda: host.sync_dir(local, str(root / "via-sftp")))
+    t_sftp0, r0 = timed(lambda: transfer.sync_dir(host, local, str(root / "via-sftp")))
     t_rsync0, out0 = timed(lambda: rsync(sshd, local, root / "via-rsync"))
     assert not r0.sent
     print(f"no change   farm SFTP {t_sftp0:7.2f} s (sent 0)"

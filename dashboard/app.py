@@ -14,7 +14,7 @@ from dashboard import views as v
 from dashboard.auth import USER, Login
 from dashboard.board import RUNS_LIMIT
 from dashboard.metrics import CeleryWatch
-from farm.chart import update_chart
+from farm.runs.chart import update_chart
 from farm.errors import FarmError, PortInUse
 from farm.runs.model import RunState
 from farm.settings import Settings

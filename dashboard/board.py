@@ -8,7 +8,7 @@ basic for scripts, a bearer token for Prometheus (dashboard/auth.py). Every rout
 for it: pages, API, static files and /metrics alike.
 
 It must stay fast with big runs and big sweeps: the chart is drawn from the folded chart
-state (farm.chart; a few thousand buckets however long the run), the run page's data
+state (farm.runs.chart; a few thousand buckets however long the run), the run page's data
 comes from one pipelined Redis round trip, the runs list from two, a sweep's page holds
 one page of its leaderboard. A background callback keeps the charts of running runs
 folded, so a page never waits for a backlog.

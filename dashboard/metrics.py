@@ -18,7 +18,8 @@ import time
 
 from dashboard.board import RUNS_LIMIT, finite
 from dashboard.sweeps import active_trial_counts
-from farm.chart import iterations_per_second
+from farm.runs.chart import iterations_per_second
+from farm.queues import ROLE_QUEUES
 from farm.runs.model import RunState
 from farm.settings import Settings
 from farm.state import Store
@@ -27,8 +28,6 @@ from farm.state import Store
 WATCH_EVERY = 15.0
 #: seconds a broadcast waits for the workers' replies
 REPLY_WAIT = 1.0
-#: the role queues, reported even when empty and unwatched
-ROLE_QUEUES = ("gpu", "cpu", "augment", "eval")
 
 
 class CeleryWatch:

@@ -4,7 +4,7 @@ screenshots the training never saw (`farm acceptance`, run by hand on a GPU host
 1. split the labelled screenshots (labelImg XML, or YOLO labels) into train and
    held-out screens, by a hash of each name (the same split every time), and package
    both as screens sets (farm.datasets.screens);
-2. synthesize training tiles from the train screens only (farm.datasets.fromscreens:
+2. synthesize training tiles from the train screens only (farm.datasets.synth.fromscreens:
    their backgrounds, their marks, their mark sizes) at the network's size, and package
    them (farm.datasets.package);
 3. write a small sweep (learning rates) ranked by the held-out screens mAP
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 from farm.darknet.cfg import Cfg
-from farm.datasets.fromscreens import (ScreenSynthSpec, size_report, synthesize_from_screens,
+from farm.darknet.dialect import Dialect
+from farm.datasets.synth.fromscreens import (ScreenSynthSpec, size_report, synthesize_from_screens,
                                        write_sheet)
 from farm.datasets.package import package
 from farm.datasets.screens import is_labelimg, open_screens, package_screens
@@ -60,7 +61,8 @@ def prepare(labelled: str | os.PathLike, *, names: str | os.PathLike, out: str |
             weights: str | os.PathLike | None = None, held_out: float = HELD_OUT,
             images: int = 3000, learning_rates: tuple[float, ...] = (0.001, 0.002),
             iterations: int = 2000, eval_every: int = 500, concurrency: int = 1,
-            sets: dict[str, str] | None = None, seed: int = 0, dialect: str = "pjreddie",
+            sets: dict[str, str] | None = None, seed: int = 0,
+            dialect: Dialect = Dialect.PJREDDIE,
             say: Callable[[str], None] = lambda text: None) -> Plan:
     """Steps 1-3 of the module docstring; `say` hears what is being done."""
     out = Path(out).resolve()

@@ -7,6 +7,7 @@ talks to the outside system; the CLI maps them to exit codes at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 
 class FarmError(Exception):
@@ -97,6 +98,16 @@ class LeaseLost(FarmError):
     """Another process holds the run: this one must stop its darknet at once."""
 
 
+class Severity(str, Enum):
+    """How bad a finding is: an error refuses the input, a warning is said and let pass."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem found in a user's file: where, why, and how to fix it."""
@@ -105,7 +116,11 @@ class Finding:
     line: int | None
     reason: str
     fix: str
-    severity: str = "error"  # "error" or "warning"
+    severity: Severity = Severity.ERROR
+
+    def __post_init__(self):
+        # read back from JSON (a task's result) it is a string again
+        object.__setattr__(self, "severity", Severity(self.severity))
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
@@ -116,7 +131,7 @@ class FindingsError(BadInput):
     """Raised when a check found errors; carries every finding, not just the first."""
 
     def __init__(self, findings: list[Finding], what: str = "input"):
-        errors = [f for f in findings if f.severity == "error"]
+        errors = [f for f in findings if f.severity is Severity.ERROR]
         first = errors[0] if errors else findings[0]
         more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
         super().__init__(f"{first.reason}{more}", path=first.path, line=first.line,

@@ -6,7 +6,7 @@ What goes (each item listed with its bytes; a dry run removes nothing):
   backup/, checkpoints beyond what retention keeps, pins whose evaluation is recorded
   (farm.runs.retention: the same rules a run follows as it trains, for runs that
   trained before retention or with it off);
-- datasets built from a recipe (farm.sweeps.recipe) that no active sweep and no
+- datasets built from a recipe (farm.datasets.recipe) that no active sweep and no
   unfinished run uses, and no pending evaluation reads. The recipe's record is made
   unbuilt first, so a sweep submitted later builds it again rather than train on a
   folder that is going; the uses are then looked at again, and the folder is renamed

@@ -14,15 +14,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from farm.darknet.dialect import NAMES as DIALECTS, Dialect
 from farm.darknet.memory import parse_size
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
+from farm.queues import WorkerSpec, host_queue
 
 ROLES = ("gpu", "cpu", "augment", "label", "eval")
 #: Roles served by the one CPU worker of a host, in queue order.
@@ -30,7 +31,6 @@ CPU_ROLES = ("cpu", "augment", "label", "eval")
 HOST_FIELDS = ("address", "ssh", "roles", "data_dir", "darknet", "gpus", "gpu_memory",
                "dialect")
 DEFAULT_FIELDS = ("ssh", "data_dir", "darknet", "dialect")
-DIALECTS = ("alexeyab", "hankai", "pjreddie")
 SSH_FIELDS = ("user", "port", "key", "known_hosts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -65,51 +65,7 @@ class Host:
     gpu_memory: int | None = None
     #: the dialect of its darknet (`dialect: alexeyab`); None: not given (its worker
     #: detects it; the head then judges cfgs by their own features)
-    dialect: str | None = None
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """One Celery worker process of a host: its node name, queues and environment."""
-
-    host: str
-    instance: str                   # `gpu0`, `gpu1`, … or `cpu`: the systemd instance name
-    queues: tuple[str, ...]
-    concurrency: int | None         # None: Celery's default, the host's CPU count
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def node(self) -> str:
-        return f"{self.instance}@{self.host}"
-
-    @property
-    def gpu(self) -> bool:
-        return "CUDA_VISIBLE_DEVICES" in self.env
-
-    def worker_args(self) -> list[str]:
-        """The arguments after `celery -A workers.app worker` (docs/celery.md §3)."""
-        args = ["-n", self.node, "-Q", ",".join(self.queues)]
-        if self.concurrency:
-            args += ["-c", str(self.concurrency)]
-        args += ["-P", "prefork", "--prefetch-multiplier=1"]
-        if self.gpu:
-            # Training acks early and holds a lease: a worker must not reserve a second run.
-            args.append("--disable-prefetch")
-        return args + ["-E", "-l", "INFO"]
-
-    def argv(self, python: str = "python3") -> list[str]:
-        return [python, "-m", "celery", "-A", "workers.app", "worker", *self.worker_args()]
-
-    def command_line(self, python: str = "python3") -> str:
-        """A shell line that starts this worker, every word quoted."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return f"{env} {shlex.join(self.argv(python))}".strip()
-
-    def env_file(self) -> str:
-        """The systemd EnvironmentFile of `farm-worker@<instance>` (ops/systemd)."""
-        lines = [f"{k}={v}" for k, v in self.env.items()]
-        lines.append(f"FARM_WORKER_ARGS={' '.join(self.worker_args())}")
-        return "\n".join(lines) + "\n"
+    dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +88,7 @@ class Inventory:
         h = self.host(host)
         base = {"FARM_HOST_NAME": h.name, "FARM_DATA_DIR": h.data_dir,
                 "FARM_DARKNET": h.darknet}
-        own = f"host.{h.name}"
+        own = host_queue(h.name)
         plan = [WorkerSpec(h.name, f"gpu{i}", ("gpu", own), 1,
                            {"CUDA_VISIBLE_DEVICES": str(i), **base})
                 for i in range(h.gpus if "gpu" in h.roles else 0)]
@@ -162,7 +118,7 @@ class Inventory:
                 findings.append(Finding(self.path, h.line, reason, fix))
             else:
                 reason = f"host {h.name}: {', '.join(missing)} did not answer"
-                findings.append(Finding(self.path, h.line, reason, fix, "warning"))
+                findings.append(Finding(self.path, h.line, reason, fix, Severity.WARNING))
         return findings
 
 
@@ -411,7 +367,7 @@ def _host(c: _Checker, name: Any, body: Any, line: int, defaults: dict) -> Host 
     if len(c.findings) > before or None in (address, roles, gpus, data_dir, darknet, ssh):
         return None
     return Host(name, address, ssh, tuple(roles), data_dir, darknet, gpus, line, gpu_memory,
-                dialect)
+                None if dialect is None else Dialect(dialect))
 
 
 def _gpu_memory(c: _Checker, body: _Map, where: str, gpus: int | None) -> int | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from farm.darknet.dialect import Dialect
+
 MICRO_CFG = """\
 # micro: a four-layer detector for tests and the demo (one class, 64x64)
 [net]
@@ -147,7 +149,7 @@ QUIET_GAIN = 2.0
 
 
 def random_weights(cfg_path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
-                   dialect: str = "alexeyab", sparse: bool = False) -> Path:
+                   dialect: Dialect = Dialect.ALEXEYAB, sparse: bool = False) -> Path:
     """A darknet weights file for a cfg, never trained: He-initialised kernels, batch norm
     at identity (scale 1, mean 0, variance 1), zero biases. For benchmarks and tests that
     need a network of a given shape, not a good one (a cfg darknet here cannot train).

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
+from farm.darknet.dialect import NAMES as DIALECTS
 from farm.errors import ConfigError
 
 
@@ -181,9 +182,9 @@ class Settings:
         return Path(self.data_dir) / "runs"
 
     def validate(self) -> "Settings":
-        if self.darknet_dialect not in ("auto", "alexeyab", "hankai", "pjreddie"):
+        if self.darknet_dialect not in ("auto", *DIALECTS):
             raise ConfigError(f"darknet_dialect={self.darknet_dialect!r} is not a dialect",
-                              hint="use auto, alexeyab, hankai or pjreddie")
+                              hint=f"use auto, {', '.join(DIALECTS[:-1])} or {DIALECTS[-1]}")
         if self.redis_url:
             u = urlparse(self.redis_url)
             if u.scheme not in ("redis", "rediss", "unix"):

@@ -330,12 +330,12 @@ class Store:
         return lines[max(seen - first_held, 0):], total
 
     # =====================================================================================
-    # Evaluations and best weights (farm.eval, farm.chart and the board)
+    # Evaluations and best weights (farm.eval, farm.runs.chart and the board)
     #
     #   run:<id>:evals   hash: iteration -> JSON evaluation of the checkpoint at it
     #   run:<id>:best    JSON of the best evaluation (score, iteration, weights, sha256, …)
     #   run:<id>:lasteval  JSON of the evaluation of the newest checkpoint evaluated so far
-    #   run:<id>:chart   JSON: the metrics stream folded into chart buckets (farm.chart)
+    #   run:<id>:chart   JSON: the metrics stream folded into chart buckets (farm.runs.chart)
     #   run:<id>:evalsent  set of iterations whose evaluation was sent to the eval queue
     # =====================================================================================
 

@@ -3,7 +3,7 @@
 Decisions (docs/celery.md): JSON only (pickle over a broker is remote code execution);
 training acks early with prefetch disabled and holds a run lease in Redis instead of
 relying on the broker's visibility timeout; the same visibility timeout everywhere.
-Queues are named by role (`gpu`, `cpu`, `augment`, `eval`) and by host (`host.<name>`).
+Queues are named by role and by host (farm.queues).
 """
 from __future__ import annotations
 
@@ -11,24 +11,21 @@ from celery import Celery
 from celery.app.amqp import AMQP
 
 from farm import settings as farm_settings
+from farm.queues import AUGMENT, CPU, EVAL, GPU
 
 ROUTES = {
-    "farm.train": {"queue": "gpu"},
-    "farm.reap": {"queue": "cpu"},
-    "farm.dataset.synth*": {"queue": "augment"},
-    "farm.dataset.*": {"queue": "cpu"},
-    "farm.eval.*": {"queue": "eval"},
-    "farm.sweep.*": {"queue": "cpu"},
-    "farm.flow.*": {"queue": "cpu"},  # sent to a host's queue (host.<name>) by the CLI
-    "farm.notify": {"queue": "cpu"},
+    "farm.train": {"queue": GPU},
+    "farm.reap": {"queue": CPU},
+    "farm.dataset.synth*": {"queue": AUGMENT},
+    "farm.dataset.*": {"queue": CPU},
+    "farm.eval.*": {"queue": EVAL},
+    "farm.sweep.*": {"queue": CPU},
+    "farm.flow.*": {"queue": CPU},  # sent to a host's queue (host.<name>) by the CLI
+    "farm.notify": {"queue": CPU},
 }
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
                 "workers.tasks.sweep", "workers.tasks.flow", "workers.tasks.notify"]
-
-
-def host_queue(name: str) -> str:
-    return f"host.{name}"
 
 
 class FarmAMQP(AMQP):
@@ -76,7 +73,7 @@ def configure(app: Celery, s: farm_settings.Settings) -> Celery:
         task_serializer="json", result_serializer="json", event_serializer="json",
         accept_content=["json"], result_accept_content=["json"],
         task_routes=ROUTES,
-        task_default_queue="cpu",
+        task_default_queue=CPU,
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,

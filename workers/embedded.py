@@ -23,9 +23,10 @@ import click
 
 from farm.credentials import FLOWER_PASSWORD, METRICS_TOKEN, ensure_secret
 from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
+from farm import queues
+from farm.queues import WorkerSpec
 from farm.settings import Settings
 from farm.state import Store, safe_url
-from workers.app import host_queue
 from workers.supervision import ChildSpec, Children, claim, describe_exit
 
 FLOWER_USER = "farm"
@@ -82,17 +83,13 @@ def redis_config(s: Settings, redis_dir: Path) -> Path:
 
 
 def celery_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+    return queues.celery_argv(sys.executable, *args)
 
 
-def worker_argv(role: str, s: Settings, queues: list[str], concurrency: int) -> list[str]:
-    argv = celery_argv("worker", "-n", f"{role}@{s.host_name}",
-                       "-Q", ",".join(queues + [host_queue(s.host_name)]),
-                       "-c", str(concurrency), "-P", "prefork", "-E", "-l", "INFO",
-                       "--prefetch-multiplier=1")
-    if role.startswith("gpu"):
-        argv.append("--disable-prefetch")
-    return argv
+def worker_argv(role: str, s: Settings, listens: tuple[str, ...], concurrency: int) -> list[str]:
+    """`role`'s worker on this machine: `listens` and the host's own queue."""
+    return WorkerSpec(s.host_name, role, listens + (queues.host_queue(s.host_name),),
+                      concurrency).argv(sys.executable)
 
 
 def gpu_roles(s: Settings) -> list[str]:
@@ -158,9 +155,10 @@ class EmbeddedFarm:
                             death_signal=signal.SIGTERM))
         self._wait_redis()
         for role in gpu_roles(self.s):
-            spawn(ChildSpec(f"worker-{role}", worker_argv(role, self.s, ["gpu"], 1),
+            spawn(ChildSpec(f"worker-{role}", worker_argv(role, self.s, (queues.GPU,), 1),
                             stop_signal=signal.SIGQUIT))
-        spawn(ChildSpec("worker-cpu", worker_argv("cpu", self.s, ["cpu", "augment", "eval"], 2),
+        cpu_roles = (queues.CPU, queues.AUGMENT, queues.EVAL)
+        spawn(ChildSpec("worker-cpu", worker_argv("cpu", self.s, cpu_roles, 2),
                         stop_signal=signal.SIGQUIT))
         if self.beat:
             spawn(ChildSpec("beat", celery_argv("beat", "-s", str(self.data_dir / "beat-schedule"),

@@ -16,7 +16,7 @@ from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
-from farm.errors import DarknetNotFound
+from farm.errors import BadInput, DarknetNotFound
 
 
 class Dialect(str, Enum):
@@ -24,10 +24,43 @@ class Dialect(str, Enum):
     HANKAI = "hankai"
     PJREDDIE = "pjreddie"
 
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, value: Dialect | str) -> Dialect:
+        """The dialect a flag, setting, inventory or record names (`hank-ai` and
+        `AlexeyAB` too): names are read at the edge, the farm passes Dialects."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower().replace("-", "").replace("_", ""))
+        except ValueError:
+            raise BadInput(f"unknown darknet dialect {value!r}",
+                           hint=f"use one of: {', '.join(NAMES)}") from None
+
     @property
     def has_map(self) -> bool:
         """`detector map` and `-map` exist (pjreddie has neither)."""
         return self is not Dialect.PJREDDIE
+
+    @property
+    def honours_groups(self) -> bool:
+        """[route] groups= is read (pjreddie ignores it: "Unused field"), so the layers
+        after a grouped route, and the weights that fill them, differ."""
+        return self is not Dialect.PJREDDIE
+
+
+    @property
+    def who(self) -> str:
+        """The darknet as messages name it."""
+        return _WHO[self]
+
+
+#: the dialects' names, as flags, settings and the inventory spell them
+NAMES = tuple(d.value for d in Dialect)
+_WHO = {Dialect.ALEXEYAB: "AlexeyAB's darknet", Dialect.HANKAI: "hank-ai's darknet",
+        Dialect.PJREDDIE: "pjreddie's (Debian's) darknet"}
 
 
 def resolve_binary(darknet: str) -> str:
@@ -111,7 +144,7 @@ def detect(darknet: str, configured: str = "auto") -> Dialect:
     """The dialect of `darknet`: the configured one, or detected from its banner."""
     path = resolve_binary(darknet)
     if configured != "auto":
-        return Dialect(configured)
+        return Dialect.of(configured)
     st = os.stat(path)
     return _detect_cached(path, f"{st.st_size} {st.st_mtime_ns}")
 
@@ -140,13 +173,13 @@ class Cadence:
     note: str | None = None       # what the farm changed, for a warning at submit
 
 
-def checkpoint_cadence(dialect: Dialect | str, eval_every: int) -> Cadence:
+def checkpoint_cadence(dialect: Dialect, eval_every: int) -> Cadence:
     """The checkpoint cadence for evaluations every `eval_every` iterations. AlexeyAB
     reads `savelast=` from obj.data and hank-ai takes `-saveweights N`, so the farm asks
     them for what it needs; pjreddie writes every 100, so `eval_every` is rounded to
     that (darknet.md §2-§4). Rollbacks keep their 100-iteration granularity: AlexeyAB's
     `_last` is set to gcd(eval_every, 100)."""
-    d = Dialect(getattr(dialect, "value", dialect))
+    d = Dialect.of(dialect)
     if eval_every <= 0 or eval_every % LAST_EVERY == 0:
         return Cadence(eval_every, {})
     if d is Dialect.ALEXEYAB:

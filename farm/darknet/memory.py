@@ -24,7 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from farm.darknet.cfg import Cfg, atof, atoi, dialect_name
+from farm.darknet.cfg import Cfg, atof, atoi
+from farm.darknet.dialect import Dialect
 from farm.darknet.weights import Layer, layers_of
 
 FLOAT = 4
@@ -99,14 +100,14 @@ def size_text(n: float) -> str:
     return f"{int(n)} B"
 
 
-def train_size(cfg: Cfg, dialect="pjreddie") -> tuple[int, int]:
+def train_size(cfg: Cfg, dialect: Dialect = Dialect.PJREDDIE) -> tuple[int, int]:
     """The largest width×height training reaches: random= resizes the network."""
     w, h = atoi(cfg.net_get("width", "0")) or 0, atoi(cfg.net_get("height", "0")) or 0
     heads = cfg.output_layers()
     random = atof(heads[-1].get("random", "0")) if heads else 0.0
     if not random:
         return w, h
-    if dialect_name(dialect) == "pjreddie":
+    if Dialect.of(dialect) is Dialect.PJREDDIE:
         return max(w, PJREDDIE_RANDOM_MAX), max(h, PJREDDIE_RANDOM_MAX)
     scale = ALEXEYAB_RANDOM_SCALE if random == 1 else random
     step = int(atof(cfg.net_get("resize_step", "32")) or 32)
@@ -114,10 +115,10 @@ def train_size(cfg: Cfg, dialect="pjreddie") -> tuple[int, int]:
             max(h, int(round(scale * h / step + 1)) * step))
 
 
-def estimate(cfg: Cfg, *, dialect="pjreddie") -> MemoryEstimate | None:
+def estimate(cfg: Cfg, *, dialect: Dialect = Dialect.PJREDDIE) -> MemoryEstimate | None:
     """What training `cfg` needs at its batch/subdivisions, at the largest size it
     reaches; None when a layer cannot be sized (farm.darknet.weights.layers_of)."""
-    d = dialect_name(dialect)
+    d = Dialect.of(dialect)
     width, height = train_size(cfg, d)
     if width <= 0 or height <= 0:
         return None
@@ -139,12 +140,13 @@ def estimate(cfg: Cfg, *, dialect="pjreddie") -> MemoryEstimate | None:
         process=PROCESS_BYTES)
 
 
-def _activation_floats(layer: Layer, d: str) -> int:
+def _activation_floats(layer: Layer, d: Dialect) -> int:
     """Floats one image keeps in this layer while training (output, delta and the rest)."""
     name, out = layer.section.name, layer.out.size
     if name in ("convolutional", "conv", "connected", "conn"):
         buffers = 2 + (2 if atoi(layer.section.get("batch_normalize", "0")) else 0)
-        if d != "pjreddie" and layer.section.get("activation") in _KEEPS_ACTIVATION_INPUT:
+        keeps_input = layer.section.get("activation") in _KEEPS_ACTIVATION_INPUT
+        if d is not Dialect.PJREDDIE and keeps_input:
             buffers += 1
         return buffers * out
     if name in ("maxpool", "max"):

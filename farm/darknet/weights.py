@@ -18,8 +18,9 @@ import struct
 from dataclasses import dataclass
 from itertools import accumulate
 
-from farm.darknet.cfg import Cfg, Section, atoi, cfg_dialect, dialect_name
-from farm.errors import BadInput, Finding
+from farm.darknet.cfg import Cfg, Section, atoi, cfg_dialect
+from farm.darknet.dialect import Dialect
+from farm.errors import BadInput, Finding, Severity
 
 FLOAT_BYTES = 4
 HEADER_BYTES = 20  # what every current darknet writes (0.2.x: 12 bytes + uint64 seen)
@@ -127,7 +128,7 @@ class Layer:
     out: Shape
 
 
-def layers_of(cfg: Cfg, *, dialect="pjreddie", width: int | None = None,
+def layers_of(cfg: Cfg, *, dialect: Dialect = Dialect.PJREDDIE, width: int | None = None,
               height: int | None = None) -> list[Layer] | None:
     """The layers darknet builds from `cfg` (at `width`×`height` when given, as after a
     random resize), in file order; None when a layer cannot be sized here.
@@ -135,7 +136,7 @@ def layers_of(cfg: Cfg, *, dialect="pjreddie", width: int | None = None,
     The dialect matters: pjreddie ignores `groups=` on [route], so yolov4-tiny's layers
     after a grouped route take twice the channels there.
     """
-    d = dialect_name(dialect)
+    d = Dialect.of(dialect)
     net = cfg.net
     if net is None:
         return None
@@ -154,13 +155,13 @@ def layers_of(cfg: Cfg, *, dialect="pjreddie", width: int | None = None,
     return layers
 
 
-def layer_weight_counts(cfg: Cfg, *, dialect="pjreddie") -> list[int] | None:
+def layer_weight_counts(cfg: Cfg, *, dialect: Dialect = Dialect.PJREDDIE) -> list[int] | None:
     """Float32 parameters per layer, in file order; None when a layer cannot be sized."""
     layers = layers_of(cfg, dialect=dialect)
     return None if layers is None else [layer.params for layer in layers]
 
 
-def expected_weights_bytes(cfg: Cfg, *, dialect="pjreddie") -> int | None:
+def expected_weights_bytes(cfg: Cfg, *, dialect: Dialect = Dialect.PJREDDIE) -> int | None:
     """The size of a complete weights file for `cfg` (20-byte header); None when a layer
     type cannot be sized."""
     counts = layer_weight_counts(cfg, dialect=dialect)
@@ -168,7 +169,7 @@ def expected_weights_bytes(cfg: Cfg, *, dialect="pjreddie") -> int | None:
 
 
 def _size_layer(layer: Section, inp: Shape, outputs: list[Shape], index: int,
-                d: str) -> tuple[int, Shape] | None:
+                d: Dialect) -> tuple[int, Shape] | None:
     name = layer.name
     if name in ("convolutional", "conv"):
         return _size_conv(layer, inp)
@@ -211,7 +212,7 @@ def _size_conv(layer: Section, inp: Shape) -> tuple[int, Shape] | None:
 
 
 def _shape_without_weights(layer: Section, inp: Shape, outputs: list[Shape], index: int,
-                           d: str) -> Shape | None:
+                           d: Dialect) -> Shape | None:
     name = layer.name
     if name in ("maxpool", "max"):
         stride = atoi(layer.get("stride", "1")) or 1
@@ -233,14 +234,14 @@ def _shape_without_weights(layer: Section, inp: Shape, outputs: list[Shape], ind
     return inp
 
 
-def _route_shape(layer: Section, outputs: list[Shape], index: int, d: str) -> Shape | None:
+def _route_shape(layer: Section, outputs: list[Shape], index: int, d: Dialect) -> Shape | None:
     refs = [atoi(v) for v in layer.get("layers", "").split(",") if v.strip()]
     refs = [r + index if r < 0 else r for r in refs]
     if not refs or any(not 0 <= r < index for r in refs):
         return None  # check_cfg reports the bad reference
     shapes = [outputs[r] for r in refs]
     c = sum(s.c for s in shapes)
-    if d != "pjreddie":  # pjreddie ignores groups= ("Unused field")
+    if d.honours_groups:
         c //= max(atoi(layer.get("groups", "1")), 1)
     return Shape(shapes[0].h, shapes[0].w, c)
 
@@ -291,7 +292,7 @@ def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = Tr
         if counts is None:
             out.append(Finding(path, None, f"{cfg.path} has a layer type whose weights "
                                "cannot be sized here, so the file size was not checked",
-                               "check it by loading it with darknet", "warning"))
+                               "check it by loading it with darknet", Severity.WARNING))
             return out
         problem = _size_problem(size - header.header_size, counts, cfg, for_inference,
                                 header, os.path.basename(path))
@@ -302,41 +303,38 @@ def check_weights(path: str | os.PathLike, cfg: Cfg, *, for_inference: bool = Tr
     if fit is None:
         out.append(Finding(path, None, *problems[0]))
     elif reader is not None and _counts(cfg, reader) != _counts(cfg, fit):
-        out.append(Finding(path, None, f"laid out for the network {_WHO[_family(fit)]} "
-                           f"builds from {cfg.path}; {_WHO[_family(reader)]} builds another "
-                           "one from it ([route] groups= " + ("ignored" if _family(reader)
-                                                             == "pjreddie" else "honoured")
+        out.append(Finding(path, None, f"laid out for the network {_family(fit).who} "
+                           f"builds from {cfg.path}; {_family(reader).who} builds another "
+                           "one from it ([route] groups= " + ("honoured" if _family(reader)
+                                                             .honours_groups else "ignored")
                            + "), so the weights would land in the wrong layers",
                            "evaluate with --evaluator opencv (it reads AlexeyAB's layout), "
                            "or with the darknet that trained them"))
     return out
 
 
-_WHO = {"pjreddie": "pjreddie's (Debian's) darknet", "alexeyab": "AlexeyAB's darknet"}
+def _family(dialect: Dialect) -> Dialect:
+    """pjreddie, or AlexeyAB for the two that honour [route] groups (and count alike)."""
+    return Dialect.ALEXEYAB if Dialect.of(dialect).honours_groups else Dialect.PJREDDIE
 
 
-def _family(dialect) -> str:
-    """pjreddie, or alexeyab for the two that honour [route] groups (and count alike)."""
-    return "pjreddie" if dialect_name(dialect) == "pjreddie" else "alexeyab"
-
-
-def weights_dialects(header: WeightsHeader, cfg: Cfg, dialect=None) -> list[str]:
+def weights_dialects(header: WeightsHeader, cfg: Cfg, dialect=None) -> list[Dialect]:
     """The dialects whose layout the file may have, most likely first: the one given; else
     AlexeyAB's when the header says `0.2.5` (pjreddie writes `0.2.0`); else both, the
     cfg's own (farm.darknet.cfg.cfg_dialect) first."""
     if dialect is not None:
         return [_family(dialect)]
     if header.revision == ALEXEYAB_REVISION:
-        return ["alexeyab"]
-    first = cfg_dialect(cfg) or "pjreddie"
-    return [first, "pjreddie" if first == "alexeyab" else "alexeyab"]
+        return [Dialect.ALEXEYAB]
+    first = cfg_dialect(cfg) or Dialect.PJREDDIE
+    return [first, Dialect.PJREDDIE if first is Dialect.ALEXEYAB else Dialect.ALEXEYAB]
 
 
 def _counts(cfg: Cfg, dialect) -> list[int] | None:
     return layer_weight_counts(cfg, dialect=_family(dialect))
 
 
-def _layouts(cfg: Cfg, dialects: list[str]):
+def _layouts(cfg: Cfg, dialects: list[Dialect]):
     """(dialect, counts) for each dialect whose counts differ from the ones before."""
     seen = []
     for d in dialects:
@@ -401,16 +399,16 @@ def _prefix_problem(ends: list[int], floats: int, cfg: Cfg, for_inference: bool,
 
 def _as_built(cfg: Cfg, counts: list[int]) -> str:
     """Which dialect's network the count is for, when the dialects disagree."""
-    if layer_weight_counts(cfg, dialect="pjreddie") == layer_weight_counts(cfg,
-                                                                           dialect="alexeyab"):
+    pjreddie = layer_weight_counts(cfg, dialect=Dialect.PJREDDIE)
+    if pjreddie == layer_weight_counts(cfg, dialect=Dialect.ALEXEYAB):
         return ""
-    who = "pjreddie" if counts == layer_weight_counts(cfg, dialect="pjreddie") else "alexeyab"
-    return f", as {_WHO[who]} builds it"
+    who = Dialect.PJREDDIE if counts == pjreddie else Dialect.ALEXEYAB
+    return f", as {who.who} builds it"
 
 
 def cut_short(path: str | os.PathLike, cfg: Cfg, dialect=None) -> str | None:
     """Why a weights file darknet just wrote for `cfg` is not complete (None when it is).
     darknet never checks its writes: on a full disk, or killed mid-write, it leaves a
     short file and carries on."""
-    errors = [f for f in check_weights(path, cfg, dialect=dialect) if f.severity == "error"]
+    errors = [f for f in check_weights(path, cfg, dialect=dialect) if f.severity is Severity.ERROR]
     return errors[0].reason if errors else None

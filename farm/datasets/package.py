@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from farm.darknet.dialect import Dialect
 from farm.datasets.tile import image_base, label_path, tile_group, walk_images
 from farm.datasets.voc import read_names
 from farm.errors import BadInput, Finding, FindingsError
@@ -62,7 +63,7 @@ def count_images(sources: Sequence[str | os.PathLike]) -> int:
 def package(sources: Sequence[str | os.PathLike], root: str | os.PathLike, *,
             names: str | os.PathLike | list[str] | None = None, valid_ratio: float = 0.2,
             seed: int = 0, valid_list: str | os.PathLike | None = None,
-            network: tuple[int, int] = (416, 416), dialect: str = "pjreddie",
+            network: tuple[int, int] = (416, 416), dialect: Dialect = Dialect.PJREDDIE,
             check_images: bool = True, backup_dir: str | os.PathLike | None = None,
             on_progress: Callable[[int], None] | None = None,
             kind: str = "train") -> PackageResult:
@@ -423,7 +424,7 @@ def _write_lists(tmp: Path, base: Path, backup: Path, classes: int) -> dict[str,
     return shas
 
 
-def _lint(packer: _Packer, tmp: Path, classes: int, dialect: str, check_images: bool):
+def _lint(packer: _Packer, tmp: Path, classes: int, dialect: Dialect, check_images: bool):
     """Run the dataset lint on the finished lists, in place in the temporary folder.
 
     Errors raise FindingsError (and the temporary folder goes); warnings are returned.

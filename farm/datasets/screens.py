@@ -25,9 +25,10 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from farm.darknet.dialect import Dialect
 from farm.datasets.package import MANIFEST, PackageResult, package
 from farm.datasets.voc import import_voc
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 
 KIND = "screens"
 #: px of slack for a box edge past the screen: labelImg's integer corners, YOLO's 6 decimals
@@ -39,7 +40,7 @@ _MAX_FINDINGS = 200
 
 def package_screens(sources: Sequence[str | os.PathLike], root: str | os.PathLike, *,
                     names: str | os.PathLike | list[str] | None = None,
-                    dialect: str = "pjreddie", check_images: bool = True,
+                    dialect: Dialect = Dialect.PJREDDIE, check_images: bool = True,
                     on_progress=None) -> PackageResult:
     """Package full screenshots as a screens set under root/<id>/.
 
@@ -146,7 +147,7 @@ def _label_boxes(label: str) -> Iterator[tuple[int, tuple]]:
             continue
 
 
-def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: str,
+def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: Dialect,
                  check_images: bool) -> list[str]:
     """The screens lint on a packaged (not yet renamed) screens set in `folder`: the
     dataset lint of its list, then the screens rules. Errors raise FindingsError;
@@ -163,8 +164,8 @@ def lint_screens(folder: Path, stats: ScreenStats, classes: int, dialect: str,
         findings.append(Finding(str(folder / "valid.txt"), None, "the screens have "
                                 f"{len(stats.sizes)} sizes ({', '.join(stats.sizes)}): marks "
                                 "measured on one scale are pasted at another",
-                                "keep screenshots of one device per screens set", "warning"))
-    errors = [f for f in findings if f.severity == "error"]
+                                "keep screenshots of one device per screens set", Severity.WARNING))
+    errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         raise FindingsError(findings, "screens set")
     return [str(f).replace(str(folder), "<dataset>") for f in findings]

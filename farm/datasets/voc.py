@@ -16,7 +16,7 @@ from xml.parsers import expat
 
 import cv2
 
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -51,11 +51,11 @@ class VocReport:
 
     @property
     def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
+        return [f for f in self.findings if f.severity is Severity.ERROR]
 
     @property
     def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity != "error"]
+        return [f for f in self.findings if f.severity is not Severity.ERROR]
 
 
 def read_names(path: str | os.PathLike) -> list[str]:
@@ -111,7 +111,7 @@ def import_voc(xml_dir: str | os.PathLike, names: str | os.PathLike | list[str],
             report.findings.append(Finding(
                 str(image), None, "image has no annotation XML",
                 "label it in labelImg (save with no boxes if it has no mark) or remove it"))
-    report.findings.sort(key=lambda f: (f.severity != "error", f.path, f.line or 0))
+    report.findings.sort(key=lambda f: (f.severity is not Severity.ERROR, f.path, f.line or 0))
     if strict and report.errors:
         raise FindingsError(report.findings, what="labelImg annotations")
     _write(planned, img_root, Path(out_dir), classes, report)

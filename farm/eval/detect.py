@@ -33,16 +33,16 @@ import cv2
 import numpy as np
 
 from farm.darknet.cfg import Cfg
-from farm.darknet.dialect import valid_argv
+from farm.darknet.dialect import Dialect, valid_argv
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights
 from farm.datasets.tile import PAD_VALUE, tile_positions
-from farm.errors import BadInput, FarmError, FindingsError
+from farm.errors import BadInput, FarmError, FindingsError, Severity
 from farm.eval.nms import NMS_THRESH, cut_by_inner_edge, merge_tiles, nms, own_part
 
 DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
-OPENCV_LAYOUT = "alexeyab"
+OPENCV_LAYOUT = Dialect.ALEXEYAB
 TILE_OVERLAP = 64      # farm dataset tile's default
 #: tiles per forward pass in tiled detection. On 2 shared cores with OpenCV 4.14 passes
 #: of 1 to 21 tiles cost the same within the noise (21 yolov4-tiny 416x416 tiles: best
@@ -88,7 +88,7 @@ def check_inference_weights(weights: str | os.PathLike, cfg: Cfg, dialect=None, 
         raise BadInput("weights file does not exist", path=str(weights),
                        hint="check the path of the .weights file")
     findings = check_weights(weights, cfg, for_inference=True, dialect=dialect, reader=reader)
-    if any(f.severity == "error" for f in findings):
+    if any(f.severity is Severity.ERROR for f in findings):
         raise FindingsError(findings, "weights")
 
 

@@ -49,8 +49,9 @@ from farm.datasets.lint import label_path, lint_list
 from farm.errors import BadInput, FarmError, FindingsError
 from farm.runs import workspace
 from farm.eval import mapcalc
-from farm.eval.detect import (check_inference_weights, darknet_detections, load_cfg,
-                              output_tail, read_image, run_darknet, shared_detector)
+from farm.eval.detect import (OPENCV_LAYOUT, check_inference_weights, darknet_detections,
+                              load_cfg, output_tail, read_image, run_darknet,
+                              shared_detector)
 
 EVALUATORS = ("auto", "darknet-map", "opencv", "darknet-valid")
 
@@ -93,13 +94,14 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
     needs_darknet = evaluator in ("darknet-map", "darknet-valid")
     found_dialect, binary = resolve_dialect(darknet, dialect, needed=needs_darknet)
     if evaluator == "auto":
-        has_map = found_dialect != dialects.Dialect.PJREDDIE and binary
+        has_map = found_dialect.has_map and binary
         evaluator = "darknet-map" if has_map and not tiled else "opencv"
     # the weights are judged by their own layout (header, cfg, `weights_dialect`: the
     # run's record), against the network the evaluator builds: OpenCV's is AlexeyAB's
-    reader = "alexeyab" if evaluator == "opencv" else found_dialect.value
+    reader = OPENCV_LAYOUT if evaluator == "opencv" else found_dialect
     check_inference_weights(weights, net, weights_dialect, reader=reader)
-    data_dialect = dialect if dialect != "auto" else cfg_dialect(net) or found_dialect.value
+    data_dialect = (dialects.Dialect.of(dialect) if dialect != "auto"
+                    else cfg_dialect(net) or found_dialect)
     valid, names = _valid_and_names(data, net, base_dir)
     report = lint_list(valid, classes=len(names), dialect=data_dialect, role="valid",
                        base_dir=base_dir or os.path.dirname(data),
@@ -111,7 +113,7 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
         raise BadInput(f"--tiled works with the farm-native evaluator only, not {evaluator}",
                        hint="drop --evaluator or use --evaluator opencv")
     if evaluator == "darknet-map":
-        if found_dialect == dialects.Dialect.PJREDDIE:
+        if not found_dialect.has_map:
             raise BadInput(f"{binary} is pjreddie's darknet (Debian's), which has no "
                            "`detector map`", hint="use --evaluator opencv or darknet-valid")
         result = _darknet_map(binary, images, names, cfg, weights, points, iou_thresh,
@@ -144,8 +146,8 @@ def resolve_dialect(darknet: str, configured: str, *,
     except FarmError:
         if needed:
             raise
-        fallback = configured if configured != "auto" else "pjreddie"
-        return dialects.Dialect(fallback), None
+        fallback = configured if configured != "auto" else dialects.Dialect.PJREDDIE
+        return dialects.Dialect.of(fallback), None
 
 
 def _valid_and_names(data: str | os.PathLike, cfg, base_dir) -> tuple[str, list[str]]:

@@ -8,7 +8,7 @@ edge instead of stretching the scale. A restart is marked where its attempt resu
 (the checkpoint's iteration), the learning rate is drawn on a log scale (restarts halve
 it; burn-in ramps it up over decades), and the x axis runs to max_batches with the ETA.
 
-Input is the folded metrics stream (farm.chart buckets) and the run's records as plain
+Input is the folded metrics stream (farm.runs.chart buckets) and the run's records as plain
 dicts (Attempt and evaluation dicts), so the board, `farm chart` and reports share it.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.chart import (A, ALAST, AMAX, AMIN, BAD, FIRST, LAST, LMAX, LMIN, RATE,
+from farm.runs.chart import (A, ALAST, AMAX, AMIN, BAD, FIRST, LAST, LMAX, LMIN, RATE,
                         iterations_per_second, update_chart)
 from farm.plot import axes
 from farm.plot.axes import Scale

@@ -26,7 +26,9 @@ from typing import Callable
 from farm.datasets.package import FORMAT, MANIFEST, relocate
 from farm.errors import BadInput
 from farm.inventory import Inventory, default_inventory_path, load_inventory
-from farm.remote.ssh import Progress, SSHHost, check_relative, sha256_file
+from farm.remote import transfer
+from farm.remote.ssh import SSHHost
+from farm.remote.transfer import Progress, check_relative, sha256_file
 from farm.settings import Settings
 
 DATASETS = "datasets"
@@ -80,7 +82,7 @@ def fetch_dataset(src: SSHHost, remote_dir: str, root: str | os.PathLike,
                   progress: Progress | None = None) -> Fetch:
     """Make root/<id>/ a verified copy of the packaged dataset `remote_dir` on `src`."""
     root = Path(root)
-    raw = src.read_file(posixpath.join(remote_dir, MANIFEST))
+    raw = transfer.read_file(src, posixpath.join(remote_dir, MANIFEST))
     manifest = _manifest(raw, src, remote_dir)
     final = root / manifest["id"]
     if (final / MANIFEST).is_file():
@@ -104,7 +106,7 @@ def fetch_dataset(src: SSHHost, remote_dir: str, root: str | os.PathLike,
             todo[rel] = digest
     # the lists always travel: a cut after relocate() left them naming this host's place
     todo.update({name: manifest["lists"][name] for name in LISTS})
-    moved = src.fetch_files(remote_dir, todo, staging, progress)
+    moved = transfer.fetch_files(src, remote_dir, todo, staging, progress)
     (staging / MANIFEST).write_bytes(raw)
     relocate(staging, final)
     try:
@@ -174,7 +176,7 @@ def fetch_tree(src: SSHHost, remote_dir: str, local_dir: str | os.PathLike,
     different by sha256 travel; local files the host no longer has are removed, so a
     deleted annotation is not imported again."""
     local = Path(local_dir)
-    theirs = src.manifest(remote_dir)
+    theirs = transfer.manifest(src, remote_dir)
     if not theirs:
         raise BadInput(f"{src.name}:{remote_dir} is empty or missing",
                        hint=f"check the folder labelImg saves into on {src.name}")
@@ -185,7 +187,7 @@ def fetch_tree(src: SSHHost, remote_dir: str, local_dir: str | os.PathLike,
             path.unlink()
     todo = {rel: d for rel, d in theirs.items()
             if rel not in mine or sha256_file(mine[rel]).hexdigest() != d}
-    moved = src.fetch_files(remote_dir, todo, local, progress)
+    moved = transfer.fetch_files(src, remote_dir, todo, local, progress)
     return Fetch(str(local), moved.files, 0, moved.bytes, not todo)
 
 
@@ -223,5 +225,5 @@ def fetch_file(src: SSHHost, remote: str, folder: str | os.PathLike,
     digest = src.sha256(remote)
     local = Path(folder) / f"{digest[:16]}-{posixpath.basename(remote)}"
     if not local.is_file():
-        src.pull(remote, local, progress)
+        transfer.pull(src, remote, local, progress)
     return local

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Callable
 
 from farm.darknet import dialect as dialects
+from farm.darknet.dialect import Dialect
 from farm.darknet.cfg import Cfg, cfg_dialect, check_cfg
 from farm.darknet.memory import MemoryEstimate, estimate, size_text
 from farm.darknet.weights import check_weights
 from farm.datasets.lint import lint_obj_data
-from farm.errors import FarmError, Finding, FindingsError
+from farm.errors import FarmError, Finding, FindingsError, Severity
 from farm.inventory import Inventory, default_inventory_path, load_inventory
 from farm.settings import Settings
 
@@ -41,14 +42,14 @@ class MemoryLimit:
 class Checked:
     """What the checks found: warnings (errors were raised), and what they judged with."""
 
-    dialect: str
+    dialect: Dialect
     warnings: list[Finding] = field(default_factory=list)
     memory: MemoryEstimate | None = None
 
 
-def check_training(*, data: str | None, cfg: Cfg, weights: str | None, dialect: str,
+def check_training(*, data: str | None, cfg: Cfg, weights: str | None, dialect: Dialect,
                    base_dir: str | None, limit: MemoryLimit | None,
-                   reader: str | None = None,
+                   reader: Dialect | None = None,
                    place: Callable[[Finding], Finding] = lambda f: f) -> Checked:
     """Check a run's inputs; FindingsError with every finding when one is an error.
 
@@ -90,7 +91,7 @@ def memory_findings(cfg: Cfg, need: MemoryEstimate | None,
 
 
 def _errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "error"]
+    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 def with_overrides(cfg: Cfg, sets: dict[str, str], origin: str = "--set"
@@ -120,7 +121,7 @@ def with_overrides(cfg: Cfg, sets: dict[str, str], origin: str = "--set"
 
 
 def trainer_dialect(settings: Settings, cfg: Cfg, host: str | None = None,
-                    inventory: Inventory | None = None) -> str:
+                    inventory: Inventory | None = None) -> Dialect:
     """The dialect a run of `cfg` is judged with at submit, most certain first: the
     farm's configured dialect (FARM_DARKNET_DIALECT), the inventory's for the hosts that
     may train it, the darknet installed here when the farm is the embedded one (its
@@ -128,7 +129,7 @@ def trainer_dialect(settings: Settings, cfg: Cfg, host: str | None = None,
     (AlexeyAB's [route] groups=, mish, …), the darknet installed here, and AlexeyAB's
     (the widest) on a host that has none."""
     if settings.darknet_dialect != "auto":
-        return settings.darknet_dialect
+        return Dialect.of(settings.darknet_dialect)
     declared = {h.dialect for h in _trainers(inventory, host)}
     if len(declared) == 1 and None not in declared:
         return declared.pop()
@@ -136,9 +137,9 @@ def trainer_dialect(settings: Settings, cfg: Cfg, host: str | None = None,
     if own is not None:
         return own
     try:
-        return dialects.detect(settings.darknet, settings.darknet_dialect).value
+        return dialects.detect(settings.darknet, settings.darknet_dialect)
     except FarmError:
-        return "alexeyab"
+        return Dialect.ALEXEYAB
 
 
 def submit_limit(settings: Settings, host: str | None = None,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import Dialect
 from farm.darknet.memory import size_text
 from farm.darknet.weights import expected_weights_bytes
 
@@ -64,7 +65,7 @@ class Shortage:
                 f"needs {self.needed} ({size_text(self.needed)}: {self.why})")
 
 
-def need_for(cfg: Cfg, dialect: str, margin_mib: int,
+def need_for(cfg: Cfg, dialect: Dialect, margin_mib: int,
              known: Iterable[str | os.PathLike] = ()) -> Need:
     """What training `cfg` needs: its weights file's size as `dialect` lays it out, else
     (a layer type that cannot be sized here) the largest of the `known` weights files

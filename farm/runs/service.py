@@ -18,6 +18,7 @@ from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import cut_short
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
+from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
@@ -77,7 +78,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
         raise BadInput("the cfg has no max_batches in [net]", path=cfg_path,
                        hint="add max_batches=N to [net] or pass --set max_batches=N")
     base = os.path.dirname(data_path) if remote else os.path.abspath(base_dir or os.getcwd())
-    host = queue[len("host."):] if queue and queue.startswith("host.") else None
+    host = pinned_host(queue)
     inventory = checks.read_inventory(settings)
     dialect = checks.trainer_dialect(settings, parsed, host, inventory)
     cadence = dialects.checkpoint_cadence(dialect, eval_every)  # what darknet can write
@@ -162,7 +163,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
         if not run.inputs_checked:
-            workspace.preflight(run, dialect.value, checks.worker_limit(settings))
+            workspace.preflight(run, dialect, checks.worker_limit(settings))
             workspace.write_inputs(run, settings.runs_dir)
             run.weights_iteration = _weights_iteration(run)
             run.inputs_checked = True
@@ -233,7 +234,7 @@ def _wait_for_space(store: Store, settings: Settings, run: Run, dialect: dialect
 def _need(settings: Settings, run: Run, dialect: dialects.Dialect,
           hyper: dict[str, str]) -> disk.Need:
     known = [run.weights or ""] + [c.path for c in run.checkpoints[-1:]]
-    return disk.need_for(workspace.training_cfg(run, hyper), dialect.value,
+    return disk.need_for(workspace.training_cfg(run, hyper), dialect,
                          settings.disk_margin, known)
 
 
@@ -321,7 +322,7 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
                      on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)),
                      retention=Retention.from_settings(settings),
-                     weights_problem=lambda path: cut_short(path, cfg, dialect.value),
+                     weights_problem=lambda path: cut_short(path, cfg, dialect),
                      space=space,
                      space_every=settings.disk_check_interval)
     sup.supervise()

@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 from farm.darknet.cfg import Cfg
+from farm.darknet.dialect import Dialect
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
-from farm.errors import BadInput, Finding, FindingsError
+from farm.errors import BadInput, Finding, FindingsError, Severity
 from farm.runs import checks
 from farm.runs.model import Run
 
@@ -73,7 +74,7 @@ def base_hyper(run: Run) -> dict[str, str]:
     return out
 
 
-def preflight(run: Run, dialect: str, limit: checks.MemoryLimit | None = None) -> None:
+def preflight(run: Run, dialect: Dialect, limit: checks.MemoryLimit | None = None) -> None:
     """Refuse bad cfgs, start weights and datasets before darknet spends a second on
     them: the checks `farm train` ran at submit, again here (files change meanwhile),
     with this worker's dialect and memory `limit`."""
@@ -139,7 +140,7 @@ def prepare_attempt(run: Run, runs_dir: Path, number: int, hyper: dict[str, str]
 def findings_message(e: FindingsError | BadInput) -> str:
     """One line for the attempt record: what, where, and the fix."""
     if isinstance(e, FindingsError):
-        errors = [f for f in e.findings if f.severity == "error"]
+        errors = [f for f in e.findings if f.severity is Severity.ERROR]
         first: Finding = errors[0] if errors else e.findings[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         return f"{first}{more}"

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from farm.darknet.dialect import Dialect
+from farm.datasets.recipe import RecipeState
 from farm.errors import FarmError
 from farm.state import LeaseRenewer, Store
-from farm.sweeps import recipe as recipes_mod
+from farm.datasets import recipe as recipes_mod
 from farm.sweeps.store import RecipeStore
 
 #: enqueue_build(recipe key) -> task id: how a build reaches an `augment` worker.
@@ -32,7 +34,7 @@ BUILD_TTL = 30.0      # the builder's lease; renewed every third of it
 CLAIM_GRACE = 10.0    # a claim with no message sent after this: its controller died
 RESEND_AFTER = 300.0  # a message not started after this: assume it was lost
 MAX_ATTEMPTS = 2      # builds whose worker died mid-way before the recipe fails
-FINAL = ("ready", "failed")
+FINAL = tuple(s for s in RecipeState if s.final)
 
 
 def request(recipes: RecipeStore, key: str, rec: dict[str, str], enqueue: EnqueueBuild,
@@ -45,19 +47,20 @@ def request(recipes: RecipeStore, key: str, rec: dict[str, str], enqueue: Enqueu
     if not rec.get("claimed"):
         if not recipes.claim(key, now):
             return None  # another controller won the claim and sends it
-        recipes.update(key, state="queued")  # before the message: a builder overwrites it
+        # before the message: a builder overwrites it
+        recipes.update(key, state=RecipeState.QUEUED)
         _send(recipes, key, enqueue, now)
         return "sent"
     if rec.get("lease"):
         return None  # being built now
-    if state == "building":  # no lease: its worker died before the end
+    if state == RecipeState.BUILDING:  # no lease: its worker died before the end
         if int(rec.get("attempts") or 0) >= MAX_ATTEMPTS:
             error = (f"the worker building it ({rec.get('worker') or '?'}) stopped before "
                      f"the end, {rec.get('attempts')} times; see that worker's log")
-            done = recipes.set_state_if(key, "building", state="failed", ended_at=now,
-                                        error=error, step="")
+            done = recipes.set_state_if(key, RecipeState.BUILDING, state=RecipeState.FAILED,
+                                        ended_at=now, error=error, step="")
             return "failed" if done else None
-        if recipes.set_state_if(key, "building", state="queued", step=""):
+        if recipes.set_state_if(key, RecipeState.BUILDING, state=RecipeState.QUEUED, step=""):
             _send(recipes, key, enqueue, now)
             return "retried"
         return None
@@ -78,19 +81,19 @@ def status(rec: dict[str, str] | None, now: float) -> str:
     """What a trial waiting for this build shows: "queued for an augment worker", ..."""
     if not rec or not rec.get("claimed"):
         return "not requested yet"
-    state = rec.get("state") or "queued"
-    if state == "building":
+    state = rec.get("state") or RecipeState.QUEUED
+    if state == RecipeState.BUILDING:
         since = now - float(rec.get("started_at") or now)
         step = rec.get("step") or "building"
         return f"{step} on {rec.get('worker') or '?'} ({since:.0f} s)"
-    if state == "queued":
+    if state == RecipeState.QUEUED:
         again = int(rec.get("attempts") or 0)
         return "queued for an augment worker" + (f" (attempt {again + 1})" if again else "")
     return state
 
 
 def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
-                 host: str = "", dialect: str = "pjreddie", ttl: float = BUILD_TTL,
+                 host: str = "", dialect: Dialect = Dialect.PJREDDIE, ttl: float = BUILD_TTL,
                  now: Callable[[], float] = time.time) -> dict[str, str]:
     """Build the dataset of recipe `key` unless it is built, failed, or being built by
     another worker; returns the build record. A bad recipe or a dataset that fails its
@@ -105,7 +108,7 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
         if recipes.load(key).get("state") in FINAL:  # ended between the two reads
             return recipes.load(key)
         recipes.attempt(key)
-        recipes.update(key, state="building", worker=worker, started_at=now(),
+        recipes.update(key, state=RecipeState.BUILDING, worker=worker, started_at=now(),
                        step="starting", error="")
         renew = LeaseRenewer(lambda: recipes.renew(key, token, ttl), ttl, f"lease-{key}")
         renew.start()
@@ -113,13 +116,14 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
             result = recipes_mod.build(recipes.recipe(key), data_dir, dialect=dialect,
                                        on_step=lambda step: recipes.update(key, step=step))
         except FarmError as e:
-            recipes.update(key, state="failed", ended_at=now(), step="", error=str(e))
+            recipes.update(key, state=RecipeState.FAILED, ended_at=now(), step="",
+                           error=str(e))
         except Exception as e:  # a bug or a full disk: the trials must not wait forever
-            recipes.update(key, state="failed", ended_at=now(), step="",
+            recipes.update(key, state=RecipeState.FAILED, ended_at=now(), step="",
                            error=f"{type(e).__name__}: {e}")
             raise
         else:
-            recipes.update(key, state="ready", ended_at=now(), step="",
+            recipes.update(key, state=RecipeState.READY, ended_at=now(), step="",
                            dataset_id=result.dataset_id, host=host,
                            data=str(Path(result.path) / "obj.data"),
                            images=result.images, train=result.train, valid=result.valid,

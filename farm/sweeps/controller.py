@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from farm.darknet.cfg import NET_KEYS, VALUE_ONLY, Cfg, check_cfg, net_value_finding
-from farm.errors import BadInput
+from farm.darknet.dialect import Dialect
+from farm.errors import BadInput, Severity
 from farm.runs import effective
 from farm.runs.model import Outcome, Run, RunState
 from farm.runs.schedule import fit_steps
-from farm.sweeps import recipe as rcp
+from farm.datasets import recipe as rcp
 from farm.sweeps.model import Trial, TrialState
 from farm.sweeps.spec import JOINT, Param, SweepSpec, check_rules_can_fire
 
@@ -100,7 +101,8 @@ def fit_schedule(trial: Trial, base: Cfg) -> None:
         trial.overrides["steps"] = steps
 
 
-def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> list[Trial]:
+def plan(spec: SweepSpec, dialect: Dialect | Callable[[Cfg], Dialect] = Dialect.PJREDDIE
+         ) -> list[Trial]:
     """`expand`, then fit each trial's schedule and check its cfg as darknet will read
     it, so a trial that could only end as bad input is refused before any trains.
     `dialect`: the one to judge with, or how to tell it from a trial's cfg.
@@ -123,7 +125,7 @@ def plan(spec: SweepSpec, dialect: str | Callable[[Cfg], str] = "pjreddie") -> l
                 cfg.set_net(key, value)
             judged = dialect(cfg) if callable(dialect) else dialect
             errors = [f for f in check_cfg(cfg, training=True, dialect=judged)
-                      if f.severity == "error"]
+                      if f.severity is Severity.ERROR]
             checked[shape] = cfg
         else:
             errors = [f for f in (net_value_finding(seen, k, v)

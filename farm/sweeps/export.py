@@ -9,7 +9,7 @@
     train.txt, valid.txt   the lists, with absolute image paths
     result.json    sweep, trial, parameters, objective, mAP (and screens mAP), restarts,
                    sha256 of the weights
-    chart.png      the loss/mAP chart of the run's whole lineage (farm.chart)
+    chart.png      the loss/mAP chart of the run's whole lineage (farm.runs.chart)
 
 `cd DIR && darknet detector test obj.data best.cfg best.weights IMAGE` works from there.
 """

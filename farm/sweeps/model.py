@@ -55,7 +55,7 @@ class Trial:
     params: dict[str, str]         # what the spec chose, for people: {"learning_rate": "0.002"}
     cfg: str                       # base cfg (absolute)
     overrides: dict[str, str]      # every [net] value the run is submitted with
-    recipe_key: str | None = None  # its dataset recipe (farm.sweeps.recipe), if any
+    recipe_key: str | None = None  # its dataset recipe (farm.datasets.recipe), if any
     run_id: str | None = None      # written once (see store.assign_run)
     claimed_at: float | None = None  # a controller began submitting it (service._submit)
     enqueued_at: float | None = None

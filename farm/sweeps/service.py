@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Callable
 
 from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
+from farm.queues import pinned_host
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.settings import Settings
 from farm.state import Store
 from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
-from farm.sweeps import recipe as rcp
+from farm.datasets import recipe as rcp
+from farm.datasets.recipe import RecipeState
 from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
@@ -73,7 +75,7 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
     # used: `farm sweep show` and the board never need them
     from farm.runs import checks
     inventory = checks.read_inventory(settings)
-    host = spec.queue[len("host."):] if spec.queue and spec.queue.startswith("host.") else None
+    host = pinned_host(spec.queue)
     judge = functools.partial(checks.trainer_dialect, settings, host=host, inventory=inventory)
     first = ctl.expand(spec if spec.search == "grid" else replace(spec, trials=1))[0]
     cadence = dialects.checkpoint_cadence(judge(Cfg.load(first.cfg)), spec.eval_every)
@@ -318,7 +320,7 @@ def _count_untouched(counts: dict[str, int], untouched: int, touched: list[Trial
     """Trials nothing happened to are pending, or building while their dataset is."""
     building = 0
     for key, n in per_recipe.items():
-        if (builds.get(key) or {}).get("state") != "ready":
+        if (builds.get(key) or {}).get("state") != RecipeState.READY:
             building += n - sum(1 for t in touched if t.recipe_key == key)
     for state, n in ((TrialState.BUILDING, building), (TrialState.PENDING,
                                                        untouched - building)):
@@ -394,8 +396,8 @@ def _fail_unbuildable(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
     """Trials whose dataset could not be built fail with the build's message."""
     for trial in trials:
         rec = builds.get(trial.recipe_key or "")
-        if rec and rec.get("state") == "failed" and not trial.run_id and not trial.error \
-                and not trial.cancelled:
+        failed = rec and rec.get("state") == RecipeState.FAILED
+        if failed and not trial.run_id and not trial.error and not trial.cancelled:
             trial.error = f"dataset {trial.recipe_key} could not be built: {rec.get('error')}"
             sweeps.save_trial(sweep_id, trial)
 

@@ -48,7 +48,7 @@ whole screenshots of `eval.screens`, merged, scored against their labels): what 
 needs, and each trial's best weights are then the best on the screens. Any objective
 shows tile mAP and screens mAP side by side when `eval.screens` is given.
 
-A dataset recipe instead of `base.data` (farm.sweeps.recipe): the farm synthesizes and
+A dataset recipe instead of `base.data` (farm.datasets.recipe): the farm synthesizes and
 packages the dataset itself, once per distinct recipe, and `synth.*` / `package.*`
 parameters vary it per trial like any other parameter:
 
@@ -72,9 +72,10 @@ from typing import Any
 
 from farm.darknet.cfg import NET_KEYS, validate_net_overrides
 from farm.errors import BadInput
+from farm.queues import TRAIN_DEFAULT
 from farm.runs.policy import Policy
 from farm.settings import Settings
-from farm.sweeps import recipe as rcp
+from farm.datasets import recipe as rcp
 from farm.sweeps.yamldoc import YamlDoc, closest
 
 OBJECTIVES = {"map50": "max", "min_avg_loss": "min", "screens_map50": "max"}
@@ -147,7 +148,7 @@ class SweepSpec:
     policy: dict[str, str] = field(default_factory=dict)
     eval_every: int = 1000
     name: str = ""
-    #: base.recipe in full (farm.sweeps.recipe), when the farm builds the dataset
+    #: base.recipe in full (farm.datasets.recipe), when the farm builds the dataset
     recipe: dict[str, Any] | None = None
     #: lines of the rules checked once the cfgs are read ("eval_every", "zero_map_after",
     #: "grace"), so that those errors name the spec's line too
@@ -209,7 +210,7 @@ def check_rules_can_fire(spec: SweepSpec, max_batches: int) -> None:
 def check_concurrency(spec: SweepSpec, gpu_workers: int) -> str | None:
     """A warning when the spec asks for more trials at once than there are GPU workers
     (the extra trials wait in the queue; nothing hangs), else None."""
-    queue = spec.queue or "gpu"
+    queue = spec.queue or TRAIN_DEFAULT
     if gpu_workers <= 0:
         return (f"no worker is consuming queue {queue!r} now: the trials wait in the queue "
                 f"until one starts (`farm up` starts a gpu worker)")
@@ -369,7 +370,7 @@ def _recipe_param(doc: YamlDoc, name: str, raw: Any, recipe: dict | None) -> Par
     if name not in rcp.PARAMETERS:
         raise doc.error(where, f"unknown parameter {name!r}: not a {step} setting of a "
                                f"dataset recipe",
-                        closest(name, rcp.PARAMETERS, "see farm/sweeps/recipe.py"))
+                        closest(name, rcp.PARAMETERS, "see farm/datasets/recipe.py"))
     if recipe is None:
         raise doc.error(where, f"parameter {name} changes the dataset recipe, but base has "
                                f"no recipe: (it names a built dataset with data:)",

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from farm.errors import BadInput, HostUnreachable
-from farm.remote import ssh as ssh_mod
-from farm.remote.ssh import RemoteTimeout, SSHHost, UnknownHostKey
+from farm.remote import transfer
+from farm.remote.ssh import RemoteFileError, RemoteTimeout, SSHHost, UnknownHostKey
 
 from tests.conftest import free_port
 from tests.sshd import LoopbackSSHD, keygen, need_root_sshd
@@ -86,13 +86,13 @@ def test_push_and_pull_verify_sha256_and_leave_no_part(host, tmp_path):
     src = tmp_path / "weights.bin"
     digest = _random_file(src, 3_000_000)
     remote = tmp_path / "remote" / "sub dir" / "w.bin"  # parent made on the host
-    sent = host.push(src, str(remote))
+    sent = transfer.push(host, src, str(remote))
     assert (sent.sha256, sent.sent, sent.resumed_from, sent.restarted) == (digest, 3_000_000, 0, False)
     assert hashlib.sha256(remote.read_bytes()).hexdigest() == digest
     assert not Path(f"{remote}.part").exists()
 
     back = tmp_path / "back" / "w.bin"
-    got = host.pull(str(remote), back)
+    got = transfer.pull(host, str(remote), back)
     assert (got.sha256, got.size, got.resumed_from) == (digest, 3_000_000, 0)
     assert back.read_bytes() == src.read_bytes()
     assert not Path(f"{back}.part").exists()
@@ -110,7 +110,7 @@ def test_a_push_cut_midway_resumes_from_the_part_and_verifies(host, tmp_path):
         if done >= total // 2:
             raise Cut()
     with pytest.raises(Cut):
-        host.push(src, str(remote), progress=cut_at_half)
+        transfer.push(host, src, str(remote), progress=cut_at_half)
     part = Path(f"{remote}.part")
     assert not remote.exists()
     have = part.stat().st_size
@@ -118,7 +118,7 @@ def test_a_push_cut_midway_resumes_from_the_part_and_verifies(host, tmp_path):
     assert part.read_bytes() == src.read_bytes()[:have]
 
     seen = []
-    t = host.push(src, str(remote), progress=lambda d, n: seen.append(d))
+    t = transfer.push(host, src, str(remote), progress=lambda d, n: seen.append(d))
     assert (t.resumed_from, t.sent, t.restarted, t.sha256) == (have, t.size - have, False, digest)
     assert seen[0] > have  # counted from the resume point
     assert remote.read_bytes() == src.read_bytes() and not part.exists()
@@ -130,7 +130,7 @@ def test_an_interrupted_pull_resumes_from_its_part(host, tmp_path):
     local = tmp_path / "local" / "copy.bin"
     local.parent.mkdir()
     Path(f"{local}.part").write_bytes(remote.read_bytes()[:600_000])
-    t = host.pull(str(remote), local)
+    t = transfer.pull(host, str(remote), local)
     assert (t.resumed_from, t.sent, t.restarted, t.sha256) == (600_000, 900_000, False, digest)
     assert local.read_bytes() == remote.read_bytes()
 
@@ -143,14 +143,14 @@ def test_a_part_whose_prefix_differs_is_detected_and_restarted(host, tmp_path, d
     bad = bytearray(src.read_bytes()[:400_000])
     bad[1234] ^= 0xFF  # one flipped byte in the middle of the prefix
     Path(f"{dest}.part").write_bytes(bytes(bad))
-    t = host.push(src, str(dest)) if direction == "push" else host.pull(str(src), dest)
+    t = transfer.push(host, src, str(dest)) if direction == "push" else transfer.pull(host, str(src), dest)
     assert (t.restarted, t.resumed_from, t.sent, t.sha256) == (True, 0, 1_000_000, digest)
     assert dest.read_bytes() == src.read_bytes()
 
 
 def test_pulling_a_missing_file_names_host_and_path(host, tmp_path):
-    with pytest.raises(ssh_mod.RemoteFileError, match=r"loopback:/nonexistent/x\.weights not found"):
-        host.pull("/nonexistent/x.weights", tmp_path / "x.weights")
+    with pytest.raises(RemoteFileError, match=r"loopback:/nonexistent/x\.weights not found"):
+        transfer.pull(host, "/nonexistent/x.weights", tmp_path / "x.weights")
 
 
 # -- host keys and unreachable hosts ----------------------------------------------------------
@@ -205,7 +205,7 @@ def test_a_missing_key_file_is_bad_input_not_unreachable(sshd, tmp_path):
 # -- sync_dir -------------------------------------------------------------------------------
 
 def test_sync_dir_sends_only_missing_or_changed_files(host, tmp_path, monkeypatch):
-    monkeypatch.setattr(ssh_mod, "RESUMABLE_SIZE", 100_000)  # one file takes the push() path
+    monkeypatch.setattr(transfer, "RESUMABLE_SIZE", 100_000)  # one file takes the push() path
     local = tmp_path / "dataset"
     for i in range(30):
         sub = local / ("images" if i % 2 else "labels")
@@ -215,7 +215,7 @@ def test_sync_dir_sends_only_missing_or_changed_files(host, tmp_path, monkeypatc
     _random_file(local / "images" / "big.jpg", 300_000)
     remote = tmp_path / "remote dataset"
 
-    first = host.sync_dir(local, str(remote))
+    first = transfer.sync_dir(host, local, str(remote))
     assert (len(first.sent), first.unchanged) == (32, 0)
 
     def same() -> bool:
@@ -223,13 +223,13 @@ def test_sync_dir_sends_only_missing_or_changed_files(host, tmp_path, monkeypatc
         return all((remote / f).read_bytes() == (local / f).read_bytes() for f in files)
     assert same() and not list(remote.rglob("*.part"))
 
-    again = host.sync_dir(local, str(remote))
+    again = transfer.sync_dir(host, local, str(remote))
     assert (again.sent, again.unchanged, again.bytes_sent) == ((), 32, 0)
 
     (local / "labels" / "img 004.txt").write_text("changed\n")
     (local / "images" / "img 005.txt").write_text("changed too\n")
     (local / "images" / "new.txt").write_text("new\n")
-    third = host.sync_dir(local, str(remote))
+    third = transfer.sync_dir(host, local, str(remote))
     assert sorted(third.sent) == ["images/img 005.txt", "images/new.txt", "labels/img 004.txt"]
     assert third.unchanged == 30 and same()
 
@@ -297,14 +297,14 @@ def test_sync_dir_refuses_files_that_arrive_different_and_removes_them(host, tmp
     local.mkdir()
     (local / "good.txt").write_text("good\n")
     (local / "bad.txt").write_text("what is sent\n")
-    real = ssh_mod.sha256_file
+    real = transfer.sha256_file
 
     def lying(path, limit=None):  # the local digest of bad.txt claims other content
         return hashlib.sha256(b"what was meant") if path.name == "bad.txt" else real(path, limit)
-    monkeypatch.setattr(ssh_mod, "sha256_file", lying)
+    monkeypatch.setattr(transfer, "sha256_file", lying)
     remote = tmp_path / "remote"
-    with pytest.raises(ssh_mod.TransferFailed, match="1 file.* different sha256, e.g. .*bad.txt"):
-        host.sync_dir(local, str(remote))
+    with pytest.raises(transfer.TransferFailed, match="1 file.* different sha256, e.g. .*bad.txt"):
+        transfer.sync_dir(host, local, str(remote))
     assert not (remote / "bad.txt").exists() and not (remote / "bad.txt.part").exists()
     assert not list(remote.glob(".farm-sync-*"))  # the checklist is gone too
 
@@ -352,11 +352,11 @@ def test_fetch_refuses_names_that_leave_the_folder_and_bad_content(host, tmp_pat
     from farm.remote.flow import fetch_dataset
     remote = _packaged(tmp_path, seed=3)
     with pytest.raises(BadInput, match="not a plain relative path"):
-        host.fetch_files(str(remote), {"../../etc/passwd": "0" * 64}, tmp_path / "x")
+        transfer.fetch_files(host, str(remote), {"../../etc/passwd": "0" * 64}, tmp_path / "x")
     manifest = json.loads((remote / "manifest.json").read_text())
     rel = next(r for r in manifest["files"] if r.endswith(".jpg"))
-    with pytest.raises(ssh_mod.TransferFailed, match="differs from its manifest"):
-        host.fetch_files(str(remote), {rel: "0" * 64}, tmp_path / "y")
+    with pytest.raises(transfer.TransferFailed, match="differs from its manifest"):
+        transfer.fetch_files(host, str(remote), {rel: "0" * 64}, tmp_path / "y")
     assert not list((tmp_path / "y").rglob("*.jpg*"))  # nothing unverified is left
     (remote / "manifest.json").write_text(json.dumps({"format": "farm-dataset/1", "id": "../x",
                                                       "files": {}, "lists": {}}))

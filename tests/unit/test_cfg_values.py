@@ -1,5 +1,5 @@
 """Values darknet would misread (atoi/atof) or could never train are refused with their
-line, in the cfg and in `--set` alike (farm.darknet.cfgvalues)."""
+line, in the cfg and in `--set` alike (farm.darknet.cfg.values)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from farm.darknet.cfg import Cfg, check_cfg, validate_net_overrides
-from farm.darknet.cfgvalues import atoi, value_problem
+from farm.darknet.cfg.values import atoi, value_problem
 from farm.errors import BadInput
 from farm.micro import MICRO_CFG
 

@@ -1,10 +1,10 @@
-"""farm.chart: folding the metrics stream into buckets (tests/unit/test_runchart.py: drawing)."""
+"""farm.runs.chart: folding the metrics stream into buckets (tests/unit/test_runchart.py: drawing)."""
 from __future__ import annotations
 
 import math
 
-from farm import chart
-from farm.chart import (A, AMAX, AMIN, BAD, COUNT, FIRST, LAST, LMAX, LMIN, empty_state, fold,
+from farm.runs import chart
+from farm.runs.chart import (A, AMAX, AMIN, BAD, COUNT, FIRST, LAST, LMAX, LMIN, empty_state, fold,
                         iterations_per_second)
 
 

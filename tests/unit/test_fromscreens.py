@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.datasets.fromscreens import (ScreenSynthSpec, label_sizes, paint_out,
+from farm.datasets.synth.fromscreens import (ScreenSynthSpec, label_sizes, paint_out,
                                        sheet_caption, synthesize_from_screens)
 from farm.datasets.screens import open_screens, package_screens
 from farm.errors import BadInput

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from farm.datasets import lint as lint_module
 from farm.datasets.lint import (LintReport, box_sizes, image_problem, label_path,
                                 lint_list, lint_obj_data)
+from farm.datasets.lint import lists as lists_module
+from farm.datasets.lint.labels import LabelBatch
 from farm.errors import FindingsError
 
 GOOD_BOX = "0 0.5 0.5 0.1 0.1\n"
@@ -348,7 +349,7 @@ def generated(root: Path, n: int, dialect: str) -> tuple[Path, dict[int, str]]:
 def test_thousands_of_label_files_are_counted_exactly(tmp_path, dialect, monkeypatch):
     n = 2000
     path, bad = generated(tmp_path, n, dialect)
-    monkeypatch.setattr(lint_module._LabelBatch, "SIZE", 300)  # several batches
+    monkeypatch.setattr(LabelBatch, "SIZE", 300)  # several batches
     report = lint_list(path, classes=2, dialect=dialect, net_size=(416, 416),
                        min_images_per_class=None)
     good = [i for i in range(n) if i not in bad and i % 10]
@@ -361,7 +362,7 @@ def test_thousands_of_label_files_are_counted_exactly(tmp_path, dialect, monkeyp
     wrong = sorted(os.path.basename(f.path) for f in report.errors)
     assert wrong == [f"{i:05d}.txt" for i in sorted(bad)]
     # the line-by-line parser (used when the batch declines a file) agrees on everything
-    monkeypatch.setattr(lint_module._LabelBatch, "offer", lambda self, label, data: False)
+    monkeypatch.setattr(LabelBatch, "offer", lambda self, label, data: False)
     slow = lint_list(path, classes=2, dialect=dialect, net_size=(416, 416),
                      min_images_per_class=None)
     assert sorted(slow.findings, key=str) == sorted(report.findings, key=str)
@@ -407,7 +408,7 @@ def test_duplicates_in_a_long_list_name_both_lines(tmp_path):
 def test_digest_collisions_are_checked_against_the_paths(tmp_path, monkeypatch):
     """Every path hashing alike must not make every line a duplicate: the second pass
     compares the paths themselves."""
-    monkeypatch.setattr(lint_module, "hash", lambda path: 7, raising=False)
+    monkeypatch.setattr(lists_module, "hash", lambda path: 7, raising=False)
     path = unlabelled_list(tmp_path / "train.txt", 50, extra=["/nowhere/img/000003.jpg"])
     dups = [f.line for f in lint(path, check_images=False).errors if "twice" in f.reason]
     assert dups == [51]
@@ -434,7 +435,7 @@ def test_lines_split_across_read_blocks_are_read_whole(tmp_path, monkeypatch):
     path = tmp_path / "train.txt"
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(listed).encode())  # BOM, CRLF, no final \n
     whole = lint(path, check_images=False)
-    monkeypatch.setattr(lint_module, "_LIST_BLOCK", 7)  # splits lines and UTF-8 characters
+    monkeypatch.setattr(lists_module, "LIST_BLOCK", 7)  # splits lines and UTF-8 characters
     small = lint(path, check_images=False)
     assert small.findings == whole.findings and small.images == whole.images == 40
     assert find(small, "notes.md does not have").line == 42
@@ -446,7 +447,7 @@ def test_lint_memory_does_not_grow_with_the_list(tmp_path, monkeypatch):
     8 bytes an image (and a sorted copy, briefly). Small read blocks, so that both lists
     span several and the block's own (constant) memory cancels out."""
     import tracemalloc
-    monkeypatch.setattr(lint_module, "_LIST_BLOCK", 1 << 14)
+    monkeypatch.setattr(lists_module, "LIST_BLOCK", 1 << 14)
 
     def peak(n: int) -> int:
         path = unlabelled_list(tmp_path / f"l{n}.txt", n)

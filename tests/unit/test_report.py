@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from farm.chart import empty_state, fold
+from farm.runs.chart import empty_state, fold
 from farm.errors import BadInput
 from farm.plot import overlay, runchart
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState

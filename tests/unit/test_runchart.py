@@ -12,7 +12,7 @@ import re
 import cv2
 import numpy as np
 
-from farm.chart import empty_state, fold
+from farm.runs.chart import empty_state, fold
 from farm.plot import axes, runchart
 from farm.plot.axes import Scale
 

@@ -187,7 +187,7 @@ def test_max_batches_above_the_iteration_budget_is_refused(folder):
     assert "max_batches 500 is above budget.iterations 200" in e.reason
 
 
-# -- dataset recipes (farm.sweeps.recipe) ------------------------------------------------
+# -- dataset recipes (farm.datasets.recipe) ------------------------------------------------
 
 RECIPE = """
 base:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.datasets.synth import (SynthSpec, _warp, contact_sheet, make_close_mark, render,
+from farm.datasets.synth import (SynthSpec, contact_sheet, make_close_mark, render,
                                  synthesize)
+from farm.datasets.synth.pixels import warp
 from farm.errors import BadInput
 from workers.cli.dataset import dataset
 
@@ -133,7 +134,7 @@ def test_rotation_fills_with_transparency_not_nearest_pixels():
     """ds7: "nearest" fill smeared the mark; the corners of a rotated patch stay empty."""
     patch = np.zeros((40, 40, 4), np.uint8)
     patch[:] = (0, 0, 255, 255)
-    out = _warp([patch], 1.0, 1.0, 30, 0.0)
+    out = warp([patch], 1.0, 1.0, 30, 0.0)
     assert out.shape[0] > 40
     for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
         assert out[y, x, 3] == 0
@@ -144,12 +145,12 @@ def test_one_warp_mirrors_and_scales_like_flip_and_resize():
     """Flip, scale and rotation are one resampling now; a mirror must still be a mirror."""
     rng = np.random.default_rng(0)
     patch = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
-    same = _warp([patch], 1.0, 1.0, 0.0, 0.0)
+    same = warp([patch], 1.0, 1.0, 0.0, 0.0)
     inner = (slice(1, -1), slice(1, -1))  # one transparent pixel of bilinear support around
     assert same.shape == (32, 22, 3) and np.array_equal(same[inner], patch)
-    assert np.array_equal(_warp([patch], -1.0, 1.0, 0.0, 0.0)[inner], cv2.flip(patch, 1))
-    assert np.array_equal(_warp([patch], 1.0, -1.0, 0.0, 0.0)[inner], cv2.flip(patch, 0))
-    assert _warp([patch], 2.0, 0.5, 0.0, 0.0).shape[:2] == (17, 42)
+    assert np.array_equal(warp([patch], -1.0, 1.0, 0.0, 0.0)[inner], cv2.flip(patch, 1))
+    assert np.array_equal(warp([patch], 1.0, -1.0, 0.0, 0.0)[inner], cv2.flip(patch, 0))
+    assert warp([patch], 2.0, 0.5, 0.0, 0.0).shape[:2] == (17, 42)
 
 
 def test_template_and_file_background_output_is_the_same_whatever_the_chunking(tmp_path):

@@ -15,7 +15,7 @@ import sys
 import click
 
 from farm import settings as farm_settings
-from farm.errors import FarmError
+from farm.errors import FarmError, Severity
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -74,10 +74,10 @@ def refusing(fn):
     try:
         return fn()
     except FindingsError as e:
-        errors = [f for f in e.findings if f.severity == "error"]
+        errors = [f for f in e.findings if f.severity is Severity.ERROR]
         for finding in errors[1:]:
             click.echo(str(finding), err=True)
-        warn_findings(f for f in e.findings if f.severity != "error")
+        warn_findings(f for f in e.findings if f.severity is not Severity.ERROR)
         raise
 
 
@@ -93,9 +93,9 @@ def warn_findings(findings) -> None:
 
 def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
     """Copy a file from an inventory host (sha256 checked on both sides)."""
-    from farm.remote import flow
+    from farm.remote import flow, transfer
     with flow.connect(ctx.settings, host) as h:
-        h.pull(path, dest)
+        transfer.pull(h, path, dest)
 
 
 def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:
@@ -108,8 +108,9 @@ def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:
 def require_listener(ctx: Context, host: str) -> None:
     """Refuse now, not after an hour's wait, to send work to a host with no worker up."""
     from farm.errors import FarmUnavailable
-    if not listeners(ctx, f"host.{host}"):
-        raise FarmUnavailable(f"no worker listens on host.{host}: {host}'s worker is not "
+    from farm.queues import host_queue
+    if not listeners(ctx, host_queue(host)):
+        raise FarmUnavailable(f"no worker listens on {host_queue(host)}: {host}'s worker is not "
                               "running, or cannot reach Redis",
                               hint=f"start it on {host} (`farm hosts plan {host}` prints the "
                                    "command), then `farm hosts workers`")

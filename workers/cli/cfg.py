@@ -11,15 +11,17 @@ import os
 import click
 
 from farm.darknet.cfg import Cfg, calc_anchors, check_cfg, make_cfg
+from farm.darknet.dialect import NAMES as DIALECTS, Dialect
 from farm.darknet.memory import estimate, parse_size
-from farm.errors import BadInput, Finding
+from farm.errors import BadInput, Finding, Severity
 
-DIALECTS = ("pjreddie", "alexeyab", "hankai")
 EXIT_FINDINGS = 2
 
 dialect_option = click.option(
-    "--dialect", type=click.Choice(DIALECTS), default="pjreddie", show_default=True,
-    help="The darknet the cfg is for: pjreddie is Debian's package.")
+    "--dialect", type=click.Choice(DIALECTS), default=Dialect.PJREDDIE.value,
+    show_default=True,
+    help="The darknet the cfg is for: pjreddie is Debian's package.",
+    callback=lambda ctx, param, value: Dialect(value))
 
 
 @click.group("cfg")
@@ -164,7 +166,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "error"]
+    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 def _print_findings(findings: list[Finding]) -> None:

@@ -17,7 +17,9 @@ import yaml
 
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile, voc
+from farm.darknet.dialect import Dialect
 from farm.errors import BadInput, FindingsError
+from farm.queues import host_queue
 from workers.cli import parse_size, pass_ctx, require_listener, wait_task
 
 EXIT_FINDINGS = 2
@@ -160,7 +162,7 @@ def synth_cmd(out_dir, n, seed, spec_file, canvas, mark_px, templates, colour_ke
 
 def _from_screens_chunk(args) -> int:
     """One worker process's share of a synthesis from screens (prepared already)."""
-    from farm.datasets import fromscreens
+    from farm.datasets.synth import fromscreens
     spec_dict, out_dir, n, seed, start, count = args
     fromscreens.synthesize_from_screens(None, out_dir, n, seed,
                                         fromscreens.ScreenSynthSpec.from_dict(spec_dict),
@@ -194,7 +196,7 @@ def _in_pool(chunk_fn, spec_dict: dict, out_dir, n: int, seed: int, workers: int
 
 def _synth_from_screens(out_dir, n, seed, spec_file, canvas, templates, negatives, workers,
                         sheet, from_screens) -> None:
-    from farm.datasets import fromscreens
+    from farm.datasets.synth import fromscreens
     from farm.datasets.screens import open_screens
     data = _spec_flags(spec_file, canvas, templates, negatives, n, workers)
     spec = fromscreens.ScreenSynthSpec.from_dict(data, path=spec_file)
@@ -295,7 +297,7 @@ def _datasets_root(root: str | None) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--network", default="416x416", show_default=True,
               help="Network size, for the object-size statistics.")
-@click.option("--dialect", default="pjreddie", show_default=True,
+@click.option("--dialect", default=Dialect.PJREDDIE.value, show_default=True,
               help="darknet dialect the lint checks label paths for.")
 @click.option("--no-image-check", is_flag=True, help="Lint: skip the image byte checks.")
 @click.option("--kind", type=click.Choice(pkg.KINDS), default="train", show_default=True,
@@ -349,7 +351,7 @@ def _package_screens(sources, root, names, dialect, no_image_check, total) -> No
 @dataset.command("lint")
 @click.argument("obj_data", type=click.Path(dir_okay=False))
 @click.option("--classes", type=int, help="The cfg's class count [default: obj.data's].")
-@click.option("--dialect", default="pjreddie", show_default=True)
+@click.option("--dialect", default=Dialect.PJREDDIE.value, show_default=True)
 @click.option("--base-dir", type=click.Path(file_okay=False),
               help="Resolve relative paths here [default: obj.data's folder].")
 @click.option("--no-images", is_flag=True, help="Skip the image byte checks.")
@@ -422,7 +424,7 @@ def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, networ
     from workers.tasks.flow import pull_labels
     result = pull_labels.apply_async(
         args=[label_host, remote_dir, classes, not no_package, valid_ratio,
-              list(_size(network, "--network"))], queue=f"host.{on_host}")
+              list(_size(network, "--network"))], queue=host_queue(on_host))
     out = wait_task(result, f"pulling {source} on {on_host}", timeout)
     pulled = out["pulled"]
     click.echo(f"pulled {pulled['fetched']} files ({pulled['bytes']} bytes) from {label_host}; "
@@ -449,7 +451,7 @@ def sync_cmd(ctx, source, to_host, timeout) -> None:
     flow.inventory_of(ctx.settings).host(to_host)
     require_listener(ctx, to_host)
     from workers.tasks.flow import fetch_dataset
-    result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=f"host.{to_host}")
+    result = fetch_dataset.apply_async(args=[from_host, remote_dir], queue=host_queue(to_host))
     out = wait_task(result, f"syncing {source} to {to_host}", timeout)
     state = "already there" if out["already"] else (
         f"{out['fetched']} files fetched ({out['bytes']} bytes), {out['linked']} linked")

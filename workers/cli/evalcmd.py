@@ -1,6 +1,6 @@
 """`farm detect`, `farm eval`, `farm chart`, `farm board`: looking at what a run learned.
 
-Thin: flags in, farm.eval / farm.chart / dashboard out. A FarmError goes up to the `farm`
+Thin: flags in, farm.eval / farm.runs.chart / dashboard out. A FarmError goes up to the `farm`
 command, which prints it and sets the exit code; refused files list every finding first.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ import uuid
 import click
 
 from farm.errors import BadInput
+from farm.queues import host_queue
 from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
 from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
@@ -61,7 +62,7 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         raise BadInput("--queue and --host both choose the queue", hint="give one of them")
     if on_host:
         flow.inventory_of(ctx.settings).host(on_host)
-        queue = f"host.{on_host}"
+        queue = host_queue(on_host)
     origin, data = flow.remote_location(ctx.settings, data)
     if weights:
         weights_host, weights = flow.remote_location(ctx.settings, weights)

@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from farm.queues import TRAIN_DEFAULT
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import SweepState
 from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx, refusing, warn_findings
@@ -71,7 +72,7 @@ def start_sweep(ctx: Context, spec_path: str) -> str:
     store.ping()  # a clear message if Redis is down, before Celery's retries
     warnings = []
     sw = refusing(lambda: submit_sweep(store, ctx.settings, spec,
-                                       gpu_workers=lambda: asked.consumers(spec.queue or "gpu"),
+                                       gpu_workers=lambda: asked.consumers(spec.queue or TRAIN_DEFAULT),
                                        warn=warnings.append))
     warn_findings(warnings)
     for warning in sw.warnings:

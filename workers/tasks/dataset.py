@@ -17,6 +17,7 @@ import os
 
 from celery import group
 
+from farm.darknet.dialect import Dialect
 from farm.datasets import package as pkg
 from farm.datasets import synth, tile as tiling, voc
 from workers.app import app
@@ -63,7 +64,7 @@ def tile(src: str, out_dir: str, size: list[int] | None = None, overlap: int = 6
 @app.task(name="farm.dataset.package")
 def package(sources: list[str], root: str, names: str | list[str] | None = None,
             valid_ratio: float = 0.2, seed: int = 0, valid_list: str | None = None,
-            network: list[int] | None = None, dialect: str = "pjreddie",
+            network: list[int] | None = None, dialect: Dialect = Dialect.PJREDDIE,
             check_images: bool = True) -> dict:
     result = pkg.package(sources, root, names=names, valid_ratio=valid_ratio, seed=seed,
                          valid_list=valid_list, network=tuple(network or (416, 416)),
@@ -76,19 +77,19 @@ def synth_recipe(self, key: str) -> dict:
     """Build the dataset of recipe `key` (no-op if built, failed or being built)."""
     from farm.darknet import dialect as dialects
     from farm.errors import FarmError
-    from farm.sweeps.builds import build_recipe
+    from farm.sweeps.builds import FINAL, build_recipe
     from farm.sweeps.store import RecipeStore
     from workers.tasks import store
     s = app.farm_settings
     try:
-        dialect = dialects.detect(s.darknet, s.darknet_dialect).value
+        dialect = dialects.detect(s.darknet, s.darknet_dialect)
     except FarmError:  # an augment host without darknet: the strictest layout rules
-        dialect = "pjreddie"
+        dialect = dialects.Dialect.PJREDDIE
     st = store()
     worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
     rec = build_recipe(st, s.data_dir, key, worker=worker, host=s.host_name,
                        dialect=dialect)
-    if rec.get("state") in ("ready", "failed"):
+    if rec.get("state") in FINAL:
         for sweep_id in RecipeStore(st).waiting(key):  # start their trials now
             app.send_task("farm.sweep.tick", args=[sweep_id])
     log.info("recipe %s: %s %s", key, rec.get("state"), rec.get("error") or

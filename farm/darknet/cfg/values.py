@@ -228,3 +228,8 @@ def value_hint(section: str, key: str) -> str:
         return f"{key} takes {TYPE_WORDS[kind]}"
     what = "an integer" if kind == "int" else "a number"
     return f"{key} takes {what} in {_num(bounds[0])}..{_num(bounds[1])}"
+
+
+def round32(value: int) -> int:
+    """The multiple of 32 nearest `value` (at least 32): sizes the YOLO grid lines up with."""
+    return max(32, int(round(value / 32)) * 32)

@@ -26,9 +26,11 @@ import re
 import shutil
 import tempfile
 from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
+from farm.darknet.dialect import Dialect
 from farm.datasets import package as pkg
 from farm.datasets import synth
 from farm.errors import BadInput
@@ -45,6 +47,23 @@ MAX_IMAGES = 1_000_000
 _PATH_FIELDS = {"templates", "backgrounds"}
 _TEXT_FIELDS = {"flip", "procedural"}  # words, kept as written in a parameter value
 _DEFAULTS = synth.SynthSpec().to_dict()
+
+
+class RecipeState(str, Enum):
+    """Where the build of a recipe's dataset is (the `state` of its build record)."""
+
+    QUEUED = "queued"      # claimed; its message is on the way to an `augment` worker
+    BUILDING = "building"  # a worker holds the build's lease
+    READY = "ready"        # built: the record names the dataset
+    FAILED = "failed"      # could not be built: the record says why
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        """No build changes it again (a builder that finds it does nothing)."""
+        return self in (RecipeState.READY, RecipeState.FAILED)
 
 
 def is_recipe_parameter(name: str) -> bool:
@@ -207,7 +226,7 @@ def describe(recipe: dict) -> str:
 # Building: synthesize, then package (lint included) into the farm's datasets folder
 
 
-def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: str = "pjreddie",
+def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: Dialect = Dialect.PJREDDIE,
           on_step: Callable[[str], None] | None = None) -> pkg.PackageResult:
     """Make the recipe's dataset in data_dir/datasets/<dataset id>/ (content-addressed:
     an identical dataset already there is reused). The synthesized images go to a

@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 
 from farm.datasets.screens import Screens, open_screens, size_quantiles
-from farm.datasets.synth import contact_sheet, yolo_line
+from farm.datasets.synth.render import yolo_line
+from farm.datasets.synth.sheet import contact_sheet
 from farm.datasets.tile import PAD_VALUE
 from farm.errors import BadInput
 

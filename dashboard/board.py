@@ -36,7 +36,7 @@ from dataclasses import asdict
 from farm.plot import runchart
 from farm.runs.effective import effective_settings
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 
 RUNS_LIMIT = 500          #: runs in the runs list (newest first)
 LOG_LINES = 200           #: log lines on a run page
@@ -75,7 +75,7 @@ def _screens_maps(e: dict | None) -> dict:
 
 def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
     rows = []
-    for row in store.board_runs(limit):
+    for row in store.board.runs_list(limit):
         run, live, best = row["run"], row["live"], row["best"]
         attempts = run.get("attempts") or []
         iteration = live.get("iteration")
@@ -100,7 +100,7 @@ def _last_iteration(attempts: list[dict]) -> int:
 
 
 def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -> dict:
-    page = store.board_run(run_id, LOG_LINES)
+    page = store.board.run_page(run_id, LOG_LINES)
     run, live = page["run"], page["live"]
     evals = {e["iteration"]: e for e in page["evaluations"]}
     attempts = []
@@ -137,7 +137,7 @@ def chart_payload(store: Store, run_id: str, since: str | None = None,
                   fold: int | None = FOLD_PER_REQUEST) -> dict:
     """The run's chart as SVG (farm.plot.runchart) with the decisions behind it;
     {"unchanged": true} when the caller's `since` version is still current."""
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     chart = runchart.for_run(store, run, fold=fold)
     drawn = [chart.n, chart.maps, chart.darknet_maps, run.state.value, run.message,
              [(a.number, a.outcome, a.last_iteration) for a in run.attempts]]
@@ -150,14 +150,14 @@ def chart_payload(store: Store, run_id: str, since: str | None = None,
 
 
 def chart_svg(store: Store, run_id: str) -> str:
-    return runchart.draw(runchart.for_run(store, store.load_run(run_id),
+    return runchart.draw(runchart.for_run(store, store.runs.load(run_id),
                                           fold=FOLD_PER_REQUEST)).to_svg()
 
 
 def metrics_payload(store: Store, run_id: str, after: str, count: int) -> dict:
     """Raw metric entries of a run after stream id `after` (NotFound for no such run)."""
-    store.require_run(run_id)
-    entries = store.metrics_after(run_id, after, count)
+    store.runs.require(run_id)
+    entries = store.progress.metrics_after(run_id, after, count)
     return {"entries": [
         {"id": i, "attempt": int(f["a"]), "iteration": int(f["i"]),
          "loss": finite(f.get("loss")), "avg_loss": finite(f.get("avg")), "rate": finite(f.get("rate")),

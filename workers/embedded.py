@@ -24,7 +24,8 @@ import click
 from farm.credentials import FLOWER_PASSWORD, METRICS_TOKEN, ensure_secret
 from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
 from farm.settings import Settings
-from farm.state import Store, safe_url
+from farm.store import Store
+from farm.store.redis import safe_url
 from workers.app import host_queue
 from workers.supervision import ChildSpec, Children, claim, describe_exit
 
@@ -257,7 +258,7 @@ class EmbeddedFarm:
         if not events or self._store is None:
             return
         try:
-            self._store.record_supervisor_events(events)
+            self._store.events.record(events)
             events.clear()
         except FarmError:
             del events[:-EVENTS_HELD]

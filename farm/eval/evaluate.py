@@ -325,7 +325,7 @@ def best_weights_location(store, run, here: str = "") -> tuple[str, str] | None:
     """(host, path) of the run's best weights: its best evaluation's (farm.eval keeps
     them as the run's best.weights, on the host that evaluated), else the newest
     checkpoint written while the loss was finite (on the host that trained it)."""
-    best = store.best_evaluation(run.id)
+    best = store.evaluations.best(run.id)
     if best and best.get("best_weights"):
         host = best.get("host", "")
         if (host and host != here) or os.path.isfile(best["best_weights"]):
@@ -369,7 +369,7 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
     local first (farm.remote.flow.localize_run); what it raises is not recorded, so a
     host that is away can be waited for.
     """
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     if prepare is not None:
         prepare(run)
     folder = eval_dir(settings.runs_dir, run_id)
@@ -399,7 +399,7 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
                                            darknet=settings.darknet)
     result.update(base, evaluated_at=time.time())
     score = rank_score(run, result)
-    if store.record_evaluation(run_id, {**result, "best_weights": str(
+    if store.evaluations.record(run_id, {**result, "best_weights": str(
             best_weights_path(settings.runs_dir, run_id))}, score):
         _install_best(store, run_id, weights, iteration,
                       best_weights_path(settings.runs_dir, run_id))
@@ -434,7 +434,7 @@ def _install_best(store, run_id: str, weights: str, iteration: int, best: Path) 
     shutil.copyfile(weights, tmp)
     with open(best.with_name(".best.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        held = store.best_evaluation(run_id)
+        held = store.evaluations.best(run_id)
         if held and int(held["iteration"]) == iteration:
             os.replace(tmp, best)
         else:

@@ -155,7 +155,7 @@ def short(p: Progress) -> str:
 
 def samples_of(entries: Iterable[tuple[str, Mapping[str, str]]], attempt: int
                ) -> list[tuple[float, int]]:
-    """(wall time, iteration) of metrics stream entries (Store.recent_metrics) that
+    """(wall time, iteration) of metrics stream entries (ProgressStore.recent_metrics) that
     belong to `attempt`; entries written before the farm stamped times are skipped."""
     out = []
     for _, m in entries:

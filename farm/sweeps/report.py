@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from farm.plot import axes, overlay, runchart
 from farm.runs.effective import effective_settings
 from farm.runs.model import Attempt, Run
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import Sweep
 from farm.sweeps.progress import map50_points
@@ -111,9 +111,9 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
         if not row.run_id:
             trials.append(TrialReport(row=row, run_id=None))
             continue
-        run = store.load_run(row.run_id)
+        run = store.runs.load(row.run_id)
         maps = map50_points(store, run.id)
-        trials.append(trial_report(row, run, store.evaluations(run.id), maps, now))
+        trials.append(trial_report(row, run, store.evaluations.all(run.id), maps, now))
         runs[row.trial] = (run, maps)
     with_runs = [t for t in trials if t.row.trial in runs]
     charted = {t.row.trial for t in sorted(with_runs, key=_chart_priority)[:charts]}

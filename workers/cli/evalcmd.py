@@ -146,7 +146,7 @@ def chart(ctx: Context, run_id: str, out: str) -> None:
     mAP and restarts to a PNG: the board's chart, as a file."""
     from farm.plot import runchart
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     drawing = runchart.for_run(store, run, title=f"{run.id}  {run.state.value}")
     Path(out).write_bytes(runchart.draw(drawing, runchart.PNG_SIZE).to_png())
     click.echo(f"wrote {out} ({drawing.n} iterations, {len(run.attempts)} attempt(s))")

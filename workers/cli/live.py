@@ -74,9 +74,9 @@ def run_progress(store, run: Run, evaluations: list[dict] | None = None,
     """The run's Progress from Redis: live hash, newest metrics, evaluations."""
     running = run.state is RunState.RUNNING
     return measure(iteration=run.last_iteration, max_batches=run.max_batches,
-                   attempts=len(run.attempts), live=store.live(run.id),
-                   recent=store.recent_metrics(run.id, RECENT_METRICS) if running else [],
-                   evaluations=store.evaluations(run.id) if evaluations is None else evaluations,
+                   attempts=len(run.attempts), live=store.progress.live(run.id),
+                   recent=store.progress.recent_metrics(run.id, RECENT_METRICS) if running else [],
+                   evaluations=store.evaluations.all(run.id) if evaluations is None else evaluations,
                    now=time.time() if now is None else now, running=running)
 
 
@@ -120,7 +120,7 @@ def await_evaluations(store, run_ids: list[str], *, listening: Callable[[], list
     """Wait until every evaluation sent for `run_ids` is recorded: the final checkpoint's
     is sent when the run ends. Not at all when no worker consumes `queue` (they stay
     queued); at most `timeout` seconds otherwise. Returns what is still missing."""
-    pending = {r: p for r in run_ids if (p := store.pending_evaluations(r))}
+    pending = {r: p for r in run_ids if (p := store.evaluations.pending(r))}
     if not pending:
         return {}
     what = _iterations(pending)
@@ -132,10 +132,10 @@ def await_evaluations(store, run_ids: list[str], *, listening: Callable[[], list
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         time.sleep(poll)
-        pending = {r: p for r in pending if (p := store.pending_evaluations(r))}
+        pending = {r: p for r in pending if (p := store.evaluations.pending(r))}
         if printer is not None:
             for r in run_ids:
-                printer.show(r, store.evaluations(r))
+                printer.show(r, store.evaluations.all(r))
     if pending:
         out.event(f"farm: warning: the evaluation of {_iterations(pending)} did not land "
                   f"within {format_duration(timeout)} (FARM_EVAL_WAIT); is the eval worker "
@@ -158,7 +158,7 @@ def summary_lines(store, run: Run, here: str, missing: set[int] = frozenset()) -
     its attempts, and evaluations that never landed."""
     from farm.eval.evaluate import best_weights_location
     lines = [f"{run.id}: {run.state.value}: {run.message}"]
-    best = store.best_evaluation(run.id)
+    best = store.evaluations.best(run.id)
     if best and best.get("map") is not None:
         lines.append(f"  best:      mAP@0.50 {scores(best)} at iteration {best['iteration']}")
     else:

@@ -114,11 +114,11 @@ def follow(ctx: Context, run_id: str, poll: float = 1.0) -> int:
     seen_attempts = 0
     try:
         while True:
-            run = store.load_run(run_id)
+            run = store.runs.load(run_id)
             for a in run.attempts[seen_attempts:]:
                 out.event(f"attempt {a.number} started: {a.reason}")
             seen_attempts = len(run.attempts)
-            evaluations = store.evaluations(run_id)
+            evaluations = store.evaluations.all(run_id)
             printer.show(run_id, evaluations)
             if run.state.finished:
                 break
@@ -168,7 +168,7 @@ def runs_cmd(ctx: Context, limit: int) -> None:
     from farm.runs.progress import format_duration, format_map, format_rate
     from workers.cli.live import run_progress
     store = ctx.store()
-    rows = store.load_runs(limit)
+    rows = store.runs.recent(limit)
     if not rows:
         click.echo("no runs yet: `farm train DATA CFG` queues one")
         return
@@ -177,7 +177,7 @@ def runs_cmd(ctx: Context, limit: int) -> None:
                f"TRAINED WITH / WHY")
     for run in rows:
         p = run_progress(store, run, evaluations=[])
-        best = store.best_evaluation(run.id)
+        best = store.evaluations.best(run.id)
         best_text = (f"{format_map(best['map'])} @{best['iteration']}"
                      if best and best.get("map") is not None else "-")
         running = run.state is RunState.RUNNING
@@ -217,14 +217,14 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     evaluations (mAP per checkpoint) with the best."""
     from workers.cli.live import run_progress
     store = ctx.store()
-    run = store.find_run(run_id)
-    live = store.live(run.id)
-    evaluations = store.evaluations(run.id)
-    best = store.best_evaluation(run.id)
-    pending = store.pending_evaluations(run.id)
+    run = store.runs.find(run_id)
+    live = store.progress.live(run.id)
+    evaluations = store.evaluations.all(run.id)
+    best = store.evaluations.best(run.id)
+    pending = store.evaluations.pending(run.id)
     progress = run_progress(store, run, evaluations)
     if as_json:
-        click.echo(json.dumps(status_dict(run, live, store.maps(run.id), evaluations, best,
+        click.echo(json.dumps(status_dict(run, live, store.progress.maps(run.id), evaluations, best,
                                           pending, progress), indent=2))
         return
     click.echo(f"run {run.id}: {run.state.value}" + (f" - {run.message}" if run.message else ""))
@@ -315,20 +315,20 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
     before darknet ever started (bad input found first) has no output: its reason is
     printed instead, and the exit code is 1."""
     store = ctx.store()
-    run = store.find_run(run_id)
-    tail, seen = store.log_since(run.id, 0)
+    run = store.runs.find(run_id)
+    tail, seen = store.progress.log_since(run.id, 0)
     for line in tail[-lines:] if lines else tail:
         click.echo(line)
     while follow_:
-        new, seen = store.log_since(run.id, seen)
+        new, seen = store.progress.log_since(run.id, seen)
         for line in new:
             click.echo(line)
         if not new:
-            run = store.load_run(run.id)
+            run = store.runs.load(run.id)
             if run.state.finished:
                 break
         time.sleep(0.5)
-    run = store.load_run(run.id)
+    run = store.runs.load(run.id)
     if run.state.finished and not any(a.pid for a in run.attempts):
         click.echo(f"{run.id}: darknet never started: the run {run.state.value} before it "
                    f"could: {run.message or 'no reason recorded'}", err=True)
@@ -345,21 +345,21 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
 def cancel(ctx: Context, run_id: str, timeout: float) -> int:
     """Cancel a run: its darknet process group is killed and the run marked cancelled."""
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     if run.state.finished:
         click.echo(f"{run.id} already {run.state.value}")
         return EXIT_OK
-    store.request_cancel(run.id)
-    if run.state is RunState.QUEUED and store.lease_holder(run.id) is None:
+    store.runs.request_cancel(run.id)
+    if run.state is RunState.QUEUED and store.runs.holder(run.id) is None:
         if run.task_id:
             ctx.celery().control.revoke(run.task_id)
         run.state, run.message, run.ended_at = RunState.CANCELLED, "cancelled before it started", time.time()
-        store.save_run(run)
+        store.runs.save(run)
         click.echo(f"{run.id} cancelled (it had not started)")
         return EXIT_OK
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = store.load_run(run.id)
+        run = store.runs.load(run.id)
         if run.state.finished or (run.current and run.current.outcome is Outcome.CANCELLED):
             click.echo(f"{run.id} cancelled")
             return EXIT_OK
@@ -379,7 +379,7 @@ def cancel(ctx: Context, run_id: str, timeout: float) -> int:
 def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: str) -> None:
     """Copy a run's weights here from whichever host holds them (sha256 verified)."""
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     host, path = _weights_location(store, run, best, iteration, ctx.settings.host_name)
     if host == ctx.settings.host_name or not host:
         import shutil

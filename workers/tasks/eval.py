@@ -39,7 +39,7 @@ def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = 
 def drop_evaluated_pins(run_id: str) -> None:
     """Remove this host's pinned checkpoints of `run_id` that are evaluated already: an
     eval worker on another host pulled its own copy and cannot remove this one."""
-    done = {int(e["iteration"]) for e in store().evaluations(run_id)}
+    done = {int(e["iteration"]) for e in store().evaluations.all(run_id)}
     unpin_evaluated(app.farm_settings.runs_dir, run_id, done)
 
 

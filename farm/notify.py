@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from farm.errors import ConfigError, DeliveryFailed
+from farm.errors import DeliveryFailed
+from farm.urls import mask_url
 
 #: Bytes of a receiver's answer read (and dropped): enough to finish the exchange.
 ANSWER_LIMIT = 65536
@@ -101,34 +102,6 @@ def host_away(host: str, error: str, since: float, seen_by: dict[str, Any],
 
 # ---------------------------------------------------------------------------------------
 # The POST
-
-
-def check_url(url: str) -> None:
-    """ConfigError unless `url` is an http(s) URL with a host (the message masks it)."""
-    try:
-        u = urlsplit(url)
-        u.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        u = None
-    if u is None or u.scheme not in ("http", "https") or not u.hostname:
-        raise ConfigError(f"notify_url {mask_url(url)} is not an http:// or https:// URL",
-                          hint="for example https://hooks.example.com/farm")
-
-
-def mask_url(url: str) -> str:
-    """The URL for logs: scheme, host and port only. A password in the userinfo, and the
-    secret many webhook services put in the path or query, never reach a log."""
-    try:
-        u = urlsplit(url)
-        host = u.hostname or ""
-        port = f":{u.port}" if u.port else ""
-    except ValueError:
-        return "<notify_url>"
-    if ":" in host:
-        host = f"[{host}]"
-    user = "***@" if "@" in u.netloc else ""
-    rest = "/…" if u.path.strip("/") or u.query else ""
-    return f"{u.scheme}://{user}{host}{port}{rest}" if u.scheme else "<notify_url>"
 
 
 def post(url: str, payload: dict[str, Any], timeout: float) -> int:

@@ -19,6 +19,7 @@ from celery import signals
 
 from farm import notify
 from farm.errors import DeliveryFailed, HostUnreachable
+from farm.urls import mask_url
 from workers.app import app
 from workers.tasks import store
 
@@ -68,7 +69,7 @@ def deliver(self, payload: dict) -> dict:
     if not s.notify_url:
         log.warning("notification %s dropped: this worker has no notify_url", event_id)
         return {"id": event_id, "state": "dropped"}
-    where = notify.mask_url(s.notify_url)
+    where = mask_url(s.notify_url)
     ledger = store().notices
     if not ledger.begin(event_id, s.notify_timeout + 30):
         if ledger.record(event_id).get("state") == "delivered":

@@ -126,8 +126,8 @@ def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None)
     for name, key, what in (("last_map", "last_evaluation", "of the newest evaluated checkpoint"),
                             ("best_map", "best", "best so far")):
         gauge(f"farm_run_{name}", f"mAP@0.50 (fraction) {what}.",
-              [(_labels(row), row[key]["map"]) for row in rows
-               if row[key] and row[key].get("map") is not None])
+              [(_labels(row), row[key].map) for row in rows
+               if row[key] and row[key].map is not None])
     gauge("farm_sweep_trials", "Trials of each running sweep by state.",
           [(f'sweep="{sweep}",state="{state}"', n)
            for sweep, counts in sorted(active_trial_counts(store).items())

@@ -86,7 +86,7 @@ def _run(store: Store, folder: Path, keep: int, stale_before: float, dry_run: bo
         return
     if not run.state.finished:
         return
-    evaluated = {int(e["iteration"]) for e in store.evaluations.all(run.id)}
+    evaluated = {e.iteration for e in store.evaluations.all(run.id)}
     items = run_waste(run, folder, keep, evaluated)
     items += [Waste(p, _tree_bytes(p), "a temporary file of a cut evaluation or copy")
               for p in _temps(folder) if _newest(p) < stale_before]

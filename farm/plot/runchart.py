@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from farm.chart import (A, ALAST, AMAX, AMIN, BAD, FIRST, LAST, LMAX, LMIN, RATE,
                         ChartStream, iterations_per_second, update_chart)
+from farm.eval.evaluation import Evaluation
 from farm.plot import axes
 from farm.plot.axes import Scale
 from farm.plot.figure import Figure, text_width
@@ -117,7 +118,7 @@ class ChartProgress(ChartStream, Protocol):
 class ChartEvaluations(Protocol):
     """What the chart reads of a run's evaluations (farm.store.evaluations)."""
 
-    def all(self, run_id: str) -> list[dict[str, Any]]: ...
+    def all(self, run_id: str) -> list[Evaluation]: ...
 
 
 class ChartSource(Protocol):
@@ -293,7 +294,8 @@ def _rate_range(series: list[AttemptSeries]) -> tuple[float, float] | None:
 def _points(records) -> list[tuple[int, float]]:
     out = []
     for r in records or ():
-        it, value = (r.get("iteration"), r.get("map")) if isinstance(r, dict) else r
+        it, value = (r.iteration, r.map) if isinstance(r, Evaluation) else \
+            (r.get("iteration"), r.get("map")) if isinstance(r, dict) else r
         if it is not None and value is not None and math.isfinite(float(value)):
             out.append((int(it), float(value)))
     return sorted(out)

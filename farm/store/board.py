@@ -8,6 +8,7 @@ from typing import Any
 
 from farm.runs.model import Run
 from farm.store import scripts
+from farm.store.evaluations import by_iteration, loads
 from farm.store.redis import Connection, key
 from farm.store.runs import RunStore, no_run
 
@@ -21,7 +22,7 @@ class BoardReads:
 
     def runs_list(self, limit: int = 500) -> list[dict[str, Any]]:
         """The newest runs (as stored: plain dicts, not Run objects, which cost more than
-        the rest together) with their live progress, best and newest evaluation. Two round
+        the rest together) with their live progress, best and newest Evaluation. Two round
         trips however many runs there are (the board's runs list): one command, because
         redis-py spends more time packing 500 small commands than Redis answering them."""
         ids = self.runs.ids(limit)
@@ -36,8 +37,7 @@ class BoardReads:
             doc, best, last, *live = flat[n:n + 3 + len(LIVE_FIELDS)]
             if doc:
                 rows.append({"run": json.loads(doc), "live": dict(zip(LIVE_FIELDS, live)),
-                             "best": json.loads(best) if best else None,
-                             "last_evaluation": json.loads(last) if last else None})
+                             "best": loads(best), "last_evaluation": loads(last)})
         return rows
 
     def run_page(self, run_id: str, log_lines: int = 200) -> dict[str, Any]:
@@ -58,9 +58,7 @@ class BoardReads:
         if raw is None:
             raise no_run(run_id)
         return {"run": Run.from_dict(json.loads(raw)), "live": live,
-                "evaluations": sorted((json.loads(x) for x in evals),
-                                      key=lambda e: e["iteration"]),
-                "best": json.loads(best) if best else None,
+                "evaluations": by_iteration(evals), "best": loads(best),
                 "chart": json.loads(chart) if chart else None, "metrics_count": int(length),
                 "darknet_maps": [json.loads(x) for x in maps],
                 "log": log, "log_total": int(logn or 0)}

@@ -9,8 +9,9 @@ chart, the board, the CLI and sweeps read them). Keys:
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import replace
 
+from farm.eval.evaluation import Evaluation
 from farm.store import scripts
 from farm.store.redis import Connection, key
 
@@ -36,26 +37,37 @@ class EvaluationStore:
             sent, done = pipe.execute()
         return {int(x) for x in sent} - {int(x) for x in done}
 
-    def record(self, run_id: str, result: dict[str, Any], score: float | None) -> bool:
+    def record(self, run_id: str, result: Evaluation, score: float | None) -> bool:
         """Store an evaluation; True when it is now the run's best (a higher score, or the
         same score at a later iteration, like darknet's `>=`). Atomic, so evaluations that
         finish in any order on any worker agree on one best. `score` None: never best."""
-        it = int(result["iteration"])
-        doc = json.dumps(result)
+        it = int(result.iteration)
+        doc = json.dumps(result.to_dict())
         with self.db.translated():
             return bool(self.db.script(scripts.RECORD_EVALUATION)(
                 keys=[key("run", run_id, "evals"), key("run", run_id, "best"),
                       key("run", run_id, "lasteval")],
                 args=[it, doc, "" if score is None else repr(float(score)),
-                      json.dumps({**result, "score": score})]))
+                      json.dumps(replace(result, score=score).to_dict())]))
 
-    def all(self, run_id: str) -> list[dict[str, Any]]:
+    def all(self, run_id: str) -> list[Evaluation]:
         """Every evaluation of the run, by iteration."""
         with self.db.translated():
             raw = self.db.r.hvals(key("run", run_id, "evals"))
-        return sorted((json.loads(x) for x in raw), key=lambda e: e["iteration"])
+        return by_iteration(raw)
 
-    def best(self, run_id: str) -> dict[str, Any] | None:
+    def best(self, run_id: str) -> Evaluation | None:
+        """The run's best evaluation (with its `score`), None before the first."""
         with self.db.translated():
             raw = self.db.r.get(key("run", run_id, "best"))
-        return json.loads(raw) if raw else None
+        return loads(raw)
+
+
+def loads(raw: str | None) -> Evaluation | None:
+    return Evaluation.from_dict(json.loads(raw)) if raw else None
+
+
+def by_iteration(raws: list[str]) -> list[Evaluation]:
+    """Evaluations as stored in a run's hash, by iteration."""
+    return sorted((Evaluation.from_dict(json.loads(x)) for x in raws),
+                  key=lambda e: e.iteration)

@@ -107,8 +107,8 @@ def _pick(rows: list[ctl.Row], trial: int | None, store: Store) -> ctl.Row:
 
 def _iteration_of(store: Store, run: Run, weights: str) -> int | None:
     best = store.evaluations.best(run.id)
-    if best and best.get("best_weights") == weights:
-        return int(best["iteration"])
+    if best and best.best_weights == weights:
+        return best.iteration
     return next((c.iteration for c in run.checkpoints if c.path == weights), None)
 
 

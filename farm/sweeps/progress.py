@@ -94,13 +94,15 @@ def map50_points(store: Store, run_id: str) -> list[list]:
     """(iteration, mAP@0.50 as a fraction) of the run's evaluations: the farm's when it
     evaluated the run, else the `-map` blocks darknet printed. A mAP printed as nan (no
     detections at all) counts as 0; an evaluation that failed (`error`) does not count."""
-    records = store.evaluations.all(run_id) or store.progress.maps(run_id)
+    records = [(e.iteration, e.map, e.iou_thresh, e.error)
+               for e in store.evaluations.all(run_id)] or \
+              [(m.get("iteration"), m.get("map"), m.get("iou_thresh"), None)
+               for m in store.progress.maps(run_id)]
     points = []
-    for rec in records:
-        iou = float(rec.get("iou_thresh") or 0.5)
-        if rec.get("error") or abs(iou - 0.5) > 1e-6 or rec.get("iteration") is None:
+    for iteration, value, iou, error in records:
+        if error or abs(float(iou or 0.5) - 0.5) > 1e-6 or iteration is None:
             continue
-        points.append([int(rec["iteration"]), float(rec.get("map") or 0.0)])
+        points.append([int(iteration), float(value or 0.0)])
     return points
 
 
@@ -108,9 +110,7 @@ def screens_map50_points(store: Store, run_id: str) -> list[list]:
     """(iteration, screens mAP@0.50) of the run's evaluations that scored a screens set;
     one that failed on the screens does not count."""
     points = []
-    for rec in store.evaluations.all(run_id):
-        screens = rec.get("screens")
-        if isinstance(screens, dict) and not screens.get("error") and \
-                rec.get("iteration") is not None:
-            points.append([int(rec["iteration"]), float(screens.get("map") or 0.0)])
+    for e in store.evaluations.all(run_id):
+        if e.screens and not e.screens.error and e.iteration is not None:
+            points.append([int(e.iteration), float(e.screens.map or 0.0)])
     return points

@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from farm.eval.evaluation import Evaluation
 from farm.plot import axes, overlay, runchart
 from farm.runs.effective import effective_settings
 from farm.runs.model import Attempt, Run
@@ -68,7 +69,7 @@ class TrialReport:
     run_id: str | None
     max_batches: int = 0
     attempts: list[AttemptLine] = field(default_factory=list)
-    evaluations: list[dict] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     best_map: tuple[float, int] | None = None    # (mAP@0.50, iteration)
     screens_map: float | None = None              # best screens mAP@0.50, where recorded
     trained_with: str = ""                         # requested -> effective, in words
@@ -148,7 +149,7 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
                        counts=counts)
 
 
-def trial_report(row: ctl.Row, run: Run, evaluations: list[dict], maps: list[list],
+def trial_report(row: ctl.Row, run: Run, evaluations: list[Evaluation], maps: list[list],
                  now: float) -> TrialReport:
     """A trial with a run: its lineage, evaluations (`maps`: its mAP@0.50 points, as
     farm.sweeps.progress.map50_points reads them), settings and GPU time."""

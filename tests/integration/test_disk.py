@@ -168,7 +168,7 @@ def test_after_a_run_only_what_retention_keeps_is_left_and_evaluation_finds_best
         ["iter-0000300.weights", "iter-0000400.weights"]
     evaluated = wait_for(lambda: len(e := store.evaluations.all(run_id)) == 4 and e, 120, 0.2,
                          what="four evaluations")
-    assert all(e.get("error") is None for e in evaluated), evaluated
+    assert all(e.error is None for e in evaluated), evaluated
     best = store.evaluations.best(run_id)
     host, path = best_weights_location(store, run, farm.settings.host_name)
     assert path == str(folder / "best.weights") and Path(path).is_file()
@@ -181,7 +181,7 @@ def test_after_a_run_only_what_retention_keeps_is_left_and_evaluation_finds_best
     code, _, err = cli(capsys, "fetch", run_id, "--best", "-o", str(tmp_path / "b.weights"))
     assert code == 0, err
     assert (tmp_path / "b.weights").read_bytes() == Path(path).read_bytes()
-    assert best["iteration"] in (100, 200, 300, 400)
+    assert best.iteration in (100, 200, 300, 400)
 
 
 def _files(folder: Path) -> dict[str, int]:

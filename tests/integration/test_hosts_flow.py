@@ -175,13 +175,13 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     # 3. evaluated on augmentation, which pulled each checkpoint from lily2
     evals = wait_for(lambda: len(e := store.evaluations.all(run.id)) == 2 and e, 180, 0.2,
                      what="evaluations of iterations 100 and 200")
-    assert [e["iteration"] for e in evals] == [100, 200]
+    assert [e.iteration for e in evals] == [100, 200]
     for e in evals:
         assert "error" not in e, e
-        assert e["host"] == "augmentation" and e["worker"].startswith("cpu-augmentation@")
-        assert e["source"].startswith(str(aug.data))  # the pulled copy, not lily2's file
+        assert e.host == "augmentation" and e.worker.startswith("cpu-augmentation@")
+        assert e.source.startswith(str(aug.data))  # the pulled copy, not lily2's file
     best = store.evaluations.best(run.id)
-    assert best["best_weights"].startswith(str(aug.data))
+    assert best.best_weights.startswith(str(aug.data))
     # lily2 drops its pinned copies once evaluated, at each checkpoint and at the end: at
     # most the last two can still be waiting for their evaluation then
     assert len(list((lily2.data / "runs" / run.id / "eval" / "queue").glob("*.weights"))) <= 2
@@ -191,7 +191,7 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     assert code == 0 and "avg" in out
     code, out, err = _cli(capsys, "fetch", run.id, "--best", "-o", str(tmp_path / "best.weights"))
     assert code == 0, err
-    assert _sha256(tmp_path / "best.weights") == best["sha256"]
+    assert _sha256(tmp_path / "best.weights") == best.sha256
     assert f"augmentation:{best['best_weights']}" in out
     code, out, err = _cli(capsys, "fetch", run.id, "--iteration", "200", "-o",
                           str(tmp_path / "200.weights"))
@@ -277,10 +277,10 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     after = run.attempts[lost[0] + 1]  # from its newest good checkpoint
     assert 100 <= after.start_iteration <= at, (after.start_iteration, at)
     assert {a.host for a in run.attempts} == {"lily2"}
-    evals = wait_for(lambda: {100, 200, 300} <= {e["iteration"] for e in
+    evals = wait_for(lambda: {100, 200, 300} <= {e.iteration for e in
                                                  store.evaluations.all(run_id)}
                      and store.evaluations.all(run_id), 180, 0.3, what="all evaluations")
-    assert all("error" not in e and e["host"] == "augmentation" for e in evals), evals
+    assert all(e.error is None and e.host == "augmentation" for e in evals), evals
 
 
 RECIPE_SWEEP = """
@@ -321,6 +321,6 @@ def test_a_recipe_sweep_builds_on_augmentation_trains_on_lily2_and_exports_at_th
     code, out, err = _cli(capsys, "sweep", "export", sweep_id, "-o", str(bundle))
     assert code == 0, err
     result = json.loads((bundle / "result.json").read_text())
-    assert result["weights_sha256"] == store.evaluations.best(run.id)["sha256"]
+    assert result["weights_sha256"] == store.evaluations.best(run.id).sha256
     assert (bundle / "obj.names").read_text() == "close\n"
     assert "names = obj.names" in (bundle / "obj.data").read_text()

@@ -96,14 +96,14 @@ def test_train_wait_ends_after_the_final_evaluation_and_prints_a_summary(
     stderr = err.all()
     assert proc.wait(120) == 0, stderr
     evaluations = store.evaluations.all(run_id)
-    assert [e["iteration"] for e in evaluations] == [100, 200, 300, 400]
+    assert [e.iteration for e in evaluations] == [100, 200, 300, 400]
     assert store.evaluations.pending(run_id) == set()
 
     best = store.evaluations.best(run_id)
     lines = out.splitlines()
     assert lines[0].startswith(f"{run_id}: completed: final weights at iteration 400")
-    assert re.search(rf"^  best: +mAP@0\.50 {best['map'] * 100:.2f} % \(P [\d.-]+, R [\d.-]+, "
-                     rf"F1 [\d.-]+; opencv-dnn\) at iteration {best['iteration']}$", out, re.M)
+    assert re.search(rf"^  best: +mAP@0\.50 {best.map * 100:.2f} % \(P [\d.-]+, R [\d.-]+, "
+                     rf"F1 [\d.-]+; opencv-dnn\) at iteration {best.iteration}$", out, re.M)
     best_weights = Path(farm.settings.runs_dir) / run_id / "best.weights"
     assert f"  weights:   {best_weights} on testhost" in lines
     assert "  attempts:  1: 1 completed" in lines
@@ -114,28 +114,28 @@ def test_train_wait_ends_after_the_final_evaluation_and_prints_a_summary(
     assert "attempt 1 started: first attempt" in stderr
     assert re.search(r"^iteration \d+/400 \(\d+ %\), ", stderr, re.M)
     for e in evaluations:
-        assert f"evaluation of iteration {e['iteration']}: mAP@0.50 " in stderr
+        assert f"evaluation of iteration {e.iteration}: mAP@0.50 " in stderr
 
     # the same run in `farm runs`, `farm status` and its JSON
     code, out, _ = farm_cli(capsys, "runs")
     row = next(line for line in out.splitlines() if line.startswith(run_id))
-    assert re.search(rf"completed +400/400 +- +- +[\d.]+ +{best['map'] * 100:.2f} % "
-                     rf"@{best['iteration']} +1 ", row), row
+    assert re.search(rf"completed +400/400 +- +- +[\d.]+ +{best.map * 100:.2f} % "
+                     rf"@{best.iteration} +1 ", row), row
     code, out, _ = farm_cli(capsys, "status", run_id)
     assert "  evaluations (mAP@0.50 on the valid list):" in out
     for e in evaluations:
-        prf = [f"{e[k]:.2f}" if e.get(k) is not None else "-"  # no detection: no P
-               for k in ("precision", "recall", "f1")]
-        assert re.search(rf"^ +{e['iteration']} +{e['map'] * 100:.2f} % +{prf[0]} +{prf[1]} "
+        prf = [f"{v:.2f}" if v is not None else "-"  # no detection: no P
+               for v in (e.precision, e.recall, e.f1)]
+        assert re.search(rf"^ +{e.iteration} +{e.map * 100:.2f} % +{prf[0]} +{prf[1]} "
                          rf"+{prf[2]}  opencv-dnn", out, re.M), out
-    assert re.search(rf"^ +{best['iteration']} .*opencv-dnn  <- best$", out, re.M)
-    assert f"  best: iteration {best['iteration']}, mAP@0.50 {best['map'] * 100:.2f} %, " \
+    assert re.search(rf"^ +{best.iteration} .*opencv-dnn  <- best$", out, re.M)
+    assert f"  best: iteration {best.iteration}, mAP@0.50 {best.map * 100:.2f} %, " \
            f"weights {best_weights} on testhost" in out
     code, out, _ = farm_cli(capsys, "status", run_id, "--json")
     doc = json.loads(out)
     assert [e["iteration"] for e in doc["evaluations"]] == [100, 200, 300, 400]
     assert doc["evaluations"][0]["evaluator"] == "opencv-dnn"
-    assert doc["best"]["iteration"] == best["iteration"] and doc["evaluations_pending"] == []
+    assert doc["best"]["iteration"] == best.iteration and doc["evaluations_pending"] == []
     assert doc["progress"]["iteration"] == 400 and doc["progress"]["eta_seconds"] == 0.0
 
 

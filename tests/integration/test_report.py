@@ -91,8 +91,8 @@ def test_the_morning_report_shows_every_trial_offline_and_the_sweep_notifies_its
     assert [int(t) for t, _, _ in rows][-1] == 2
     # best mAP@0.50 as `farm sweep show` ranks it: the highest, the earliest of ties
     evals = store.evaluations.all(runs[0].id)
-    best = max(evals, key=lambda e: (e["map"], -e["iteration"]))
-    assert len(evals) == 2 and f"{best['map'] * 100:.2f} % @{best['iteration']}" in rows[
+    best = max(evals, key=lambda e: (e.map, -e.iteration))
+    assert len(evals) == 2 and f"{best.map * 100:.2f} % @{best.iteration}" in rows[
         [int(t) for t, _, _ in rows].index(0)][2]
 
     # the failed trial: its reason, in the failures and in its own section

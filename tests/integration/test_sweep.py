@@ -304,7 +304,7 @@ def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
     assert row["note"].endswith("% (under 1 %) at iteration 100 "
                                 "(early_stopping.zero_map_after: 100)")
     assert row["best"] < 0.01 and row["best_iteration"] >= 100  # ranked by its mAP
-    assert store.evaluations.all(row["run_id"])[0]["evaluator"] == "opencv-dnn"
+    assert store.evaluations.all(row["run_id"])[0].evaluator == "opencv-dnn"
 
 
 # -- the controller's guards, without workers: advance() with a recording enqueue ------

@@ -99,7 +99,7 @@ def _evaluated(store, rows) -> bool:
     for r in rows:
         if r.run_id:
             sent = store.evaluations.sent(r.run_id)
-            done = {int(e["iteration"]) for e in store.evaluations.all(r.run_id)}
+            done = {e.iteration for e in store.evaluations.all(r.run_id)}
             if not sent <= done:
                 return False
     return True

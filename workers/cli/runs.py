@@ -10,6 +10,7 @@ import uuid
 import click
 
 from farm.errors import BadInput
+from farm.eval.evaluation import Evaluation
 from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
 from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
@@ -178,8 +179,8 @@ def runs_cmd(ctx: Context, limit: int) -> None:
     for run in rows:
         p = run_progress(store, run, evaluations=[])
         best = store.evaluations.best(run.id)
-        best_text = (f"{format_map(best['map'])} @{best['iteration']}"
-                     if best and best.get("map") is not None else "-")
+        best_text = (f"{format_map(best.map)} @{best.iteration}"
+                     if best and best.map is not None else "-")
         running = run.state is RunState.RUNNING
         waits = run.state is RunState.QUEUED and run.message.startswith("waiting")
         why = f"; {run.message}" if run.state is RunState.FAILED or waits else ""
@@ -191,13 +192,13 @@ def runs_cmd(ctx: Context, limit: int) -> None:
 
 
 def status_dict(run: Run, live: dict, maps: list, evaluations: list | None = None,
-                best: dict | None = None, pending: set | None = None,
+                best: Evaluation | None = None, pending: set | None = None,
                 progress=None) -> dict:
     d = run.to_dict()
     d["live"] = live
     d["maps"] = maps
-    d["evaluations"] = evaluations or []
-    d["best"] = best
+    d["evaluations"] = [e.to_dict() for e in evaluations or ()]
+    d["best"] = best.to_dict() if best else None
     d["evaluations_pending"] = sorted(pending or ())
     if progress is not None:
         d["progress"] = {"iteration": progress.iteration, "max_batches": progress.max_batches,
@@ -259,8 +260,8 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     _print_evaluations(ctx, store, run, evaluations, best, pending)
 
 
-def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
-                       best: dict | None, pending: set[int]) -> None:
+def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[Evaluation],
+                       best: Evaluation | None, pending: set[int]) -> None:
     from farm.runs.progress import format_map
     if not evaluations and not pending:
         click.echo(f"  evaluations: none yet (a finite checkpoint every {run.eval_every} "
@@ -274,33 +275,34 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
     click.echo(f"    {'ITER':>6} {'mAP':>9}" + (f" {'SCREENS':>9}" if screens else "")
                + f" {'P':>5} {'R':>5} {'F1':>5}  EVALUATOR")
     for e in evaluations:
-        mark = "  <- best" if best and int(best["iteration"]) == int(e["iteration"]) else ""
-        if e.get("error"):
-            click.echo(f"    {e['iteration']:>6} failed: {e['error']}")
+        mark = "  <- best" if best and best.iteration == e.iteration else ""
+        if e.error:
+            click.echo(f"    {e.iteration:>6} failed: {e.error}")
             continue
-        prf = " ".join(f"{'-' if e.get(k) is None else format(float(e[k]), '.2f'):>5}"
-                       for k in ("precision", "recall", "f1"))
-        click.echo(f"    {e['iteration']:>6} {format_map(e.get('map') or 0.0):>9}"
+        prf = " ".join(f"{'-' if v is None else format(float(v), '.2f'):>5}"
+                       for v in (e.precision, e.recall, e.f1))
+        click.echo(f"    {e.iteration:>6} {format_map(e.map or 0.0):>9}"
                    + (f" {_screens_map(e):>9}" if screens else "") + f" {prf}  "
-                   f"{e.get('evaluator') or '?'}{mark}")
-        if screens and (e.get("screens") or {}).get("error"):
-            click.echo(f"{'':>11}screens not evaluated: {e['screens']['error']}")
+                   f"{e.evaluator or '?'}{mark}")
+        if screens and e.screens and e.screens.error:
+            click.echo(f"{'':>11}screens not evaluated: {e.screens.error}")
     if pending:
         click.echo("    pending: iteration " + ", ".join(str(i) for i in sorted(pending))
                    + " (sent to the eval queue, not recorded yet)")
-    if best and best.get("map") is not None:
+    if best and best.map is not None:
         from farm.eval.evaluate import best_weights_location
         found = best_weights_location(store, run, ctx.settings.host_name)
         where = f", weights {found[1]} on {found[0] or ctx.settings.host_name}" if found else ""
-        click.echo(f"  best: iteration {best['iteration']}, mAP@0.50 "
-                   f"{format_map(best['map'])}"
+        click.echo(f"  best: iteration {best.iteration}, mAP@0.50 "
+                   f"{format_map(best.map)}"
                    + (f", screens mAP@0.50 {_screens_map(best)}" if screens else "") + where)
 
 
-def _screens_map(e: dict) -> str:
+def _screens_map(e: Evaluation) -> str:
     from farm.runs.progress import format_map
-    screens = e.get("screens") or {}
-    return "failed" if screens.get("error") else format_map(screens.get("map"))
+    if e.screens and e.screens.error:
+        return "failed"
+    return format_map(e.screens_map)
 
 
 @click.command()

@@ -186,8 +186,7 @@ def _send_eval(st, run, c) -> None:
 def _catch_up_evals(st, run) -> None:
     """Send the evaluations due for checkpoints still on disk that were never sent."""
     try:
-        sent = st.evaluations.sent(run.id) | {int(e["iteration"])
-                                              for e in st.evaluations.all(run.id)}
+        sent = st.evaluations.sent(run.id) | {e.iteration for e in st.evaluations.all(run.id)}
     except FarmError:
         return
     for c in run.checkpoints:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 
 from farm.store.redis import Connection
+from farm.store.redis import key as farm_key
 
 #: Seconds an event's record (and the claim of its id) is kept in Redis.
 KEEP = 30 * 86400
 
 
 def _k(*parts: str) -> str:
-    return "farm:notify:" + ":".join(parts)
+    return farm_key("notify", *parts)
 
 
 class NoticeLedger:

@@ -20,10 +20,11 @@ from typing import Any
 from farm.errors import NotFound
 from farm.store.lease import Lease
 from farm.store.redis import Connection
+from farm.store.redis import key as farm_key
 
 
 def recipe_key(*parts: str) -> str:
-    return "farm:recipe:" + ":".join(parts)
+    return farm_key("recipe", *parts)
 
 
 _rk = recipe_key

@@ -32,6 +32,7 @@ from farm.store import scripts
 from farm.store.lease import Lease
 from farm.store.recipes import recipe_key
 from farm.store.redis import Connection
+from farm.store.redis import key as farm_key
 from farm.sweeps.model import PLAN_FIELDS, Sweep, SweepState, Trial
 
 LISTING = "`farm sweep list` lists the sweeps"
@@ -40,7 +41,7 @@ LOCK_TTL = 15.0
 
 
 def _k(*parts: str) -> str:
-    return "farm:sweep:" + ":".join(parts)
+    return farm_key("sweep", *parts)
 
 
 def _plan_doc(t: Trial) -> str:

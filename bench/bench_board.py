@@ -42,9 +42,10 @@ sys.path.insert(0, str(REPO))
 from dashboard.app import make_app  # noqa: E402
 from dashboard.board import chart_payload, run_payload, runs_payload  # noqa: E402
 from farm.runs.chart import update_chart  # noqa: E402
+from farm.eval.evaluation import Evaluation  # noqa: E402
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState  # noqa: E402
 from farm.settings import Settings  # noqa: E402
-from farm.state import Store  # noqa: E402
+from farm.store import Store  # noqa: E402
 
 GOAL_MS = 200.0
 PASSWORD = "bench"
@@ -98,8 +99,8 @@ def fill(store: Store, iterations: int, runs: int) -> str:
     big = "r-big-50k"
     now = time.time()
     run = make_run(big, now, iterations, attempts=3)
-    store.save_run(run)
-    pipe = store.r.pipeline(transaction=False)
+    store.runs.save(run)
+    pipe = store.db.r.pipeline(transaction=False)
     key = f"farm:run:{big}:metrics"
     for a in run.attempts:
         for i in range(a.start_iteration + 1, a.last_iteration + 1):
@@ -111,19 +112,20 @@ def fill(store: Store, iterations: int, runs: int) -> str:
             if len(pipe) >= 5000:
                 pipe.execute()
     pipe.execute()
-    store.r.hset(f"farm:run:{big}:live", mapping={"attempt": 3, "iteration": iterations,
-                                                  "avg_loss": "0.61", "rate": "0.0025",
-                                                  "updated_at": f"{now:.3f}"})
-    store.r.rpush(f"farm:run:{big}:log", *[f"{i}: 0.6, 0.61 avg, 0.0025 rate" for i in range(2000)])
-    store.r.set(f"farm:run:{big}:logn", 2000)
+    store.db.r.hset(f"farm:run:{big}:live", mapping={"attempt": 3, "iteration": iterations,
+                                                     "avg_loss": "0.61", "rate": "0.0025",
+                                                     "updated_at": f"{now:.3f}"})
+    store.db.r.rpush(f"farm:run:{big}:log",
+                     *[f"{i}: 0.6, 0.61 avg, 0.0025 rate" for i in range(2000)])
+    store.db.r.set(f"farm:run:{big}:logn", 2000)
     for c in run.checkpoints:
-        result = {"run_id": big, "iteration": c.iteration,
-                  "map": min(0.95, c.iteration / iterations),
-                  "evaluator": "opencv-dnn", "precision": 0.8, "recall": 0.7, "f1": 0.75,
-                  "tp": 70, "fp": 17, "fn": 30, "avg_iou": 0.6, "seconds": 3.0,
-                  "classes": [{"id": 0, "name": "close", "ap": 0.8}]}
-        store.record_evaluation(big, result, result["map"])
-    pipe = store.r.pipeline(transaction=False)
+        result = Evaluation(run_id=big, iteration=c.iteration,
+                            map=min(0.95, c.iteration / iterations),
+                            evaluator="opencv-dnn", precision=0.8, recall=0.7, f1=0.75,
+                            tp=70, fp=17, fn=30, avg_iou=0.6, seconds=3.0,
+                            classes=({"id": 0, "name": "close", "ap": 0.8},))
+        store.evaluations.record(big, result, result.map)
+    pipe = store.db.r.pipeline(transaction=False)
     for k in range(runs - 1):
         small = make_run(f"r-{k:04d}", now - 60 * (k + 1), 6000, attempts=1 + k % 3)
         small.state = [RunState.COMPLETED, RunState.FAILED, RunState.RUNNING][k % 3]
@@ -177,7 +179,7 @@ def main() -> int:
         print(f"filled {args.runs} runs, {args.iterations} iterations of metrics for {big} "
               f"in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
-        state = update_chart(store, big)
+        state = update_chart(store.progress, big)
         print(f"one-time fold of {state['n']} metric entries into {len(state['buckets'])} "
               f"buckets: {time.perf_counter() - start:.2f} s (the board does this in the "
               f"background as the run trains)")

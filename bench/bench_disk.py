@@ -114,9 +114,8 @@ def main() -> int:
     if not shutil.which("darknet") or not shutil.which("redis-server"):
         raise SystemExit("needs darknet and redis-server (bash ops/setup.sh installs them)")
     from farm.micro import micro_cfg, micro_dataset
-    from farm.state import Store
+    from farm.store import Store
     from farm.sweeps.model import SweepState
-    from farm.sweeps.store import SweepStore
 
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-disk-"))
     port = free_port()
@@ -147,7 +146,7 @@ def main() -> int:
         ids = {f.name: f.farm("sweep", "submit", str(tmp / "sweep.yaml")).split()[-1]
                for f in farms}
         for f in farms:
-            sweeps = SweepStore(Store(f.env["FARM_REDIS_URL"]))
+            sweeps = Store(f.env["FARM_REDIS_URL"]).sweeps
             while sweeps.load(ids[f.name]).state is SweepState.RUNNING:
                 time.sleep(1)
         took = time.monotonic() - started
@@ -157,7 +156,7 @@ def main() -> int:
               f"{took:.0f} s")
         for f in farms:
             store = Store(f.env["FARM_REDIS_URL"])
-            runs = [store.load_run(t.run_id) for t in SweepStore(store).trials(ids[f.name])
+            runs = [store.runs.load(t.run_id) for t in store.sweeps.trials(ids[f.name])
                     if t.run_id]
             done = sum(r.state.value == "completed" for r in runs)
             size, files, wbytes = usage(f.data_dir / "runs")

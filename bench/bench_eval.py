@@ -103,9 +103,9 @@ def main() -> int:
                                                  evaluator=evaluator, darknet=binary)
                     seconds = time.perf_counter() - t
                     best = seconds if best is None else min(best, seconds)
-                maps[label] = result["map"]
-                print(f"{size}x{size:<6} {label:<16} {result['images'] / best:>9.1f} "
-                      f"{best:>8.2f} {result['map']:>9.4f} {result['detections']:>11}")
+                maps[label] = result.map
+                print(f"{size}x{size:<6} {label:<16} {result.images / best:>9.1f} "
+                      f"{best:>8.2f} {result.map:>9.4f} {result.detections:>11}")
             other = paths[2][0]
             print(f"{'':<10} |{other} - opencv-dnn, cut| = "
                   f"{abs(maps[other] - maps['opencv-dnn, cut']) * 100:.4f} mAP points; "

@@ -31,7 +31,7 @@ from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.runs.model import RunState  # noqa: E402
 from farm.runs.service import submit_run  # noqa: E402
 from farm.settings import Settings  # noqa: E402
-from farm.state import Store  # noqa: E402
+from farm.store import Store  # noqa: E402
 
 
 def free_port() -> int:
@@ -56,7 +56,7 @@ def bare(data: Path, cfg: Path, workdir: Path) -> float:
 def wait_finished(store: Store, run_id: str, timeout: float = 3600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = store.load_run(run_id)
+        run = store.runs.load(run_id)
         if run.state.finished:
             return run
         time.sleep(0.1)

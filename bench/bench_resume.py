@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.settings import load  # noqa: E402
-from farm.state import Store  # noqa: E402
+from farm.store import Store  # noqa: E402
 from tests.conftest import darknet_procs_of, free_port, wait_for  # noqa: E402
 
 
@@ -88,21 +88,21 @@ def worker_pids(data_dir: Path) -> tuple[int, int]:
 
 
 def one_kill(kind: str, store: Store, run_id: str, data_dir: Path, watch: Watch) -> dict:
-    run = wait(lambda: (r := store.load_run(run_id)).current and r, 120, "a first attempt")
+    run = wait(lambda: (r := store.runs.load(run_id)).current and r, 120, "a first attempt")
     number = run.current.number
     # training (this attempt recorded an iteration), then a random moment
-    wait(lambda: store.live(run_id).get("attempt") == str(number), 120, "the attempt to train")
+    wait(lambda: store.progress.live(run_id).get("attempt") == str(number), 120, "the attempt to train")
     time.sleep(random.uniform(1.0, 4.0))
     main, pool = worker_pids(data_dir)
-    last_it = int(store.live(run_id).get("iteration", 0))
+    last_it = int(store.progress.live(run_id).get("iteration", 0))
     killed = time.time()
     os.kill(pool if kind == "pool" else main, signal.SIGKILL)
 
     def trained():
-        r = store.load_run(run_id)
+        r = store.runs.load(run_id)
         if r.current.number <= number:
             return None
-        entries = store.metrics(run_id, start=f"{int(killed * 1000)}-0")
+        entries = store.progress.metrics(run_id, start=f"{int(killed * 1000)}-0")
         first = [float(m["t"]) for _, m in entries if m["a"] == str(r.current.number)]
         return (r, min(first)) if first else None
     resumed, first_iteration = wait(trained, 120, "training again")

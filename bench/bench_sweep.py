@@ -58,7 +58,7 @@ if os.environ.get(EMULATE_HOOK) == "1":  # imported by the gpu worker (-I bench.
             return
         from workers.tasks.sweep import on_run_finished
         from workers.tasks.train import store
-        on_run_finished(store().load_run(retval["run_id"]))
+        on_run_finished(store().runs.load(retval["run_id"]))
 
 
 def free_port() -> int:
@@ -121,11 +121,10 @@ def main() -> int:
 
     from farm.micro import micro_cfg, micro_dataset
     from farm.settings import Settings
-    from farm.state import Store
+    from farm.store import Store
     from farm.sweeps.model import SweepState
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
-    from farm.sweeps.store import SweepStore
 
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-sweep-"))
     port = free_port()
@@ -188,14 +187,14 @@ def main() -> int:
         started = time.perf_counter()
         sweep = submit_sweep(store, s, spec, gpu_workers=1)
         advance(store, s, sweep.id, enqueue=enqueue_train, early_stop=False)
-        sweeps = SweepStore(store)
+        sweeps = store.sweeps
         while sweeps.load(sweep.id).state is SweepState.RUNNING:
             time.sleep(0.05)
         swept = time.perf_counter() - started
         rest, rest_each = by_hand(planned[half:], data, tmp)
         hand, hand_each = hand + rest, hand_each + rest_each
 
-        runs = sorted((store.load_run(t.run_id) for t in sweeps.trials(sweep.id)),
+        runs = sorted((store.runs.load(t.run_id) for t in sweeps.trials(sweep.id)),
                       key=lambda r: r.attempts[0].started_at)
         bad = [r.id for r in runs if r.state.value != "completed"]
         gaps = [b.attempts[0].started_at - a.attempts[-1].ended_at

@@ -43,8 +43,7 @@ sys.path.insert(0, str(REPO))
 from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.runs.model import Outcome, RunState  # noqa: E402
 from farm.settings import load  # noqa: E402
-from farm.state import Store  # noqa: E402
-from farm.sweeps.store import SweepStore  # noqa: E402
+from farm.store import Store  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
 
 KINDS = ("worker main", "pool", "darknet", "beat", "redis", "flower", "board")
@@ -154,7 +153,7 @@ class Soak:
         """Runs training now: run id -> attempt number and iteration."""
         out = {}
         for pid, run in Watch(self.data_dir / "runs").darknets().items():
-            live = self.store.live(run)
+            live = self.store.progress.live(run)
             out[run] = {"attempt": int(live.get("attempt", 0) or 0),
                         "iteration": int(live.get("iteration", 0) or 0), "darknet": pid}
         return out
@@ -216,18 +215,18 @@ class Soak:
     def resumed(self, kill: dict, run_id: str) -> dict:
         """When a run the kill hit trained again, and the iterations it lost."""
         was = kill["training"].get(run_id, {"attempt": 0, "iteration": 0})
-        run = self.store.load_run(run_id)
+        run = self.store.runs.load(run_id)
         later = [a for a in run.attempts if a.started_at > kill["at"]]
         if not later:
             return {"run": run_id, "resume_s": None, "lost": None}
         nxt = later[0]
-        first = [float(m["t"]) for _, m in self.store.metrics(run_id, start=f"{int(kill['at'] * 1000)}-0")
+        first = [float(m["t"]) for _, m in self.store.progress.metrics(run_id, start=f"{int(kill['at'] * 1000)}-0")
                  if m["a"] == str(nxt.number)]
         return {"run": run_id, "resume_s": (min(first) - kill["at"]) if first else None,
                 "lost": max(0, was["iteration"] - nxt.start_iteration)}
 
     def child_back(self, kill: dict) -> float | None:
-        died = [e for e in self.store.supervisor_events(2000)
+        died = [e for e in self.store.events.recent(2000)
                 if e["child"] == kill["child"] and e["event"] == "restarted" and e["at"] > kill["at"]]
         return min(e["at"] for e in died) - kill["at"] if died else None
 
@@ -288,7 +287,7 @@ def main() -> int:
         soak.chaos()
         chaos_end = time.time()
         print(f"chaos over ({len(soak.kills)} kills); waiting for the sweep", flush=True)
-        sweeps = SweepStore(soak.store)
+        sweeps = soak.store.sweeps
         try:
             wait(lambda: sweeps.load(sweep_id).state.value != "running", args.drain * 60,
                  "the sweep to end", 2.0)
@@ -307,11 +306,11 @@ def main() -> int:
 
 def report(soak: Soak, sweep_id: str, watch: Watch, started: float, chaos_end: float) -> int:
     store = soak.store
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     sweep = sweeps.load(sweep_id)
     trials = sweeps.trials(sweep_id)
-    runs = [store.load_run(t.run_id) for t in trials if t.run_id]
-    all_runs = [r for r in store.load_runs(limit=100_000) if r.sweep == sweep_id]
+    runs = [store.runs.load(t.run_id) for t in trials if t.run_id]
+    all_runs = [r for r in store.runs.recent(limit=100_000) if r.sweep == sweep_id]
     once = [r for r in runs if r.state is RunState.COMPLETED
             and sum(a.outcome is Outcome.COMPLETED for a in r.attempts) == 1]
     hits, restarts = [], []
@@ -331,7 +330,7 @@ def report(soak: Soak, sweep_id: str, watch: Watch, started: float, chaos_end: f
                   if sum(a.outcome is not Outcome.COMPLETED for a in r.attempts) > hit.get(r.id, 0)]
     children = soak.record()
     alive = {name: psutil.pid_exists(c["pid"]) for name, c in children.items()}
-    gave_up = [e for e in store.supervisor_events(2000) if e["event"] == "gave_up"]
+    gave_up = [e for e in store.events.recent(2000) if e["event"] == "gave_up"]
     orphans = soak.orphans()
     by_kind = {k: sum(1 for x in soak.kills if x["kind"] == k) for k in KINDS}
     doc = {

@@ -18,7 +18,7 @@ from farm.runs.chart import update_chart
 from farm.errors import FarmError, PortInUse
 from farm.runs.model import RunState
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 
 HERE = Path(__file__).resolve().parent
 FOLD_EVERY_MS = 2000  #: how often the charts of running runs are folded
@@ -65,11 +65,11 @@ class ChartFolder:
 
     def fold(self) -> None:
         if self.ticks % 5 == 0:
-            self.running = [row["run"]["id"] for row in self.store.board_runs(RUNS_LIMIT)
+            self.running = [row["run"]["id"] for row in self.store.board.runs_list(RUNS_LIMIT)
                             if row["run"]["state"] == RunState.RUNNING.value]
         self.ticks += 1
         for run_id in self.running:
-            update_chart(self.store, run_id, max_entries=20000)
+            update_chart(self.store.progress, run_id, max_entries=20000)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -12,7 +12,7 @@ import tornado.web
 from dashboard.auth import COOKIE, Login, safe_next
 from farm.errors import FarmUnavailable, NotFound
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 
 #: a Redis stream id, as the metrics API takes it in `?after=`
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

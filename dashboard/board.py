@@ -33,10 +33,11 @@ import math
 import time
 from dataclasses import asdict
 
+from farm.eval.evaluation import Evaluation
 from farm.plot import runchart
 from farm.runs.effective import effective_settings
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 
 RUNS_LIMIT = 500          #: runs in the runs list (newest first)
 LOG_LINES = 200           #: log lines on a run page
@@ -56,26 +57,26 @@ def finite(value) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _eval_summary(e: dict | None) -> dict | None:
+def _eval_summary(e: Evaluation | None) -> dict | None:
     if not e:
         return None
-    return {**{k: e.get(k) for k in ("iteration", "map", "evaluator", "precision", "recall",
-                                     "f1", "tp", "fp", "fn", "avg_iou", "seconds", "error",
-                                     "attempt", "worker", "evaluated_at", "best_weights")},
+    return {**{k: getattr(e, k) for k in ("iteration", "map", "evaluator", "precision",
+                                          "recall", "f1", "tp", "fp", "fn", "avg_iou",
+                                          "seconds", "error", "attempt", "worker",
+                                          "evaluated_at", "best_weights")},
             **_screens_maps(e)}
 
 
-def _screens_maps(e: dict | None) -> dict:
+def _screens_maps(e: Evaluation | None) -> dict:
     """The screens mAP beside the tile mAP (farm.eval.screens), when the run has one."""
-    screens = (e or {}).get("screens")
-    if not isinstance(screens, dict):
+    if e is None or e.screens is None:
         return {}
-    return {"screens_map": screens.get("map"), "screens_error": screens.get("error")}
+    return {"screens_map": e.screens.map, "screens_error": e.screens.error}
 
 
 def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
     rows = []
-    for row in store.board_runs(limit):
+    for row in store.board.runs_list(limit):
         run, live, best = row["run"], row["live"], row["best"]
         attempts = run.get("attempts") or []
         iteration = live.get("iteration")
@@ -85,10 +86,10 @@ def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
             "worker": run.get("worker"),
             "iteration": int(iteration) if iteration else _last_iteration(attempts),
             "max_batches": run.get("max_batches"), "avg_loss": finite(live.get("avg_loss")),
-            "best_map": best.get("map") if best else None,
-            "best_screens_map": _screens_maps(best).get("screens_map"),
-            "best_iteration": best.get("iteration") if best else None,
-            "last_map": (row["last_evaluation"] or {}).get("map"),
+            "best_map": best.map if best else None,
+            "best_screens_map": best.screens_map if best else None,
+            "best_iteration": best.iteration if best else None,
+            "last_map": row["last_evaluation"].map if row["last_evaluation"] else None,
             "attempts": len(attempts), "created_at": run.get("created_at"),
             "updated_at": finite(live.get("updated_at")), "sweep": run.get("sweep")})
     return {"runs": rows, "generated_at": time.time()}
@@ -100,9 +101,9 @@ def _last_iteration(attempts: list[dict]) -> int:
 
 
 def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -> dict:
-    page = store.board_run(run_id, LOG_LINES)
+    page = store.board.run_page(run_id, LOG_LINES)
     run, live = page["run"], page["live"]
-    evals = {e["iteration"]: e for e in page["evaluations"]}
+    evals = {e.iteration: e for e in page["evaluations"]}
     attempts = []
     for a in run.attempts:
         d = asdict(a)
@@ -137,7 +138,7 @@ def chart_payload(store: Store, run_id: str, since: str | None = None,
                   fold: int | None = FOLD_PER_REQUEST) -> dict:
     """The run's chart as SVG (farm.plot.runchart) with the decisions behind it;
     {"unchanged": true} when the caller's `since` version is still current."""
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     chart = runchart.for_run(store, run, fold=fold)
     drawn = [chart.n, chart.maps, chart.darknet_maps, run.state.value, run.message,
              [(a.number, a.outcome, a.last_iteration) for a in run.attempts]]
@@ -150,14 +151,14 @@ def chart_payload(store: Store, run_id: str, since: str | None = None,
 
 
 def chart_svg(store: Store, run_id: str) -> str:
-    return runchart.draw(runchart.for_run(store, store.load_run(run_id),
+    return runchart.draw(runchart.for_run(store, store.runs.load(run_id),
                                           fold=FOLD_PER_REQUEST)).to_svg()
 
 
 def metrics_payload(store: Store, run_id: str, after: str, count: int) -> dict:
     """Raw metric entries of a run after stream id `after` (NotFound for no such run)."""
-    store.require_run(run_id)
-    entries = store.metrics_after(run_id, after, count)
+    store.runs.require(run_id)
+    entries = store.progress.metrics_after(run_id, after, count)
     return {"entries": [
         {"id": i, "attempt": int(f["a"]), "iteration": int(f["i"]),
          "loss": finite(f.get("loss")), "avg_loss": finite(f.get("avg")), "rate": finite(f.get("rate")),

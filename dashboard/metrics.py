@@ -22,7 +22,7 @@ from farm.runs.chart import iterations_per_second
 from farm.queues import ROLE_QUEUES
 from farm.runs.model import RunState
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 
 #: seconds between two looks at Celery's workers and queues
 WATCH_EVERY = 15.0
@@ -88,7 +88,7 @@ def look(app) -> dict:
 
 
 def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None) -> str:
-    rows = store.board_runs(RUNS_LIMIT)
+    rows = store.board.runs_list(RUNS_LIMIT)
     out: list[str] = []
 
     def gauge(name: str, what: str, samples) -> None:
@@ -109,7 +109,7 @@ def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None)
           [(_labels(row), finite(row["live"].get("avg_loss"))) for row in running
            if finite(row["live"].get("avg_loss")) is not None])
     gauge("farm_run_iterations_per_second", "Training speed of a running run, last samples.",
-          [(_labels(row), iterations_per_second(store.chart_state(row["run"]["id"])[0]))
+          [(_labels(row), iterations_per_second(store.progress.chart_state(row["run"]["id"])[0]))
            for row in running])
     restarts = [(row, _restarts(row["run"])) for row in rows]
     gauge("farm_run_restarts", "Restarts of a run by the outcome of the attempt before "
@@ -125,8 +125,8 @@ def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None)
     for name, key, what in (("last_map", "last_evaluation", "of the newest evaluated checkpoint"),
                             ("best_map", "best", "best so far")):
         gauge(f"farm_run_{name}", f"mAP@0.50 (fraction) {what}.",
-              [(_labels(row), row[key]["map"]) for row in rows
-               if row[key] and row[key].get("map") is not None])
+              [(_labels(row), row[key].map) for row in rows
+               if row[key] and row[key].map is not None])
     gauge("farm_sweep_trials", "Trials of each running sweep by state.",
           [(f'sweep="{sweep}",state="{state}"', n)
            for sweep, counts in sorted(active_trial_counts(store).items())

@@ -8,12 +8,11 @@ of plans (farm.sweeps.service.standings), never the whole sweep.
 from __future__ import annotations
 
 from farm.plot import axes, overlay
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import Sweep
 from farm.sweeps.service import standings, trial_counts
 from farm.sweeps.spec import JOINT
-from farm.sweeps.store import SweepStore
 
 LIST_LIMIT = 20      #: sweeps in the list (newest first)
 PER_PAGE = 25        #: leaderboard rows (and overlaid trials) per page
@@ -21,12 +20,12 @@ MAX_PER_PAGE = 200   #: the most rows a page may ask for
 
 
 def find(store: Store, sweep_id: str) -> Sweep:
-    return SweepStore(store).find(sweep_id)
+    return store.sweeps.find(sweep_id)
 
 
 def sweeps_payload(store: Store, limit: int = LIST_LIMIT) -> list[dict]:
     """The newest sweeps: what each is, its state, and how many trials were submitted."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     recent = sweeps.recent(limit)
     sizes = sweeps.sizes([sw.id for sw in recent])
     return [{"id": sw.id, "name": sw.name or sw.id, "state": sw.state.value,
@@ -101,4 +100,4 @@ def _about(r: ctl.Row, effective: dict[str, str], objective: str) -> str:
 def active_trial_counts(store: Store) -> dict[str, dict[str, int]]:
     """Trials by state of every sweep that still has work (Prometheus)."""
     return {sweep_id: trial_counts(store, sweep_id)[1]
-            for sweep_id in SweepStore(store).active_ids()}
+            for sweep_id in store.sweeps.active_ids()}

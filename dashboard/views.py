@@ -62,7 +62,7 @@ class RunView(BaseHandler):
     page = True
 
     async def get(self, run_id: str) -> None:
-        run = await self.blocking(self.store.find_run, run_id)
+        run = await self.blocking(self.store.runs.find, run_id)
         self.render_page("run.html", run_id=run.id)
 
 
@@ -109,7 +109,7 @@ class MetricsApi(BaseHandler):
 class LogApi(BaseHandler):
     async def get(self, run_id: str) -> None:
         lines = self.int_argument("lines", board.LOG_LINES, 1, 2000)
-        tail, total = await self.blocking(self.store.log_tail, run_id, lines)
+        tail, total = await self.blocking(self.store.progress.log_tail, run_id, lines)
         self.write_json({"lines": tail, "total": total})
 
 

@@ -34,8 +34,7 @@ from farm.errors import NotFound
 from farm.runs.model import Run
 from farm.runs.retention import Waste, run_waste
 from farm.settings import Settings
-from farm.state import Store
-from farm.sweeps.store import RecipeStore, SweepStore
+from farm.store import Store
 
 #: Temporary files of an evaluation in a run's eval/ (farm.eval.evaluate), by prefix.
 EVAL_TEMPS = (".best-", ".obj-")
@@ -81,17 +80,17 @@ def collect(store: Store, settings: Settings, *, dry_run: bool, keep: int | None
 def _run(store: Store, folder: Path, keep: int, stale_before: float, dry_run: bool,
          res: Result, take: Callable[[list[Waste]], None]) -> None:
     try:
-        run = store.load_run(folder.name)
+        run = store.runs.load(folder.name)
     except NotFound:
         res.notes.append(f"{folder}: no run {folder.name} in this farm's Redis; left alone")
         return
     if not run.state.finished:
         return
-    evaluated = {int(e["iteration"]) for e in store.evaluations(run.id)}
+    evaluated = {e.iteration for e in store.evaluations.all(run.id)}
     items = run_waste(run, folder, keep, evaluated)
     items += [Waste(p, _tree_bytes(p), "a temporary file of a cut evaluation or copy")
               for p in _temps(folder) if _newest(p) < stale_before]
-    if not dry_run and not store.load_run(run.id).state.finished:
+    if not dry_run and not store.runs.load(run.id).state.finished:
         return  # queued again meanwhile: its files are its own again
     waiting = len(list((folder / "eval" / "queue").glob("iter-*.weights"))) - sum(
         1 for i in items if i.path.parent == folder / "eval" / "queue")
@@ -111,7 +110,7 @@ def _temps(folder: Path) -> list[Path]:
 def _recipes(store: Store, settings: Settings, dry_run: bool, res: Result,
              take: Callable[[list[Waste]], None]) -> None:
     """Recipe datasets nothing uses any more (see the module's docstring)."""
-    recipes = RecipeStore(store)
+    recipes = store.recipes
     built = recipes.built()
     if not built:
         return
@@ -145,7 +144,7 @@ def _user(store: Store, key: str, folder: Path, runs: list[Run]) -> str | None:
     """What still needs the dataset in `folder` (of recipe `key`): an active sweep with a
     trial of that recipe, an unfinished run training on it, or a finished one whose
     evaluation is pending (it reads the valid list); None when nothing does."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     for sweep_id in sweeps.active_ids():
         if any(t.recipe_key == key for t in sweeps.trials(sweep_id)):
             return f"active sweep {sweep_id}"
@@ -155,13 +154,13 @@ def _user(store: Store, key: str, folder: Path, runs: list[Run]) -> str | None:
             continue
         if not run.state.finished:
             return f"{run.state.value} run {run.id}"
-        if store.pending_evaluations(run.id):
+        if store.evaluations.pending(run.id):
             return f"the pending evaluations of run {run.id}"
     return None
 
 
 def _all_runs(store: Store) -> list[Run]:
-    return store.load_runs(limit=1 << 40)
+    return store.runs.recent(limit=1 << 40)
 
 
 def _leftovers(store: Store, data_dir: Path, stale_before: float) -> list[Waste]:
@@ -174,7 +173,7 @@ def _leftovers(store: Store, data_dir: Path, stale_before: float) -> list[Waste]
                          (".tmp-package-*", "a packaging cut short")):
         out += [Waste(p, _tree_bytes(p), why) for p in sorted(datasets.glob(pattern))
                 if _newest(p) < stale_before]
-    recipes = RecipeStore(store)
+    recipes = store.recipes
     for p in sorted((data_dir / "recipes").glob("*-*")):
         if _newest(p) < stale_before and not recipes.load(p.name.split("-", 1)[0]).get("lease"):
             out.append(Waste(p, _tree_bytes(p), "a recipe build's work folder, cut short"))

@@ -1,10 +1,10 @@
 """Notifications: a JSON POST to `notify_url` when a sweep ends, a run fails or a host
 goes away.
 
-The events are built and recorded here, without Celery; workers/tasks/notify.py posts
-them from a `cpu` worker, so training never waits for the receiver. Each event has an id
-made of what happened (`run.failed:r…`, `sweep.ended:s…`, `host.away:lily2:…`), claimed
-once in Redis by whoever sees it first: a retried task, or two workers seeing one end,
+The events are built here, without Celery; workers/tasks/notify.py posts them from a
+`cpu` worker, so training never waits for the receiver. Each event has an id made of
+what happened (`run.failed:r…`, `sweep.ended:s…`, `host.away:lily2:…`), claimed once in
+Redis (farm.store.notices) by whoever sees it first: a retried task, or two workers seeing one end,
 queue it once. Its delivery is recorded beside it (a redelivered message finds it
 delivered and posts nothing). The receiver gets the id in the payload and in the
 `Idempotency-Key` header, to drop the one duplicate that a worker dying between a POST
@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from farm.errors import ConfigError, DeliveryFailed
-from farm.state import Store, translated
+from farm.errors import DeliveryFailed
+from farm.urls import mask_url
 
-#: Seconds an event's record (and the claim of its id) is kept in Redis.
-KEEP = 30 * 86400
 #: Bytes of a receiver's answer read (and dropped): enough to finish the exchange.
 ANSWER_LIMIT = 65536
-
-
-def _k(*parts: str) -> str:
-    return "farm:notify:" + ":".join(parts)
 
 
 def iso(t: float | None) -> str | None:
@@ -107,104 +101,7 @@ def host_away(host: str, error: str, since: float, seen_by: dict[str, Any],
 
 
 # ---------------------------------------------------------------------------------------
-# What was sent, in Redis
-
-
-class Ledger:
-    """Each event's record: `farm:notify:<id>` (a hash: state queued | delivered |
-    gave_up, tries, error, status, times), and who is posting it now (`…:sending`)."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.r = store.r
-
-    def claim(self, event: Event) -> bool:
-        """True for the first caller with this event id (it queues the event)."""
-        key = _k(event.id)
-        with translated(self.store.url):
-            if not self.r.hsetnx(key, "state", "queued"):
-                return False
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hset(key, mapping={"kind": event.kind, "tries": 0,
-                                    "queued_at": repr(time.time())})
-            pipe.expire(key, KEEP)
-            pipe.execute()
-        return True
-
-    def begin(self, event_id: str, hold: float) -> bool:
-        """Hold the delivery for `hold` seconds; False when it is delivered or another
-        worker is posting it."""
-        with translated(self.store.url):
-            if self.r.hget(_k(event_id), "state") == "delivered":
-                return False
-            return bool(self.r.set(_k(event_id, "sending"), "1", nx=True, ex=max(1, int(hold))))
-
-    def tried(self, event_id: str, error: str, *, final: bool = False) -> int:
-        """A POST failed; returns the tries so far."""
-        with translated(self.store.url):
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hincrby(_k(event_id), "tries", 1)
-            pipe.hset(_k(event_id), mapping={"error": error, "tried_at": repr(time.time()),
-                                             **({"state": "gave_up"} if final else {})})
-            pipe.delete(_k(event_id, "sending"))
-            return int(pipe.execute()[0])
-
-    def delivered(self, event_id: str, status: int) -> None:
-        with translated(self.store.url):
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hincrby(_k(event_id), "tries", 1)
-            pipe.hset(_k(event_id), mapping={"state": "delivered", "status": status,
-                                             "delivered_at": repr(time.time()), "error": ""})
-            pipe.delete(_k(event_id, "sending"))
-            pipe.execute()
-
-    def record(self, event_id: str) -> dict[str, str]:
-        with translated(self.store.url):
-            return self.r.hgetall(_k(event_id))
-
-    def outage(self, host: str, quiet: float, now: float | None = None) -> float | None:
-        """A task found `host` unreachable: when this starts a new outage, its start (the
-        caller sends host.away); None while the outage goes on (each sighting keeps it
-        going for `quiet` more seconds)."""
-        now = time.time() if now is None else now
-        key = _k("host", host)
-        with translated(self.store.url):
-            if self.r.set(key, repr(now), nx=True, ex=max(1, int(quiet))):
-                return now
-            self.r.expire(key, max(1, int(quiet)))
-        return None
-
-
-# ---------------------------------------------------------------------------------------
 # The POST
-
-
-def check_url(url: str) -> None:
-    """ConfigError unless `url` is an http(s) URL with a host (the message masks it)."""
-    try:
-        u = urlsplit(url)
-        u.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        u = None
-    if u is None or u.scheme not in ("http", "https") or not u.hostname:
-        raise ConfigError(f"notify_url {mask_url(url)} is not an http:// or https:// URL",
-                          hint="for example https://hooks.example.com/farm")
-
-
-def mask_url(url: str) -> str:
-    """The URL for logs: scheme, host and port only. A password in the userinfo, and the
-    secret many webhook services put in the path or query, never reach a log."""
-    try:
-        u = urlsplit(url)
-        host = u.hostname or ""
-        port = f":{u.port}" if u.port else ""
-    except ValueError:
-        return "<notify_url>"
-    if ":" in host:
-        host = f"[{host}]"
-    user = "***@" if "@" in u.netloc else ""
-    rest = "/…" if u.path.strip("/") or u.query else ""
-    return f"{u.scheme}://{user}{host}{port}{rest}" if u.scheme else "<notify_url>"
 
 
 def post(url: str, payload: dict[str, Any], timeout: float) -> int:

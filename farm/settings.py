@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from farm.darknet.dialect import NAMES as DIALECTS
 from farm.errors import ConfigError
+from farm.urls import check_url
 
 
 def _default_data_dir() -> str:
@@ -210,7 +211,6 @@ class Settings:
                               hint="the first rate after a restart is at most a tenth "
                                    "of the rate it warms up to")
         if self.notify_url:
-            from farm.notify import check_url
             check_url(self.notify_url)
         if self.retention not in (0, 1) or self.keep_checkpoints < 0 or self.disk_margin < 0:
             raise ConfigError("retention must be 0 or 1, keep_checkpoints and disk_margin "

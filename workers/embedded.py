@@ -26,7 +26,8 @@ from farm.errors import FarmError, FarmUnavailable, PortInUse, RedisRefused
 from farm import queues
 from farm.queues import WorkerSpec
 from farm.settings import Settings
-from farm.state import Store, safe_url
+from farm.store import Store
+from farm.store.redis import safe_url
 from workers.supervision import ChildSpec, Children, claim, describe_exit
 
 FLOWER_USER = "farm"
@@ -255,7 +256,7 @@ class EmbeddedFarm:
         if not events or self._store is None:
             return
         try:
-            self._store.record_supervisor_events(events)
+            self._store.events.record(events)
             events.clear()
         except FarmError:
             del events[:-EVENTS_HELD]

@@ -12,7 +12,7 @@ default) and `seed` (0); `package` takes `valid_ratio` (0.2), `network` (416x416
 `seed` (0), as `farm dataset package` does. A trial's recipe is the base recipe with the
 trial's `synth.*` / `package.*` parameters applied, written out in full (defaults
 included) as canonical JSON; its key is a hash of that text. Trials with the same key
-share one dataset, built once (farm.sweeps.store.RecipeStore, `build_recipe`).
+share one dataset, built once (farm.store.recipes.RecipeStore, `build_recipe`).
 
 Values are kept as canonical strings in Param.values and Trial.params like every other
 parameter: numbers and words as written ("0.2", "hv"), lists as compact JSON ("[14,30]").

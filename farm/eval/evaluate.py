@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import math
 import os
 import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from farm.darknet import dialect as dialects
 from farm.darknet.cfg import cfg_dialect
@@ -47,6 +46,7 @@ from farm.darknet.logparse import parse_text
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.datasets.lint import label_path, lint_list
 from farm.errors import BadInput, FarmError, FindingsError
+from farm.eval.evaluation import Evaluation
 from farm.runs import workspace
 from farm.eval import mapcalc
 from farm.eval.detect import (OPENCV_LAYOUT, check_inference_weights, darknet_detections,
@@ -68,9 +68,9 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
                         tile: tuple[int, int] | None = None, overlap: int | None = None,
                         base_dir: str | os.PathLike | None = None,
                         clip: bool = False, weights_dialect: str | None = None,
-                        detector=None) -> dict[str, Any]:
+                        detector=None) -> Evaluation:
     """mAP@iou_thresh, per-class AP and P/R/F1/TP/FP/FN/avg IoU at conf_thresh of
-    `weights` on the valid list of `data` (obj.data), as a JSON-able dict.
+    `weights` on the valid list of `data` (obj.data).
 
     `clip` cuts the farm-native boxes at the image's edges, as pjreddie's `detector valid`
     writes them; it is there to compare with that evaluator (AlexeyAB's map does not clip,
@@ -128,12 +128,12 @@ def evaluate_checkpoint(weights: str | os.PathLike, *, data: str | os.PathLike,
         else:
             dets, truths = _darknet_valid(binary, cfg, weights, images, len(names),
                                           data_dialect)
-        result = score_dict(mapcalc.score(dets, truths, images=len(images), **thresholds))
-        result["evaluator"] = "opencv-dnn" if evaluator == "opencv" else "darknet-valid"
-    result.update(images=len(images), tiled=tiled, clipped=clip or evaluator == "darknet-valid",
-                  weights=weights, cfg=cfg, data=data, valid=valid,
-                  seconds=round(time.monotonic() - start, 3))
-    return result
+        result = score_evaluation(mapcalc.score(dets, truths, images=len(images),
+                                                **thresholds),
+                                  "opencv-dnn" if evaluator == "opencv" else "darknet-valid")
+    return replace(result, images=len(images), tiled=tiled,
+                   clipped=clip or evaluator == "darknet-valid", weights=weights, cfg=cfg,
+                   data=data, valid=valid, seconds=round(time.monotonic() - start, 3))
 
 
 def resolve_dialect(darknet: str, configured: str, *,
@@ -224,88 +224,74 @@ def _darknet_map(binary, images, names, cfg, weights, points, iou_thresh, conf_t
         raise FarmError(f"darknet detector map printed no mAP; its output ended with:\n"
                         f"{output_tail(log)}",
                         hint="run the same command by hand to see all of it")
-    result = map_result_dict(blocks[-1], names)
-    result["points"] = points
-    return result
+    return replace(map_block_evaluation(blocks[-1]), points=points)
 
 
 # ---------------------------------------------------------------------------------------
-# Result dicts
+# Results
 
 
-def score_dict(s: mapcalc.MapScore) -> dict[str, Any]:
-    return {"map": s.map, "iou_thresh": s.iou_thresh, "conf_thresh": s.conf_thresh,
-            "points": s.points,
-            "classes": [{"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
-                         "truths": c.truths, "detections": c.detections} for c in s.classes],
-            "precision": s.precision, "recall": s.recall, "f1": s.f1, "tp": s.tp,
-            "fp": s.fp, "fn": s.fn, "avg_iou": s.avg_iou, "detections": s.detections,
-            "truths": s.truths}
+def score_evaluation(s: mapcalc.MapScore, evaluator: str | None = None) -> Evaluation:
+    """The farm-native score of one evaluator's detections."""
+    return Evaluation(
+        map=s.map, iou_thresh=s.iou_thresh, conf_thresh=s.conf_thresh, points=s.points,
+        classes=tuple({"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
+                       "truths": c.truths, "detections": c.detections} for c in s.classes),
+        precision=s.precision, recall=s.recall, f1=s.f1, tp=s.tp, fp=s.fp, fn=s.fn,
+        avg_iou=s.avg_iou, detections=s.detections, truths=s.truths, evaluator=evaluator)
 
 
-def map_result_dict(r: MapResult, names: list[str] | None = None) -> dict[str, Any]:
-    """A parsed `detector map` block in the same shape as score_dict. darknet prints -nan
-    (None here) for the mAP and a class AP when there were no detections at all."""
-    names = names or [c.name for c in r.classes]
-    out = {"map": r.map, "iou_thresh": r.iou_thresh, "conf_thresh": r.conf_thresh,
-           "points": None,
-           "classes": [{"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
-                        "truths": None, "detections": None} for c in r.classes],
-           "precision": r.precision, "recall": r.recall, "f1": r.f1, "tp": r.tp, "fp": r.fp,
-           "fn": r.fn, "avg_iou": r.avg_iou, "detections": None,
-           "truths": (r.tp + r.fn) if r.tp is not None and r.fn is not None else None,
-           "evaluator": "darknet-map"}
-    if r.map is None:
-        out["note"] = "darknet printed -nan: no detections"
-    return out
+def map_block_evaluation(r: MapResult) -> Evaluation:
+    """A parsed `detector map` block. darknet prints -nan (None here) for the mAP and a
+    class AP when there were no detections at all."""
+    return Evaluation(
+        map=r.map, iou_thresh=r.iou_thresh, conf_thresh=r.conf_thresh,
+        classes=tuple({"id": c.class_id, "name": c.name, "ap": c.ap, "tp": c.tp, "fp": c.fp,
+                       "truths": None, "detections": None} for c in r.classes),
+        precision=r.precision, recall=r.recall, f1=r.f1, tp=r.tp, fp=r.fp, fn=r.fn,
+        avg_iou=r.avg_iou,
+        truths=(r.tp + r.fn) if r.tp is not None and r.fn is not None else None,
+        evaluator="darknet-map",
+        note="darknet printed -nan: no detections" if r.map is None else None)
 
 
-def map_score(result: dict[str, Any]) -> float | None:
-    """The number that ranks evaluations: the mAP, 0 for darknet's -nan (no detections),
-    None for a failed evaluation."""
-    if result.get("error"):
-        return None
-    value = result.get("map")
-    return 0.0 if value is None or not math.isfinite(value) else float(value)
-
-
-def rank_score(run, result: dict[str, Any]) -> float | None:
+def rank_score(run, result: Evaluation) -> float | None:
     """What ranks a run's checkpoints (its best.weights): the screens mAP for a run
     ranked on screens (`farm train --eval-screens`, a sweep's screens_map50), else the
     tile mAP."""
     if run.rank_by == "screens_map50":
-        from farm.eval.screens import screens_score
-        return screens_score(result)
-    return map_score(result)
+        return result.screens.score_map if result.screens else None
+    return result.score_map
 
 
-def format_result(result: dict[str, Any]) -> str:
+def format_result(result: Evaluation) -> str:
     """The result as darknet prints its mAP block, plus which evaluator ran."""
     def pct(v):
         return "-nan" if v is None else f"{v * 100:.2f}"
 
     def num(v):
         return "-nan" if v is None else f"{v:.2f}"
+    r = result
     lines = [f"class_id = {c['id']}, name = {c['name']}, ap = {pct(c['ap'])}%   "
-             f"(TP = {c['tp']}, FP = {c['fp']})" for c in result["classes"]]
-    c = result["conf_thresh"]
-    lines += [f"for conf_thresh = {c:.2f}, precision = {num(result['precision'])}, "
-              f"recall = {num(result['recall'])}, F1-score = {num(result['f1'])}",
-              f"for conf_thresh = {c:.2f}, TP = {result['tp']}, FP = {result['fp']}, "
-              f"FN = {result['fn']}, average IoU = {pct(result['avg_iou'])} %"]
-    points = result.get("points") or 0
+             f"(TP = {c['tp']}, FP = {c['fp']})" for c in r.classes]
+    c = r.conf_thresh
+    lines += [f"for conf_thresh = {c:.2f}, precision = {num(r.precision)}, "
+              f"recall = {num(r.recall)}, F1-score = {num(r.f1)}",
+              f"for conf_thresh = {c:.2f}, TP = {r.tp}, FP = {r.fp}, "
+              f"FN = {r.fn}, average IoU = {pct(r.avg_iou)} %"]
+    points = r.points or 0
     how = f"used {points} Recall-points" if points else \
         "used Area-Under-Curve for each unique Recall"
-    m = result["map"]
-    lines += [f"IoU threshold = {result['iou_thresh'] * 100:.0f} %, {how}",
-              f"mean average precision (mAP@{result['iou_thresh']:.2f}) = "
+    m = r.map
+    lines += [f"IoU threshold = {r.iou_thresh * 100:.0f} %, {how}",
+              f"mean average precision (mAP@{r.iou_thresh:.2f}) = "
               f"{'-nan' if m is None else f'{m:.6f}'}, or {pct(m)} %",
-              f"evaluator: {result['evaluator']}{' (tiled)' if result.get('tiled') else ''}, "
-              f"{result.get('images', '?')} images in {result.get('seconds', 0):.2f} s"]
-    if result.get("screens_id"):
-        tw, th = result["tile"]
-        lines.append(f"screens set {result['screens_id']}: whole screenshots, {tw}x{th} "
-                     f"tiles overlapping by {result['overlap']} px")
+              f"evaluator: {r.evaluator}{' (tiled)' if r.tiled else ''}, "
+              f"{'?' if r.images is None else r.images} images in {r.seconds or 0:.2f} s"]
+    if r.screens_id:
+        tw, th = r.tile
+        lines.append(f"screens set {r.screens_id}: whole screenshots, {tw}x{th} "
+                     f"tiles overlapping by {r.overlap} px")
     return "\n".join(lines)
 
 
@@ -327,11 +313,11 @@ def best_weights_location(store, run, here: str = "") -> tuple[str, str] | None:
     """(host, path) of the run's best weights: its best evaluation's (farm.eval keeps
     them as the run's best.weights, on the host that evaluated), else the newest
     checkpoint written while the loss was finite (on the host that trained it)."""
-    best = store.best_evaluation(run.id)
-    if best and best.get("best_weights"):
-        host = best.get("host", "")
-        if (host and host != here) or os.path.isfile(best["best_weights"]):
-            return host, best["best_weights"]
+    best = store.evaluations.best(run.id)
+    if best and best.best_weights:
+        host = best.host or ""
+        if (host and host != here) or os.path.isfile(best.best_weights):
+            return host, best.best_weights
     c = next((c for c in run.checkpoints if c.path == run.good_checkpoint), None)
     if c is None:
         return None
@@ -363,7 +349,7 @@ def unpin_evaluated(runs_dir: str | os.PathLike, run_id: str, iterations: set[in
 
 def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteration: int, *,
                             evaluator: str = "auto", worker: str = "",
-                            prepare=None) -> dict[str, Any]:
+                            prepare=None) -> Evaluation:
     """Evaluate a run's checkpoint on its valid list, record it, and keep `best.weights`.
 
     A checkpoint that cannot be evaluated (a poisoned one, bad input) is recorded with its
@@ -371,15 +357,12 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
     local first (farm.remote.flow.localize_run); what it raises is not recorded, so a
     host that is away can be waited for.
     """
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     if prepare is not None:
         prepare(run)
     folder = eval_dir(settings.runs_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     record = next((c for c in run.checkpoints if c.iteration == iteration), None)
-    base = {"run_id": run_id, "iteration": iteration, "source": weights,
-            "attempt": record.attempt if record else None, "worker": worker,
-            "host": settings.host_name}
     try:
         if record is not None and not record.finite:
             raise BadInput(f"the checkpoint at iteration {iteration} was written after the "
@@ -391,18 +374,20 @@ def evaluate_run_checkpoint(store, settings, run_id: str, weights: str, iteratio
                                      cfg=cfg_path, evaluator=evaluator,
                                      darknet=settings.darknet,
                                      dialect=settings.darknet_dialect, base_dir=run.base_dir)
-        result["sha256"] = _sha256(weights)
+        result = replace(result, sha256=_sha256(weights))
     except FarmError as e:
-        result = {"error": str(e), "map": None}
-    if run.eval_screens and not result.get("error"):
+        result = Evaluation(error=str(e))
+    if run.eval_screens and not result.error:
         from farm.eval.screens import screens_record
-        result["screens"] = screens_record(weights, run.eval_screens, cfg_path,
-                                           dialect=settings.darknet_dialect,
-                                           darknet=settings.darknet)
-    result.update(base, evaluated_at=time.time())
+        result = replace(result, screens=screens_record(weights, run.eval_screens, cfg_path,
+                                                        dialect=settings.darknet_dialect,
+                                                        darknet=settings.darknet))
+    result = replace(result, run_id=run_id, iteration=iteration, source=weights,
+                     attempt=record.attempt if record else None, worker=worker,
+                     host=settings.host_name, evaluated_at=time.time())
     score = rank_score(run, result)
-    if store.record_evaluation(run_id, {**result, "best_weights": str(
-            best_weights_path(settings.runs_dir, run_id))}, score):
+    if store.evaluations.record(run_id, replace(result, best_weights=str(
+            best_weights_path(settings.runs_dir, run_id))), score):
         _install_best(store, run_id, weights, iteration,
                       best_weights_path(settings.runs_dir, run_id))
     _unpin(folder, weights)
@@ -436,8 +421,8 @@ def _install_best(store, run_id: str, weights: str, iteration: int, best: Path) 
     shutil.copyfile(weights, tmp)
     with open(best.with_name(".best.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        held = store.best_evaluation(run_id)
-        if held and int(held["iteration"]) == iteration:
+        held = store.evaluations.best(run_id)
+        if held and held.iteration == iteration:
             os.replace(tmp, best)
         else:
             tmp.unlink()

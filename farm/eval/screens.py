@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from dataclasses import fields, replace
 
 from farm.datasets.screens import Screens, open_screens
 from farm.errors import FarmError
 from farm.eval import mapcalc
 from farm.eval.detect import TILE_OVERLAP, load_cfg
-from farm.eval.evaluate import evaluate_checkpoint, map_score
+from farm.eval.evaluate import evaluate_checkpoint
+from farm.eval.evaluation import Evaluation
 from farm.eval.nms import CUT_MARGIN
 
 #: what an evaluation record keeps of a screens evaluation (the board, status, sweeps)
@@ -35,7 +36,7 @@ def evaluate_screens(weights: str | os.PathLike, *, screens: str | os.PathLike |
                      tile: tuple[int, int] | None = None, overlap: int | None = None,
                      iou_thresh: float = mapcalc.IOU_THRESH,
                      conf_thresh: float = mapcalc.CONF_THRESH,
-                     points: int = 0, detector=None) -> dict[str, Any]:
+                     points: int = 0, detector=None) -> Evaluation:
     """mAP@iou_thresh (and P/R/F1 at conf_thresh) of `weights` on a screens set, found by
     tiled detection over each whole screenshot. The result has evaluate_checkpoint's
     shape plus `screens_id`, `tile` and `overlap`. `detector`: a loaded network (else
@@ -49,8 +50,7 @@ def evaluate_screens(weights: str | os.PathLike, *, screens: str | os.PathLike |
                                  darknet=darknet, dialect=dialect, points=points,
                                  iou_thresh=iou_thresh, conf_thresh=conf_thresh, tiled=True,
                                  tile=(tw, th), overlap=overlap, detector=detector)
-    result.update(screens_id=s.id, tile=[tw, th], overlap=overlap)
-    return result
+    return replace(result, screens_id=s.id, tile=(tw, th), overlap=overlap)
 
 
 def default_overlap(screens: Screens, tile: tuple[int, int]) -> int:
@@ -63,7 +63,7 @@ def default_overlap(screens: Screens, tile: tuple[int, int]) -> int:
 
 
 def screens_record(weights: str | os.PathLike, screens: str, cfg: str | os.PathLike, *,
-                   dialect: str = "auto", darknet: str = "darknet") -> dict[str, Any]:
+                   dialect: str = "auto", darknet: str = "darknet") -> Evaluation:
     """What a checkpoint's evaluation record holds of its screens evaluation: the summary,
     or the error that prevented it (a screens evaluation that fails never stops the tile
     evaluation from being recorded)."""
@@ -71,13 +71,6 @@ def screens_record(weights: str | os.PathLike, screens: str, cfg: str | os.PathL
         result = evaluate_screens(weights, screens=screens, cfg=cfg, dialect=dialect,
                                   darknet=darknet)
     except FarmError as e:
-        return {"error": str(e), "map": None, "screens": screens}
-    out = {k: result[k] for k in SUMMARY_KEYS if k in result}
-    out["screens"] = screens
-    return out
-
-
-def screens_score(record: dict[str, Any]) -> float | None:
-    """The screens mAP that ranks a checkpoint (None: not evaluated on screens, or failed)."""
-    screens = record.get("screens")
-    return map_score(screens) if isinstance(screens, dict) else None
+        return Evaluation(error=str(e), screens_data=screens)
+    return Evaluation(**{f.name: getattr(result, f.name) for f in fields(Evaluation)
+                         if f.name in SUMMARY_KEYS}, screens_data=screens)

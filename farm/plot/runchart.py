@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from farm.runs.chart import (A, ALAST, AMAX, AMIN, BAD, FIRST, LAST, LMAX, LMIN, RATE,
-                        iterations_per_second, update_chart)
+                        ChartStream, iterations_per_second, update_chart)
+from farm.eval.evaluation import Evaluation
 from farm.plot import axes
 from farm.plot.axes import Scale
 from farm.plot.figure import Figure, text_width
@@ -103,16 +104,38 @@ class RunChart:
 # The decisions
 
 
-def for_run(store, run, *, fold: int | None = None, title: str | None = None) -> RunChart:
+class ChartProgress(ChartStream, Protocol):
+    """What the chart reads of a run's progress (farm.store.progress.ProgressStore)."""
+
+    def live(self, run_id: str) -> dict[str, str]: ...
+
+    def maps(self, run_id: str) -> list[dict[str, Any]]: ...
+
+
+class ChartEvaluations(Protocol):
+    """What the chart reads of a run's evaluations (farm.store.evaluations)."""
+
+    def all(self, run_id: str) -> list[Evaluation]: ...
+
+
+class ChartSource(Protocol):
+    """What `for_run` needs of the store (farm.store.Store)."""
+
+    progress: ChartProgress
+    evaluations: ChartEvaluations
+
+
+def for_run(store: ChartSource, run, *, fold: int | None = None,
+            title: str | None = None) -> RunChart:
     """The chart of `run` (a farm.runs.model.Run) from the store: its folded metrics
     (folding at most `fold` new entries now), attempts, evaluations and live progress."""
-    state = update_chart(store, run.id, max_entries=fold)
-    live = store.live(run.id)
+    state = update_chart(store.progress, run.id, max_entries=fold)
+    live = store.progress.live(run.id)
     attempts = [{**d, "outcome": a.outcome.value if a.outcome else None,
                  "rate": a.rate_value, "effective": effective_settings(run, a).text}
                 for a, d in zip(run.attempts, run.to_dict()["attempts"])]
-    return build(state["buckets"], attempts=attempts, evaluations=store.evaluations(run.id),
-                 darknet_maps=store.maps(run.id), max_batches=run.max_batches,
+    return build(state["buckets"], attempts=attempts, evaluations=store.evaluations.all(run.id),
+                 darknet_maps=store.progress.maps(run.id), max_batches=run.max_batches,
                  iteration=int(live["iteration"]) if live.get("iteration") else None,
                  iterations_per_second=iterations_per_second(state), state=run.state.value,
                  message=run.message, title=run.id if title is None else title, n=state["n"],
@@ -268,7 +291,8 @@ def _rate_range(series: list[AttemptSeries]) -> tuple[float, float] | None:
 def _points(records) -> list[tuple[int, float]]:
     out = []
     for r in records or ():
-        it, value = (r.get("iteration"), r.get("map")) if isinstance(r, dict) else r
+        it, value = (r.iteration, r.map) if isinstance(r, Evaluation) else \
+            (r.get("iteration"), r.get("map")) if isinstance(r, dict) else r
         if it is not None and value is not None and math.isfinite(float(value)):
             out.append((int(it), float(value)))
     return sorted(out)

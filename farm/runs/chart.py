@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 TARGET = 1000  # buckets to aim for; pairs merge once there are twice as many
 TAIL = 30      # recent (time, iteration) samples kept for iterations per second
@@ -47,7 +47,7 @@ def _hi(a: float | None, b: float | None) -> float | None:
 
 def fold(state: dict[str, Any], entries: Iterable[tuple[str, dict[str, str]]], *,
          target: int = TARGET) -> dict[str, Any]:
-    """Add metric stream entries (id, fields as Store.record_progress writes them)."""
+    """Add metric stream entries (id, fields as ProgressStore.record writes them)."""
     buckets, size, tail = state["buckets"], state["size"], state["tail"]
     for entry_id, f in entries:
         attempt, it = int(f["a"]), int(f["i"])
@@ -99,26 +99,38 @@ def _merge_pairs(buckets: list[list]) -> list[list]:
     return out
 
 
-def update_chart(store, run_id: str, *, max_entries: int | None = None,
+class ChartStream(Protocol):
+    """What folding needs of the store: the fold kept so far, the stream after it
+    (farm.store.progress.ProgressStore; a test may keep both in memory)."""
+
+    def chart_state(self, run_id: str) -> tuple[dict[str, Any] | None, int]: ...
+
+    def metrics_after(self, run_id: str, after: str, count: int
+                      ) -> list[tuple[str, dict[str, str]]]: ...
+
+    def save_chart_state(self, run_id: str, doc: dict[str, Any]) -> None: ...
+
+
+def update_chart(stream: ChartStream, run_id: str, *, max_entries: int | None = None,
                  chunk: int = 2000) -> dict[str, Any]:
     """Fold what the metrics stream gained since the last fold and save it. With
     `max_entries`, fold at most that many now (a page must not wait for a big backlog);
     the returned state's `behind` says how many are left."""
-    state, length = store.chart_state(run_id)
+    state, length = stream.chart_state(run_id)
     state = state or empty_state()
     todo = length - state["n"]
     if max_entries is not None:
         todo = min(todo, max_entries)
     changed = False
     while todo > 0:
-        entries = store.metrics_after(run_id, state["last_id"], min(chunk, todo))
+        entries = stream.metrics_after(run_id, state["last_id"], min(chunk, todo))
         if not entries:
             break
         fold(state, entries)
         todo -= len(entries)
         changed = True
     if changed:
-        store.save_chart_state(run_id, state)
+        stream.save_chart_state(run_id, state)
     state["behind"] = max(length - state["n"], 0)
     return state
 

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from farm.eval.evaluation import Evaluation
+
 #: Seconds of the newest samples the speed is measured over: long enough to smooth
 #: darknet's uneven iterations (loading, checkpoint writes), short enough to follow a
 #: change (a second run landing on the same GPU).
@@ -155,7 +157,7 @@ def short(p: Progress) -> str:
 
 def samples_of(entries: Iterable[tuple[str, Mapping[str, str]]], attempt: int
                ) -> list[tuple[float, int]]:
-    """(wall time, iteration) of metrics stream entries (Store.recent_metrics) that
+    """(wall time, iteration) of metrics stream entries (ProgressStore.recent_metrics) that
     belong to `attempt`; entries written before the farm stamped times are skipped."""
     out = []
     for _, m in entries:
@@ -166,7 +168,7 @@ def samples_of(entries: Iterable[tuple[str, Mapping[str, str]]], attempt: int
 
 def measure(*, iteration: int, max_batches: int, attempts: int, live: Mapping[str, str],
             recent: Iterable[tuple[str, Mapping[str, str]]],
-            evaluations: Sequence[Mapping], now: float, running: bool = True) -> Progress:
+            evaluations: Sequence[Evaluation], now: float, running: bool = True) -> Progress:
     """The Progress of a run from what Redis holds: its live hash, its newest metrics
     entries and its evaluations. `running` False: no speed (a queued or ended run)."""
     attempt = int(live.get("attempt") or attempts or 0)
@@ -175,10 +177,10 @@ def measure(*, iteration: int, max_batches: int, attempts: int, live: Mapping[st
     if running and is_stale(max((t for t, _ in samples), default=None), speed, now):
         speed = None
     avg = live.get("avg_loss")
-    scored = [e for e in evaluations if e.get("map") is not None and not e.get("error")]
-    last = max(scored, key=lambda e: int(e["iteration"]), default=None)
+    scored = [e for e in evaluations if e.map is not None and not e.error]
+    last = max(scored, key=lambda e: int(e.iteration), default=None)
     return Progress(iteration=int(live.get("iteration") or iteration), max_batches=max_batches,
                     speed=speed, avg_loss=float(avg) if avg not in (None, "") else None,
-                    last_map=float(last["map"]) if last else None,
-                    last_map_iteration=int(last["iteration"]) if last else None,
+                    last_map=float(last.map) if last else None,
+                    last_map_iteration=int(last.iteration) if last else None,
                     restarts=max(attempts - 1, 0), attempt=attempt)

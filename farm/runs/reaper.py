@@ -21,7 +21,8 @@ from typing import Callable
 from farm import procs
 from farm.errors import NotFound
 from farm.runs.model import Run, RunState
-from farm.state import Store, lease_pid
+from farm.store import Store
+from farm.store.lease import holder_pid
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ Enqueue = Callable[[str, "str | None", str], object]  # (run_id, queue, task_id)
 def lost_runs(store: Store) -> list[tuple[str, str | None]]:
     """(run id, lease) of every run whose holder is gone; lease None: it expired."""
     lost = []
-    for run_id, holder in store.running_leases().items():
+    for run_id, holder in store.runs.running_leases().items():
         if holder is None:
             lost.append((run_id, None))
         else:
-            pid = lease_pid(holder)
+            pid = holder_pid(holder)
             if pid is not None and pid.dead_here():
                 lost.append((run_id, holder))
     return lost
@@ -50,7 +51,7 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
     reaper was first, the run ended, or its darknet is still alive here (killed now, so
     that the next pass queues it)."""
     try:
-        run = store.load_run(run_id)
+        run = store.runs.load(run_id)
     except NotFound:
         run = None  # requeue_lost drops it from the running set
     darknet = leftover_darknet(run) if run else None
@@ -60,7 +61,7 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
         return None
     why = "its worker process is gone" if holder else "its lease expired"
     task_id = str(uuid.uuid4())
-    queued = store.requeue_lost(run_id, holder, task_id,
+    queued = store.runs.requeue_lost(run_id, holder, task_id,
                                 f"{(run and run.worker) or 'its worker'}: {why}; resubmitted")
     if queued is None:
         return None
@@ -69,7 +70,7 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
     except Exception:
         # not sent: running again with no lease, so that the next pass tries again
         queued.state = RunState.RUNNING
-        store.save_run(queued)
+        store.runs.save(queued)
         raise
     return queued
 

@@ -27,7 +27,8 @@ from farm.runs.retention import Retention, backup_waste, checkpoint_waste, remov
 from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
 from farm.settings import Settings
-from farm.state import LeaseRenewer, Store
+from farm.store import Store
+from farm.store.lease import LeaseRenewer
 
 
 def _must_exist(path: str, what: str) -> str:
@@ -98,7 +99,7 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
               cfg_text=base_cfg.dumps(), warnings=[cadence.note] if cadence.note else [],
               eval_screens=eval_screens, rank_by=rank_by)
     store.ping()
-    store.save_run(run)
+    store.runs.save(run)
     return run
 
 
@@ -120,14 +121,13 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
     """Train `run_id` to its end on this host. Returns the run as it ended (or as it is,
     when another process holds it)."""
     hooks = hooks or Hooks()
-    token = store.acquire_lease(run_id, worker, settings.lease_ttl)
-    run = store.load_run(run_id)
-    if token is None:
+    lease = store.runs.lease(run_id, worker, settings.lease_ttl)
+    held = lease.acquire()
+    run = store.runs.load(run_id)
+    if not held:
         return run  # held elsewhere: never start a second darknet for one run
     stop_leftover_darknet(run)  # taken over from a holder that died or lost its lease
-    beat = LeaseRenewer(lambda: store.renew_lease(run_id, token, settings.lease_ttl),
-                        settings.lease_ttl, f"lease-{run_id}")
-    beat.start()
+    beat = lease.keep_alive(f"lease-{run_id}")
     try:
         run = _train(store, settings, run, worker, beat, hooks)
         if run.state.finished and settings.retention:
@@ -135,14 +135,14 @@ def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
         return run
     finally:
         beat.stopped.set()
-        store.release_lease(run_id, token)
+        lease.release()
 
 
 def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseRenewer,
            hooks: Hooks) -> Run:
     if run.state.finished:
         return run
-    if store.cancel_requested(run.id):
+    if store.runs.cancel_requested(run.id):
         return _finish(store, run, RunState.CANCELLED, "cancelled before it started")
     policy = Policy.from_dict(run.policy)
     restart = _recover(run, policy)
@@ -152,13 +152,13 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
         hooks.fetch(run)
     except HostUnreachable as e:
         run.message = f"waiting for a host: {e}"
-        store.save_run(run)
+        store.runs.save(run)
         raise  # the task tries again later; the run stays queued meanwhile
     except FarmError as e:
         _record_refusal(run, settings, e)
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
     run.state, run.worker = RunState.RUNNING, worker
-    store.save_run(run)
+    store.runs.save(run)
     try:
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
@@ -173,14 +173,14 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
     while True:
         _wait_for_space(store, settings, run, dialect, restart)
         attempt, process = _start_attempt(store, settings, run, dialect, binary, restart)
-        store.record_progress(run.id, attempt.number, [], log_markers(attempt), time.time())
+        store.progress.record(run.id, attempt.number, [], log_markers(attempt), time.time())
         hooks.attempt_started(run, attempt)
         if process is not None:
             _supervise(store, settings, run, attempt, process, beat, hooks, dialect)
         if settings.retention:  # what the farm needed was moved out as it was written
             remove(backup_waste(attempt.workdir))
         outcome = attempt.outcome
-        store.save_run(run)
+        store.runs.save(run)
         if outcome is Outcome.COMPLETED:
             return _finish(store, run, RunState.COMPLETED, attempt.message)
         if outcome is Outcome.CANCELLED:
@@ -226,7 +226,7 @@ def _wait_for_space(store: Store, settings: Settings, run: Run, dialect: dialect
     run.state, run.worker = RunState.QUEUED, None
     run.message = (f"waiting for disk space: {short}; looking again every "
                    f"{settings.disk_retry_delay:g} s (`farm gc` reclaims space)")
-    store.save_run(run)
+    store.runs.save(run)
     raise NoSpace(run.message, hint="free space on that filesystem (`farm gc` removes what "
                                     "finished runs no longer need); the run resumes by itself")
 
@@ -282,7 +282,7 @@ def _start_attempt(store: Store, settings: Settings, run: Run, dialect: dialects
         attempt.pid = process.pid
     except FarmError as e:
         attempt.outcome, attempt.message, attempt.ended_at = Outcome.CRASHED, str(e), time.time()
-    store.save_run(run)
+    store.runs.save(run)
     return attempt, process
 
 
@@ -311,16 +311,16 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
     def interrupt() -> Outcome | None:
         if beat.lost.is_set():
             return Outcome.LOST
-        if store.cancel_requested(run.id):
+        if store.runs.cancel_requested(run.id):
             return Outcome.CANCELLED
         return None
 
-    sup = Supervisor(store=store, run=run, attempt=attempt, process=process,
+    sup = Supervisor(progress=store.progress, run=run, attempt=attempt, process=process,
                      limits=Limits(max_batches=run.max_batches, burn_in=int(cfg.burn_in or 0),
                                    policy=Policy.from_dict(run.policy)),
                      checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
-                     on_checkpoint=lambda r, c: (store.save_run(r), hooks.checkpoint(r, c)),
+                     on_checkpoint=lambda r, c: (store.runs.save(r), hooks.checkpoint(r, c)),
                      retention=Retention.from_settings(settings),
                      weights_problem=lambda path: cut_short(path, cfg, dialect),
                      space=space,
@@ -358,5 +358,5 @@ def _failure_message(run: Run, last: Attempt, why: GiveUp | None = None) -> str:
 
 def _finish(store: Store, run: Run, state: RunState, message: str) -> Run:
     run.state, run.message, run.ended_at = state, message, time.time()
-    store.save_run(run)
+    store.runs.save(run)
     return run

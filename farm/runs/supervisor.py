@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from farm.darknet.events import (CheckpointSaved, DarknetError, ErrorKind, Iteration,
                                  MapResult)
@@ -64,6 +64,16 @@ def _moved(before: Iterable[int], after: Iterable[int]) -> bool:
     return any(b >= 0 and a > b for b, a in zip(before, after))
 
 
+class ProgressSink(Protocol):
+    """Where the supervisor writes what darknet prints (farm.store.progress.ProgressStore;
+    a test may keep it in memory)."""
+
+    def record(self, run_id: str, attempt: int, iterations: list[Iteration],
+               lines: list[str], now: float) -> None: ...
+
+    def record_map(self, run_id: str, result: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class Limits:
     max_batches: int
@@ -88,7 +98,7 @@ class _Pending:
 
 @dataclass
 class Supervisor:
-    store: object            # farm.state.Store (duck-typed so tests can read it plainly)
+    progress: ProgressSink
     run: Run
     attempt: Attempt
     process: DarknetProcess
@@ -191,9 +201,9 @@ class Supervisor:
             if ev.path.endswith("_final.weights"):
                 self._final_saved = True
         elif isinstance(ev, MapResult):
-            self.store.record_map(self.run.id, {"attempt": a.number,
-                                                "iteration": ev.iteration or a.last_iteration,
-                                                "map": ev.map, "iou_thresh": ev.iou_thresh})
+            self.progress.record_map(self.run.id, {"attempt": a.number,
+                                                   "iteration": ev.iteration or a.last_iteration,
+                                                   "map": ev.map, "iou_thresh": ev.iou_thresh})
         elif isinstance(ev, DarknetError):
             self._errors.append(ev)
             if ev.is_bad_input and self._verdict is None:
@@ -222,8 +232,8 @@ class Supervisor:
     def _flush(self, iters: list[Iteration], lines: list[str]) -> None:
         lines, self._notes = lines + self._notes, []
         if iters or lines:
-            self.store.record_progress(self.run.id, self.attempt.number, iters, lines,
-                                       time.time())
+            self.progress.record(self.run.id, self.attempt.number, iters, lines,
+                                 time.time())
 
     # -- checkpoints ------------------------------------------------------------------
     def _finalize_pending(self) -> None:

@@ -8,7 +8,8 @@ every GPU busy with them, stops hopeless ones early and ranks the rest.
     model.py       Sweep and Trial records as data
     controller.py  pure decisions: expand, what to start, what to stop, the leaderboard
     progress.py    reading each trial's objective (avg loss, mAP) incrementally
-    store.py       sweep state in Redis (keys documented there)
     service.py     submit / advance / cancel: the controller's side effects
     export.py      the best trial as a bundle ready for darknet
+
+Their state in Redis: farm.store.sweeps and farm.store.recipes (keys documented there).
 """

@@ -1,5 +1,5 @@
 """Builds of recipe datasets: the controller asks for one (`request`), a worker makes it
-(`build_recipe`). State in Redis: farm.sweeps.store.RecipeStore.
+(`build_recipe`). State in Redis: farm.store.recipes.RecipeStore.
 
 Built once: the first controller to HSETNX the recipe's `claimed` field sends the build;
 every other controller (a second tick, a restarted one, another sweep with the same
@@ -23,9 +23,9 @@ from typing import Callable
 from farm.darknet.dialect import Dialect
 from farm.datasets.recipe import RecipeState
 from farm.errors import FarmError
-from farm.state import LeaseRenewer, Store
 from farm.datasets import recipe as recipes_mod
-from farm.sweeps.store import RecipeStore
+from farm.store import Store
+from farm.store.recipes import RecipeStore
 
 #: enqueue_build(recipe key) -> task id: how a build reaches an `augment` worker.
 EnqueueBuild = Callable[[str], str]
@@ -98,11 +98,11 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
     """Build the dataset of recipe `key` unless it is built, failed, or being built by
     another worker; returns the build record. A bad recipe or a dataset that fails its
     lint ends as `failed` with the message (never raised: the trials read it)."""
-    recipes = RecipeStore(store)
+    recipes = store.recipes
     if recipes.load(key).get("state") in FINAL:
         return recipes.load(key)
-    token = recipes.acquire(key, worker, ttl)
-    if token is None:
+    lease = recipes.lease(key, worker, ttl)
+    if not lease.acquire():
         return recipes.load(key)  # another worker is building it
     try:
         if recipes.load(key).get("state") in FINAL:  # ended between the two reads
@@ -110,8 +110,7 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
         recipes.attempt(key)
         recipes.update(key, state=RecipeState.BUILDING, worker=worker, started_at=now(),
                        step="starting", error="")
-        renew = LeaseRenewer(lambda: recipes.renew(key, token, ttl), ttl, f"lease-{key}")
-        renew.start()
+        renew = lease.keep_alive(f"lease-{key}")
         try:
             result = recipes_mod.build(recipes.recipe(key), data_dir, dialect=dialect,
                                        on_step=lambda step: recipes.update(key, step=step))
@@ -131,5 +130,5 @@ def build_recipe(store: Store, data_dir: str | Path, key: str, *, worker: str,
         finally:
             renew.stop()
     finally:
-        recipes.release(key, token)
+        lease.release()
     return recipes.load(key)

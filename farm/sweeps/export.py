@@ -27,7 +27,7 @@ from farm.errors import BadInput, NotFound
 from farm.eval.evaluate import best_weights_location
 from farm.runs import effective, workspace
 from farm.runs.model import Run
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.progress import map50_points
 from farm.sweeps.service import leaderboard_of
@@ -42,7 +42,7 @@ def export_best(store: Store, sweep_id: str, out_dir: str | os.PathLike,
     path, destination)` (farm.remote over SSH)."""
     sweep, spec, rows = leaderboard_of(store, sweep_id)
     row = _pick(rows, trial, store)
-    run = store.load_run(row.run_id)
+    run = store.runs.load(row.run_id)
     found = best_weights_location(store, run, here)
     if found is None:
         raise NotFound(f"trial {row.trial} ({run.id}) has no weights yet",
@@ -99,16 +99,16 @@ def _pick(rows: list[ctl.Row], trial: int | None, store: Store) -> ctl.Row:
             raise BadInput(f"trial {trial} has no run", hint="`farm sweep show ID` lists them")
         return row
     for row in rows:  # best first; the first that has weights
-        if row.run_id and best_weights_location(store, store.load_run(row.run_id)):
+        if row.run_id and best_weights_location(store, store.runs.load(row.run_id)):
             return row
     raise NotFound("no trial of this sweep has weights yet",
                    hint="wait for a trial to write its first checkpoint")
 
 
 def _iteration_of(store: Store, run: Run, weights: str) -> int | None:
-    best = store.best_evaluation(run.id)
-    if best and best.get("best_weights") == weights:
-        return int(best["iteration"])
+    best = store.evaluations.best(run.id)
+    if best and best.best_weights == weights:
+        return best.iteration
     return next((c.iteration for c in run.checkpoints if c.path == weights), None)
 
 

@@ -1,4 +1,4 @@
-"""Sweeps and trials as data (stored in Redis as JSON by farm.sweeps.store).
+"""Sweeps and trials as data (stored in Redis as JSON by farm.store.sweeps).
 
 A trial is planned once, when the sweep is submitted, and never re-planned: resuming a
 sweep after a restart of the farm reads the same trials back. A trial's run id is

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from farm.runs.model import Run
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps.controller import Points
 from farm.sweeps.model import Trial
-from farm.sweeps.store import SweepStore
+from farm.store.sweeps import SweepStore
 
 #: Iterations folded into one point of a loss curve.
 STRIDE = 10
@@ -57,7 +57,7 @@ def observe(store: Store, sweeps: SweepStore, sweep_id: str, objective: str,
         elif reread_maps:
             rec = {**rec, **_map_points(store, trial.run_id)}
             changed[trial.index] = rec
-        live = 0 if ended else int(store.live(trial.run_id).get("iteration") or 0)
+        live = 0 if ended else int(store.progress.live(trial.run_id).get("iteration") or 0)
         maps = tuple((i, v) for i, v in rec["maps"])
         screens = tuple((i, v) for i, v in rec.get("screens", ()))
         loss = tuple(sorted((i, v) for i, v in rec["loss"].values()))
@@ -72,7 +72,7 @@ def _read_new(store: Store, run_id: str, ended: bool, rec: dict[str, Any]) -> di
     """`rec` advanced past every metric written so far. A run that had ended before this
     read has written all of them: its record is then final."""
     start = "-" if rec["cursor"] == "-" else "(" + rec["cursor"]
-    entries = store.metrics(run_id, start=start)
+    entries = store.progress.metrics(run_id, start=start)
     loss = dict(rec["loss"])
     for _, m in entries:
         i, v = int(m["i"]), float(m["avg"])
@@ -94,13 +94,15 @@ def map50_points(store: Store, run_id: str) -> list[list]:
     """(iteration, mAP@0.50 as a fraction) of the run's evaluations: the farm's when it
     evaluated the run, else the `-map` blocks darknet printed. A mAP printed as nan (no
     detections at all) counts as 0; an evaluation that failed (`error`) does not count."""
-    records = store.evaluations(run_id) or store.maps(run_id)
+    records = [(e.iteration, e.map, e.iou_thresh, e.error)
+               for e in store.evaluations.all(run_id)] or \
+              [(m.get("iteration"), m.get("map"), m.get("iou_thresh"), None)
+               for m in store.progress.maps(run_id)]
     points = []
-    for rec in records:
-        iou = float(rec.get("iou_thresh") or 0.5)
-        if rec.get("error") or abs(iou - 0.5) > 1e-6 or rec.get("iteration") is None:
+    for iteration, value, iou, error in records:
+        if error or abs(float(iou or 0.5) - 0.5) > 1e-6 or iteration is None:
             continue
-        points.append([int(rec["iteration"]), float(rec.get("map") or 0.0)])
+        points.append([int(iteration), float(value or 0.0)])
     return points
 
 
@@ -108,9 +110,7 @@ def screens_map50_points(store: Store, run_id: str) -> list[list]:
     """(iteration, screens mAP@0.50) of the run's evaluations that scored a screens set;
     one that failed on the screens does not count."""
     points = []
-    for rec in store.evaluations(run_id):
-        screens = rec.get("screens")
-        if isinstance(screens, dict) and not screens.get("error") and \
-                rec.get("iteration") is not None:
-            points.append([int(rec["iteration"]), float(screens.get("map") or 0.0)])
+    for e in store.evaluations.all(run_id):
+        if e.screens and not e.screens.error and e.iteration is not None:
+            points.append([int(e.iteration), float(e.screens.map or 0.0)])
     return points

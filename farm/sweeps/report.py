@@ -18,10 +18,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from farm.eval.evaluation import Evaluation
 from farm.plot import axes, overlay, runchart
 from farm.runs.effective import effective_settings
 from farm.runs.model import Attempt, Run
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import Sweep
 from farm.sweeps.progress import map50_points
@@ -68,7 +69,7 @@ class TrialReport:
     run_id: str | None
     max_batches: int = 0
     attempts: list[AttemptLine] = field(default_factory=list)
-    evaluations: list[dict] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     best_map: tuple[float, int] | None = None    # (mAP@0.50, iteration)
     screens_map: float | None = None              # best screens mAP@0.50, where recorded
     trained_with: str = ""                         # requested -> effective, in words
@@ -111,9 +112,9 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
         if not row.run_id:
             trials.append(TrialReport(row=row, run_id=None))
             continue
-        run = store.load_run(row.run_id)
+        run = store.runs.load(row.run_id)
         maps = map50_points(store, run.id)
-        trials.append(trial_report(row, run, store.evaluations(run.id), maps, now))
+        trials.append(trial_report(row, run, store.evaluations.all(run.id), maps, now))
         runs[row.trial] = (run, maps)
     with_runs = [t for t in trials if t.row.trial in runs]
     charted = {t.row.trial for t in sorted(with_runs, key=_chart_priority)[:charts]}
@@ -148,7 +149,7 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
                        counts=counts)
 
 
-def trial_report(row: ctl.Row, run: Run, evaluations: list[dict], maps: list[list],
+def trial_report(row: ctl.Row, run: Run, evaluations: list[Evaluation], maps: list[list],
                  now: float) -> TrialReport:
     """A trial with a run: its lineage, evaluations (`maps`: its mAP@0.50 points, as
     farm.sweeps.progress.map50_points reads them), settings and GPU time."""

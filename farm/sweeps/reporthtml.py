@@ -260,16 +260,16 @@ def _evaluations(t: TrialReport) -> list[str]:
            '<th class="num">F1</th><th>evaluator</th></tr></thead><tbody>']
     best = t.best_map[1] if t.best_map else None
     for e in t.evaluations:
-        mark = " (best)" if e.get("iteration") == best else ""
-        if e.get("error"):
-            out.append(f'<tr><td class="num">{_e(e.get("iteration"))}</td>'
-                       f'<td colspan="5" class="reason">failed: {_e(e["error"])}</td></tr>')
+        mark = " (best)" if e.iteration == best else ""
+        if e.error:
+            out.append(f'<tr><td class="num">{_e(e.iteration)}</td>'
+                       f'<td colspan="5" class="reason">failed: {_e(e.error)}</td></tr>')
             continue
-        prf = "".join(f'<td class="num">{_e(_fraction(e.get(k)))}</td>'
-                      for k in ("precision", "recall", "f1"))
-        out.append(f'<tr><td class="num">{_e(e.get("iteration"))}</td>'
-                   f'<td class="num">{_e(format_map(e.get("map") or 0.0) + mark)}</td>{prf}'
-                   f"<td>{_e(e.get('evaluator') or '?')}</td></tr>")
+        prf = "".join(f'<td class="num">{_e(_fraction(v))}</td>'
+                      for v in (e.precision, e.recall, e.f1))
+        out.append(f'<tr><td class="num">{_e(e.iteration)}</td>'
+                   f'<td class="num">{_e(format_map(e.map or 0.0) + mark)}</td>{prf}'
+                   f"<td>{_e(e.evaluator or '?')}</td></tr>")
     out.append("</tbody></table>")
     return out
 

@@ -22,7 +22,7 @@ from farm.queues import pinned_host
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.settings import Settings
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
 from farm.datasets import recipe as rcp
@@ -30,7 +30,8 @@ from farm.datasets.recipe import RecipeState
 from farm.sweeps.model import Sweep, SweepState, Trial, TrialState, new_sweep_id
 from farm.sweeps.progress import Observed, observe
 from farm.sweeps.spec import SweepSpec, check_concurrency
-from farm.sweeps.store import RecipeStore, SweepStore
+from farm.store.recipes import RecipeStore
+from farm.store.sweeps import SweepStore
 
 if TYPE_CHECKING:
     from farm.runs import checks
@@ -94,7 +95,7 @@ def submit_sweep(store: Store, settings: Settings, spec: SweepSpec, *,
                   warnings=[w for w in (cadence.note, warning) if w],
                   cfgs={c: Cfg.load(c).dumps() for c in {t.cfg for t in trials}})
     store.ping()
-    SweepStore(store).create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
+    store.sweeps.create(sweep, trials, {key: rcp.canonical(recipe) for key, recipe
                                              in ctl.recipes(spec, trials).items()})
     return sweep
 
@@ -141,7 +142,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
     evaluations have landed (`evaluators()` says an eval worker is up to land them; None:
     close without waiting; at most `settings.eval_wait` after a trial ended). Safe to
     call at any time, from anywhere, any number of times."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     observed = _observe(store, sweeps, sweep_id) if early_stop else None
     with sweeps.lock(sweep_id, wait=wait) as held:
         if not held:
@@ -156,7 +157,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
         _record_results(sweeps, sweep_id, trials, runs)
         _cancel_orphans(store, sweep_id, trials)
         tick.resent = _resend_unsent(sweeps, sweep_id, spec, trials, runs, enqueue)
-        recipes = RecipeStore(store)
+        recipes = store.recipes
         builds = _builds(recipes, trials)
         _fail_unbuildable(sweeps, sweep_id, trials, builds)
         views = _views(trials, runs, observed, builds, now())
@@ -188,7 +189,7 @@ def advance(store: Store, settings: Settings, sweep_id: str, *, enqueue: Enqueue
 def cancel_sweep(store: Store, sweep_id: str) -> list[str]:
     """Cancel the sweep: running trials are asked to stop, the others never start.
     Returns the run ids asked to stop."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     with sweeps.lock(sweep_id, wait=20.0) as held:
         if not held:
             raise FarmError(f"sweep {sweep_id} is held by another controller",
@@ -205,14 +206,14 @@ def cancel_sweep(store: Store, sweep_id: str) -> list[str]:
                     trial.cancelled = True
                     sweeps.save_trial(sweep_id, trial)
                 continue
-            run = store.load_run(trial.run_id)
+            run = store.runs.load(trial.run_id)
             if run.state.finished:
                 continue
-            store.request_cancel(run.id)
-            if run.state is RunState.QUEUED and store.lease_holder(run.id) is None:
+            store.runs.request_cancel(run.id)
+            if run.state is RunState.QUEUED and store.runs.holder(run.id) is None:
                 run.state, run.ended_at = RunState.CANCELLED, time.time()
                 run.message = "cancelled with its sweep before it started"
-                store.save_run(run)
+                store.runs.save(run)
             asked.append(run.id)
         sweep.state, sweep.ended_at = SweepState.CANCELLED, time.time()
         sweep.message = f"cancelled; {len(asked)} running trial(s) asked to stop"
@@ -223,7 +224,7 @@ def cancel_sweep(store: Store, sweep_id: str) -> list[str]:
 def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
                    ) -> tuple[Sweep, SweepSpec, list[ctl.Row]]:
     """The sweep, its spec, and its trials ranked (what `farm sweep show` prints)."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     sweep = sweeps.find(sweep_id)
     spec = SweepSpec.from_dict(sweep.spec)
     trials = sweeps.trials(sweep.id)
@@ -231,7 +232,7 @@ def leaderboard_of(store: Store, sweep_id: str, now: float | None = None
     observed = observe(store, sweeps, sweep.id, spec.objective, trials, runs,
                        reread_maps=True)
     now = time.time() if now is None else now
-    builds = RecipeStore(store).load_many(t.recipe_key for t in trials if t.recipe_key)
+    builds = store.recipes.load_many(t.recipe_key for t in trials if t.recipe_key)
     views = _views(trials, runs, observed, builds, now)
     return sweep, spec, ctl.leaderboard(spec, views, now)
 
@@ -261,7 +262,7 @@ def standings(store: Store, sweep_id: str, page: int = 1, per: int = 50,
     best first, then the rest by trial number), reading only the trials something has
     happened to and the page's plans: a sweep of 10 000 queued trials costs what its
     running ones cost."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     sweep = sweeps.find(sweep_id)
     spec = SweepSpec.from_dict(sweep.spec)
     now = time.time() if now is None else now
@@ -287,7 +288,7 @@ def standings(store: Store, sweep_id: str, page: int = 1, per: int = 50,
 def trial_counts(store: Store, sweep_id: str, now: float | None = None
                  ) -> tuple[int, dict[str, int]]:
     """How many trials the sweep has, and how many are in each state."""
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     total, touched = sweeps.touched(sweep_id)
     counts, _, _ = _tally(store, sweeps, sweep_id, total, touched, _runs(store, touched),
                           None, time.time() if now is None else now)
@@ -300,7 +301,7 @@ def _tally(store: Store, sweeps: SweepStore, sweep_id: str, total: int,
     """Counts by state of every trial, the views of the touched ones, and the build
     records of the sweep's recipes."""
     counted = sweeps.recipe_counts(sweep_id)
-    builds = RecipeStore(store).load_many(set(counted) | {t.recipe_key for t in touched
+    builds = store.recipes.load_many(set(counted) | {t.recipe_key for t in touched
                                                           if t.recipe_key})
     views = _views(touched, runs, observed, builds, now)
     counts = _counts(views)
@@ -372,7 +373,7 @@ def _working_set(sweeps: SweepStore, sweep_id: str, spec: SweepSpec) -> list[Tri
 
 def _runs(store: Store, trials: list[Trial]) -> dict[str, Run]:
     """The runs of trials that have not ended (an ended trial keeps its `result`)."""
-    return {t.run_id: store.load_run(t.run_id) for t in trials if t.run_id and not t.result}
+    return {t.run_id: store.runs.load(t.run_id) for t in trials if t.run_id and not t.result}
 
 
 def _record_results(sweeps: SweepStore, sweep_id: str, trials: list[Trial],
@@ -475,7 +476,7 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
 def _discard(store: Store, run: Run, why: str) -> None:
     run.state, run.ended_at = RunState.CANCELLED, time.time()
     run.message = f"never enqueued: {why}"
-    store.save_run(run)
+    store.runs.save(run)
 
 
 def _cancel_orphans(store: Store, sweep_id: str, trials: list[Trial]) -> None:
@@ -487,7 +488,7 @@ def _cancel_orphans(store: Store, sweep_id: str, trials: list[Trial]) -> None:
         return
     since = min(t.claimed_at for t in claimed) - 1.0
     assigned = {t.run_id for t in trials if t.run_id}
-    for run in store.load_runs(limit=500):
+    for run in store.runs.recent(limit=500):
         if run.sweep == sweep_id and run.id not in assigned and run.created_at >= since \
                 and run.state is RunState.QUEUED:
             _discard(store, run, "its controller stopped before giving it to a trial")
@@ -511,7 +512,7 @@ def _stop(store: Store, sweeps: SweepStore, sweep_id: str, trials: list[Trial],
           stops: list[ctl.Stop], now: float) -> None:
     by_index = {t.index: t for t in trials}
     for stop in stops:
-        store.request_cancel(stop.run_id)
+        store.runs.request_cancel(stop.run_id)
         trial = by_index[stop.index]
         trial.stop_reason, trial.stopped_at = stop.reason, now
         sweeps.save_trial(sweep_id, trial)
@@ -523,7 +524,7 @@ def _unevaluated(store: Store, trials: list[Trial], since: float) -> dict[str, s
     out = {}
     for t in trials:
         if t.run_id and t.result and (t.result.get("ended_at") or 0) >= since:
-            pending = store.pending_evaluations(t.run_id)
+            pending = store.evaluations.pending(t.run_id)
             if pending:
                 out[t.run_id] = pending
     return out

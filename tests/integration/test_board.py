@@ -19,7 +19,7 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Run, RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
@@ -102,7 +102,7 @@ def save_run(store: Store, run_id: str, **kw) -> Run:
     run = Run(id=run_id, data="/d/obj.data", cfg="/d/micro.cfg", weights=None, base_dir="/d",
               overrides={}, policy={}, host="testhost", created_at=time.time(),
               max_batches=100, **kw)
-    store.save_run(run)
+    store.runs.save(run)
     return run
 
 
@@ -165,7 +165,7 @@ def test_the_scrape_token_opens_metrics_and_nothing_else(farm, board):
     farm.worker("gpu1", "gpu")
     store = Store(farm.settings.effective_redis_url)
     save_run(store, "r-m", state=RunState.RUNNING)
-    store.r.hset("farm:run:r-m:live", mapping={"iteration": 42, "avg_loss": "1.5",
+    store.db.r.hset("farm:run:r-m:live", mapping={"iteration": 42, "avg_loss": "1.5",
                                                "updated_at": time.time()})
     app.send_task("farm.nothing", queue="augment")  # no worker consumes augment: it waits
     bearer = {"Authorization": f"Bearer {token}"}
@@ -249,7 +249,7 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     start_eval_worker(farm)
     run_id = train_at_008(capsys, data, cfg, "burn_in_min=0", "max_divergence_restarts=5")
     store = Store(farm.settings.effective_redis_url)
-    wait_for(lambda: len(store.load_run(run_id).attempts) >= 4, 120, 0.2,
+    wait_for(lambda: len(store.runs.load(run_id).attempts) >= 4, 120, 0.2,
              what="three restarts after divergence")
     context, page = logged_in(chromium, board)
     page.goto(f"{board}/runs/{run_id}")
@@ -260,21 +260,21 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     assert "diverged" in attempts[0] and "learning_rate 0.04 → 0.02" in attempts[2]
     # live: the chart changes while the fourth attempt trains
     first = int(page.get_attribute("#chart svg", "data-n"))
-    assert store.load_run(run_id).state is RunState.RUNNING, "the run ended too soon to watch"
+    assert store.runs.load(run_id).state is RunState.RUNNING, "the run ended too soon to watch"
     page.wait_for_function(f"Number(document.querySelector('#chart svg').dataset.n) > {first + 20}",
                            timeout=30000)
     # a checkpoint evaluated on the eval worker shows its mAP in the table and the chart
-    checkpoint = wait_for(lambda: next((c for c in store.load_run(run_id).checkpoints
+    checkpoint = wait_for(lambda: next((c for c in store.runs.load(run_id).checkpoints
                                         if c.finite), None), 60, 0.2, what="a checkpoint")
     enqueue_eval(run_id, checkpoint.path, checkpoint.iteration)
-    wait_for(lambda: store.load_run(run_id).state.finished, 120, 0.5, what="the run's end")
+    wait_for(lambda: store.runs.load(run_id).state.finished, 120, 0.5, what="the run's end")
     page.wait_for_function("Number(document.querySelector('#chart svg').dataset.maps) >= 1",
                            timeout=60000)
     assert "opencv-dnn" in page.locator("#checkpoints tr.checkpoint").first.inner_text()
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     assert run.state is RunState.COMPLETED, run.message
     page.wait_for_function("document.querySelector('#chart svg').dataset.n === "
-                           f"'{store.r.xlen(f'farm:run:{run_id}:metrics')}'", timeout=30000)
+                           f"'{store.db.r.xlen(f'farm:run:{run_id}:metrics')}'", timeout=30000)
 
     # the model's decisions
     chart = json.loads(http(f"{board}/api/runs/{run_id}/chart")[2])["chart"]
@@ -325,7 +325,7 @@ def test_a_failed_runs_reason_is_on_the_board(farm, board, chromium, tmp_path, c
     farm.worker("gpu1")
     run_id = train_at_008(capsys, data, cfg, "max_divergence_restarts=0")
     store = Store(farm.settings.effective_redis_url)
-    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 90, 0.2,
+    run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 90, 0.2,
                    what="the run to fail")
     assert run.state is RunState.FAILED and run.message
     context, page = logged_in(chromium, board)
@@ -353,9 +353,8 @@ def test_the_sweep_page_overlays_its_trials_beside_the_leaderboard(farm, board, 
     code, out, err = farm_cli(capsys, "sweep", "submit", str(tmp_path / "sweep.yaml"))
     assert code == 0, err
     sweep_id = out.strip()
-    from farm.sweeps.store import SweepStore
     store = Store(farm.settings.effective_redis_url)
-    wait_for(lambda: SweepStore(store).load(sweep_id).state.value == "done", 180, 0.5,
+    wait_for(lambda: store.sweeps.load(sweep_id).state.value == "done", 180, 0.5,
              what="the sweep's end")
     context, page = logged_in(chromium, board)
     page.goto(f"{board}/sweeps")
@@ -372,8 +371,8 @@ def test_the_sweep_page_overlays_its_trials_beside_the_leaderboard(farm, board, 
     by_trial = {g["trial"]: g for g in groups}
     assert "learning_rate=0.004" in by_trial["0"]["title"]
     # the diverged trial names what it really trained with
-    trials = {t.index: t for t in SweepStore(store).trials(sweep_id)}
-    really = f"{store.load_run(trials[2].run_id).attempts[-1].rate_value:.6g}"
+    trials = {t.index: t for t in store.sweeps.trials(sweep_id)}
+    really = f"{store.runs.load(trials[2].run_id).attempts[-1].rate_value:.6g}"
     assert float(really) < 0.04
     assert f"trained with: learning_rate 0.04 -> {really}" in by_trial["2"]["title"]
     legend = page.text_content('#overlay svg g.legend-entry[data-trial="2"] text')

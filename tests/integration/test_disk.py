@@ -26,8 +26,7 @@ from farm.runs import disk
 from farm.runs.model import Attempt, Outcome, Run, RunState
 from farm.runs.policy import Policy
 from farm.runs.supervisor import Limits, Supervisor
-from farm.state import Store
-from farm.sweeps.store import RecipeStore
+from farm.store import Store
 from tests.conftest import Farm, wait_for
 from workers.cli import main as farm_main
 
@@ -105,7 +104,7 @@ def test_a_full_disk_stops_the_attempt_as_no_space_and_the_run_resumes_when_free
     code, out, err = cli(capsys, "train", str(data), str(cfg))
     assert code == 0, err
     run_id = out.strip()
-    run = wait_for(lambda: "waiting for disk space" in (r := store.load_run(run_id)).message
+    run = wait_for(lambda: "waiting for disk space" in (r := store.runs.load(run_id)).message
                    and r, 60, 0.1, what="the run to wait for disk space")
     assert run.state is RunState.QUEUED and run.attempts == []
     assert str(disk_farm.settings.runs_dir) in run.message and "bytes free" in run.message
@@ -115,10 +114,10 @@ def test_a_full_disk_stops_the_attempt_as_no_space_and_the_run_resumes_when_free
 
     # 2. space back: it starts; the disk fills while it trains: stopped as no_space
     ballast.unlink()
-    wait_for(lambda: int(store.live(run_id).get("iteration", 0)) >= 150, 120, 0.05,
+    wait_for(lambda: int(store.progress.live(run_id).get("iteration", 0)) >= 150, 120, 0.05,
              what="training past its first checkpoint")
     ballast = fill(mnt, need.to_train - (256 << 10))
-    run = wait_for(lambda: (r := store.load_run(run_id)).attempts[-1].outcome
+    run = wait_for(lambda: (r := store.runs.load(run_id)).attempts[-1].outcome
                    is Outcome.NO_SPACE and "waiting for disk space" in r.message and r,
                    60, 0.1, what="the attempt to stop as no_space and the run to wait")
     stopped = run.attempts[-1]
@@ -134,12 +133,12 @@ def test_a_full_disk_stops_the_attempt_as_no_space_and_the_run_resumes_when_free
     assert resume_at >= 100
     time.sleep(4.5)  # retries while the disk is still full (more than Celery's default
     # three, which once failed the task and left the run queued with nothing to retry it)
-    waiting = store.load_run(run_id)  # no new attempt meanwhile
+    waiting = store.runs.load(run_id)  # no new attempt meanwhile
     assert len(waiting.attempts) == len(run.attempts) and waiting.state is RunState.QUEUED
 
     # 3. space back: it resumes from its newest good checkpoint and completes
     ballast.unlink()
-    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 180, 0.2,
+    run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 180, 0.2,
                    what="the run to complete")
     assert run.state is RunState.COMPLETED, run.message
     resumed = run.attempts[-1]
@@ -160,17 +159,17 @@ def test_after_a_run_only_what_retention_keeps_is_left_and_evaluation_finds_best
     assert code == 0, err
     run_id = out.splitlines()[0]
     store = Store(farm.settings.effective_redis_url)
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     folder = Path(farm.settings.runs_dir) / run_id
     # darknet wrote .backup and _N at 100..400 and _final; the farm keeps the newest two
     assert sorted({c.iteration for c in run.checkpoints}) == [100, 200, 300, 400]
     assert list((folder / "attempt-1" / "backup").iterdir()) == []
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == \
         ["iter-0000300.weights", "iter-0000400.weights"]
-    evaluated = wait_for(lambda: len(e := store.evaluations(run_id)) == 4 and e, 120, 0.2,
+    evaluated = wait_for(lambda: len(e := store.evaluations.all(run_id)) == 4 and e, 120, 0.2,
                          what="four evaluations")
-    assert all(e.get("error") is None for e in evaluated), evaluated
-    best = store.best_evaluation(run_id)
+    assert all(e.error is None for e in evaluated), evaluated
+    best = store.evaluations.best(run_id)
     host, path = best_weights_location(store, run, farm.settings.host_name)
     assert path == str(folder / "best.weights") and Path(path).is_file()
     wait_for(lambda: not list((folder / "eval" / "queue").glob("*.weights")), 30, 0.2,
@@ -182,7 +181,7 @@ def test_after_a_run_only_what_retention_keeps_is_left_and_evaluation_finds_best
     code, _, err = cli(capsys, "fetch", run_id, "--best", "-o", str(tmp_path / "b.weights"))
     assert code == 0, err
     assert (tmp_path / "b.weights").read_bytes() == Path(path).read_bytes()
-    assert best["iteration"] in (100, 200, 300, 400)
+    assert best.iteration in (100, 200, 300, 400)
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -206,7 +205,7 @@ def test_gc_dry_run_lists_and_removes_nothing_then_gc_spares_a_running_run(
     code, out, err = cli(capsys, "train", str(data), str(long_cfg))
     running = out.strip()
     store = Store(farm.settings.effective_redis_url)
-    wait_for(lambda: int(store.live(running).get("iteration", 0)) >= 250, 120, 0.1,
+    wait_for(lambda: int(store.progress.live(running).get("iteration", 0)) >= 250, 120, 0.1,
              what="the second run to train past two checkpoints")
 
     before = _files(runs / done)
@@ -230,10 +229,10 @@ def test_gc_dry_run_lists_and_removes_nothing_then_gc_spares_a_running_run(
     assert "checkpoints/iter-0000300.weights" in kept and "attempt-1/darknet.log" in kept
     # the running run: untouched, and it trains on
     assert theirs <= {p.name for p in running_backup.iterdir()}
-    it = int(store.live(running)["iteration"])
-    wait_for(lambda: int(store.live(running)["iteration"]) > it + 20, 60, 0.1,
+    it = int(store.progress.live(running)["iteration"])
+    wait_for(lambda: int(store.progress.live(running)["iteration"]) > it + 20, 60, 0.1,
              what="the running run to go on training")
-    assert store.load_run(running).state is RunState.RUNNING
+    assert store.runs.load(running).state is RunState.RUNNING
     code, _, _ = cli(capsys, "cancel", running)
     assert code == 0
 
@@ -243,19 +242,19 @@ def test_gc_removes_a_recipe_dataset_nothing_uses_and_stale_leftovers_only(
     for key, value in farm_settings.to_env().items():
         monkeypatch.setenv(key, value)
     store = Store(farm_settings.effective_redis_url)
-    recipes = RecipeStore(store)
+    recipes = store.recipes
     root = Path(farm_settings.data_dir) / "datasets"
     folders = {}
     for key, ds in (("rfree", "d1"), ("rused", "d2")):
         folders[key] = root / ds
         micro_dataset(folders[key], images=4)
-        store.r.hset(f"farm:recipe:{key}", mapping={
+        store.db.r.hset(f"farm:recipe:{key}", mapping={
             "recipe": "{}", "claimed": "1", "state": "ready", "dataset_id": ds,
             "data": str(folders[key] / "obj.data")})
     queued = Run(id="r-queued", data=str(folders["rused"] / "obj.data"), cfg="x.cfg",
                  weights=None, base_dir=str(folders["rused"]), overrides={}, policy={},
                  host="testhost", created_at=time.time(), max_batches=10)
-    store.save_run(queued)
+    store.runs.save(queued)
     old, fresh = root / ".fetch-old", root / ".fetch-fresh"
     for staging in (old, fresh):
         (staging / "frames").mkdir(parents=True)
@@ -305,7 +304,7 @@ def test_weights_darknet_cuts_short_on_a_full_disk_never_become_checkpoints(
     run.attempts.append(attempt)
     store = Store(farm_settings.effective_redis_url)
     net = Cfg.load(cfg)
-    sup = Supervisor(store=store, run=run, attempt=attempt,
+    sup = Supervisor(progress=store.progress, run=run, attempt=attempt,
                      process=DarknetProcess(argv, workdir),
                      limits=Limits(max_batches=130, burn_in=0, policy=Policy()),
                      checkpoints_dir=mnt / "checkpoints",
@@ -316,6 +315,6 @@ def test_weights_darknet_cuts_short_on_a_full_disk_never_become_checkpoints(
     assert a.last_iteration == 130 and run.checkpoints == [] and run.good_checkpoint is None
     assert a.outcome is Outcome.CRASHED and "final weights at iteration 130 are not " \
         "complete" in a.message
-    log, _ = store.log_since("cut")
+    log, _ = store.progress.log_since("cut")
     assert sum("is not complete" in line and "not taken as a checkpoint" in line
                for line in log) == len(written)

@@ -28,7 +28,7 @@ from farm.eval import should_evaluate
 from farm.eval.evaluate import evaluate_checkpoint
 from farm.micro import draw_mark, micro_cfg, micro_dataset
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
     def watch():
         last = None
         while not stop.is_set():
-            run = store.load_run(run_id)
+            run = store.runs.load(run_id)
             for c in run.checkpoints:
                 if c.finite and c.iteration not in enqueued and \
                         should_evaluate(c.iteration, run.max_batches, 100, last=last):
@@ -105,31 +105,31 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
             stop.wait(0.05)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 120, 0.2,
+    run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 120, 0.2,
                    what="the run to finish")
     watcher.join(10)
     stop.set()
     assert run.state is RunState.COMPLETED, run.message
     assert sorted(enqueued) == [100, 200, 300]
-    evals = wait_for(lambda: len(e := store.evaluations(run_id)) == 3 and e, 60, 0.2,
+    evals = wait_for(lambda: len(e := store.evaluations.all(run_id)) == 3 and e, 60, 0.2,
                      what="three evaluations")
 
-    assert [e["iteration"] for e in evals] == [100, 200, 300]
+    assert [e.iteration for e in evals] == [100, 200, 300]
     for e in evals:
         assert "error" not in e, e
-        assert e["evaluator"] == "opencv-dnn" and 0.0 <= e["map"] <= 1.0
-        assert e["worker"].startswith("eval1@testhost") and e["images"] == 6
+        assert e.evaluator == "opencv-dnn" and 0.0 <= e.map <= 1.0
+        assert e.worker.startswith("eval1@testhost") and e.images == 6
         assert {"precision", "recall", "f1", "tp", "fp", "fn", "avg_iou"} <= set(e)
-        assert e["classes"][0]["name"] == "close"
-    assert evals[-1]["map"] > 0.0, "300 iterations of the micro net find some marks"
+        assert e.classes[0]["name"] == "close"
+    assert evals[-1].map > 0.0, "300 iterations of the micro net find some marks"
     # the run's own best.weights: a copy of the best-mAP checkpoint (later wins ties)
-    best = store.best_evaluation(run_id)
-    top = max(evals, key=lambda e: (e["map"], e["iteration"]))
-    assert best["iteration"] == top["iteration"]
+    best = store.evaluations.best(run_id)
+    top = max(evals, key=lambda e: (e.map, e.iteration))
+    assert best.iteration == top.iteration
     best_file = Path(farm.settings.runs_dir) / run_id / "best.weights"
-    assert top["sha256"] == best["sha256"]
+    assert top.sha256 == best.sha256
     # the record lands first, the copy right after it (a busy machine shows the gap)
-    wait_for(lambda: best_file.exists() and sha256(best_file) == best["sha256"], 10, 0.1,
+    wait_for(lambda: best_file.exists() and sha256(best_file) == best.sha256, 10, 0.1,
              what="best.weights to be the best checkpoint")
     # the pinned copies are gone once evaluated (training kept only its newest one)
     queue = Path(farm.settings.runs_dir) / run_id / "eval" / "queue"
@@ -140,11 +140,11 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
     broken = tmp_path / "broken.weights"
     broken.write_bytes(best_file.read_bytes()[:1000])
     enqueue_eval(run_id, str(broken), 999)
-    bad = wait_for(lambda: next((e for e in store.evaluations(run_id)
-                                 if e["iteration"] == 999), None), 30, 0.2,
+    bad = wait_for(lambda: next((e for e in store.evaluations.all(run_id)
+                                 if e.iteration == 999), None), 30, 0.2,
                    what="the broken checkpoint's evaluation")
-    assert "truncated" in bad["error"] or "does not fit" in bad["error"]
-    assert store.best_evaluation(run_id)["iteration"] == top["iteration"]
+    assert "truncated" in bad.error or "does not fit" in bad.error
+    assert store.evaluations.best(run_id).iteration == top.iteration
 
     # the run's chart, for the whole lineage, from the CLI
     code, out, err = farm_cli(capsys, "chart", run_id, "-o", str(tmp_path / "chart.png"))
@@ -172,8 +172,8 @@ def test_a_resumed_run_sends_the_evaluations_its_dead_worker_never_sent(farm, tm
               max_batches=300, eval_every=100, checkpoints=[
                   Checkpoint(it, str(files[it]), str(files[it]), True, 1, time.time())
                   for it in (100, 200, 300)])
-    store.save_run(run)
-    store.mark_evaluation_sent(run.id, 300)         # sent before the worker died
+    store.runs.save(run)
+    store.evaluations.mark_sent(run.id, 300)         # sent before the worker died
     Path(files[200]).unlink()                       # replaced since: nothing to evaluate
     broker = redis.Redis.from_url(farm.settings.effective_redis_url)
     before = broker.llen("eval")
@@ -182,7 +182,7 @@ def test_a_resumed_run_sends_the_evaluations_its_dead_worker_never_sent(farm, tm
     body = json.loads(broker.lrange("eval", 0, 0)[0])
     assert body["headers"]["argsrepr"].startswith("['r-catchup', ")
     assert "100" in body["headers"]["shadow"]
-    assert store.evaluations_sent(run.id) == {100, 300}
+    assert store.evaluations.sent(run.id) == {100, 300}
     _catch_up_evals(store, run)
     assert broker.llen("eval") == before + 1        # and only once
 
@@ -204,20 +204,20 @@ def test_darknets_own_detections_and_opencvs_agree_within_half_a_map_point(train
                                   clip=True)
         own = evaluate_checkpoint(path, data=data, cfg=cfg, evaluator="darknet-valid",
                                   points=points)
-        assert (dnn["evaluator"], own["evaluator"]) == ("opencv-dnn", "darknet-valid")
-        assert abs(dnn["map"] - own["map"]) <= 0.005, (iteration, dnn["map"], own["map"])
+        assert (dnn.evaluator, own.evaluator) == ("opencv-dnn", "darknet-valid")
+        assert abs(dnn.map - own.map) <= 0.005, (iteration, dnn.map, own.map)
         # The two forward passes round differently in float32: now and then one detection
         # sits on a threshold (0.005 to be listed, 0.25 to count as TP/FP) in one and just
         # below it in the other (measured: 2 of 16 trainings, 526 vs 527 detections, the
         # mAP equal). One such detection is allowed; a broken scorer differs by far more.
         counts = [abs(dnn[k] - own[k]) for k in ("tp", "fp", "fn", "detections")]
         assert sum(counts) <= 2 and max(counts) <= 1, (iteration, dnn, own)
-        assert dnn["images"] == own["images"] == 8
-        assert dnn["avg_iou"] == pytest.approx(own["avg_iou"], abs=2e-3)
+        assert dnn.images == own.images == 8
+        assert dnn.avg_iou == pytest.approx(own.avg_iou, abs=2e-3)
         # AlexeyAB's map does not cut boxes: the farm-native default keeps them whole
         whole = evaluate_checkpoint(path, data=data, cfg=cfg, points=points)
-        assert whole["detections"] == dnn["detections"] and not whole["clipped"]
-    assert dnn["map"] > 0.1  # the final weights detect: the agreement is not 0 == 0
+        assert whole.detections == dnn.detections and not whole.clipped
+    assert dnn.map > 0.1  # the final weights detect: the agreement is not 0 == 0
 
 
 def test_farm_eval_prints_the_map_block(trained, capsys):
@@ -288,12 +288,12 @@ def test_tiled_detection_finds_the_marks_in_a_full_screenshot(trained, tmp_path,
         f"names = {data.parent / 'obj.names'}\n")
     result = evaluate_checkpoint(weights[300], data=tmp_path / "shots" / "obj.data", cfg=cfg,
                                  tiled=True)
-    assert result["tiled"] and result["evaluator"] == "opencv-dnn" and result["truths"] == 4
-    assert result["map"] > 0.1
+    assert result.tiled and result.evaluator == "opencv-dnn" and result.truths == 4
+    assert result.map > 0.1
     # on images of the network's size, tiled evaluation is plain evaluation
     plain = evaluate_checkpoint(weights[300], data=data, cfg=cfg)
     tiled = evaluate_checkpoint(weights[300], data=data, cfg=cfg, tiled=True)
-    assert (tiled["map"], tiled["tp"], tiled["fp"]) == (plain["map"], plain["tp"], plain["fp"])
+    assert (tiled.map, tiled.tp, tiled.fp) == (plain.map, plain.tp, plain.fp)
 
 
 # -- bad input --------------------------------------------------------------------------------

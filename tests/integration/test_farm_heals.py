@@ -28,7 +28,7 @@ import redis
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.settings import load
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import REPO, darknet_procs_of, embedded_env, farm_cmd, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,11 +127,11 @@ def _training_again(store: Store, run_id: str, after: float, attempts_before: in
     """Wait for an attempt newer than `attempts_before` to record an iteration later than
     `after`; its number."""
     def trains():
-        run = store.load_run(run_id)
+        run = store.runs.load(run_id)
         if len(run.attempts) <= attempts_before:
             return None
         n = run.attempts[-1].number
-        newer = [m for _, m in store.metrics(run_id, start=f"{int(after * 1000)}-0")
+        newer = [m for _, m in store.progress.metrics(run_id, start=f"{int(after * 1000)}-0")
                  if m["a"] == str(n) and float(m["t"]) > after]
         return n if newer else None
     return wait_for(trains, 90, 0.1, what=f"run {run_id} to train again")
@@ -175,7 +175,7 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
 
         store = up.store()
         run_id = _submit(env, tmp_path, max_batches=100000)
-        wait_for(lambda: store.load_run(run_id).good_checkpoint, 90, 0.2,
+        wait_for(lambda: store.runs.load(run_id).good_checkpoint, 90, 0.2,
                  what="a first checkpoint")
         overlap = Overlap(data_dir / "runs" / run_id)
         overlap.start()
@@ -184,7 +184,7 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
         for victim in ("pool", "worker-gpu"):
             main = up.pid("worker-gpu")
             pid = _pool_of(main).pid if victim == "pool" else main
-            before = len(store.load_run(run_id).attempts)
+            before = len(store.runs.load(run_id).attempts)
             killed_at = time.time()
             os.kill(pid, signal.SIGKILL)
             if victim == "worker-gpu":
@@ -198,7 +198,7 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
         up.restarted("redis", old)
         wait_for(lambda: _iteration_after(store, run_id, killed_at), 90, 0.2,
                  what="an iteration recorded after Redis came back")
-        assert store.load_run(run_id).good_checkpoint
+        assert store.runs.load(run_id).good_checkpoint
 
         # beat, Flower, the board, the cpu worker
         for child in ("beat", "flower", "board", "worker-cpu"):
@@ -213,7 +213,7 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
                  what="the board to answer again")
         # the reaper runs again (beat and the cpu worker are back): a pool kill resumes
         main = up.pid("worker-gpu")
-        before = len(store.load_run(run_id).attempts)
+        before = len(store.runs.load(run_id).attempts)
         killed_at = time.time()
         os.kill(_pool_of(main).pid, signal.SIGKILL)
         _training_again(store, run_id, killed_at, before)
@@ -230,14 +230,14 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
                 up.restarted("beat", old)
         wait_for(lambda: "crash loop" in up.output, 30, 0.1, what="the crash-loop message")
         assert "beat (pid" in up.output and "not restarting it" in up.output
-        gave_up = wait_for(lambda: [e for e in store.supervisor_events()
+        gave_up = wait_for(lambda: [e for e in store.events.recent()
                                     if e["event"] == "gave_up"], 30, 0.5, what="gave_up event")
         assert gave_up[0]["child"] == "beat" and "beat.log" in gave_up[0]["message"]
         assert up.proc.poll() is None  # the farm itself stays up
         assert _get(board + "/api/runs", flower_pw) == 200
 
         assert overlap.stop() == [], "two darknet processes trained the same run at once"
-        run = store.load_run(run_id)
+        run = store.runs.load(run_id)
         lost = [a for a in run.attempts if a.outcome is not None]
         assert len(run.attempts) >= 4 and all(a.outcome.value == "lost" for a in lost)
         assert all(b.start_iteration >= 100 for b in run.attempts[1:])
@@ -254,13 +254,13 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
 
 def _iteration_after(store: Store, run_id: str, t: float) -> bool:
     try:
-        return any(float(m["t"]) > t for _, m in store.metrics(run_id, start=f"{int(t * 1000)}-0"))
+        return any(float(m["t"]) > t for _, m in store.progress.metrics(run_id, start=f"{int(t * 1000)}-0"))
     except Exception:  # noqa: BLE001 - Redis is coming back
         return False
 
 
 def _events_cover(store: Store) -> list[dict] | None:
-    events = store.supervisor_events()
+    events = store.events.recent()
     wanted = {"redis", "worker-gpu", "beat", "flower", "board", "worker-cpu"}
     seen = {(e["child"], e["event"]) for e in events}
     if all((c, "died") in seen and (c, "restarted") in seen for c in wanted):
@@ -295,7 +295,7 @@ def test_farm_up_killed_with_sigkill_leaves_nothing_and_starts_again(env, tmp_pa
         tree = psutil.Process(up.proc.pid).children(recursive=True) + darknet_procs_of(
             up.data_dir / "runs" / run_id)
         assert len(tree) >= 10  # redis, 2 workers + 3 pool processes, beat, flower, board, darknet
-        before = len(store.load_run(run_id).attempts)
+        before = len(store.runs.load(run_id).attempts)
 
         up.proc.send_signal(signal.SIGKILL)
         up.proc.wait()

@@ -24,10 +24,9 @@ import pytest
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps.model import SweepState
 from farm.sweeps.service import advance
-from farm.sweeps.store import SweepStore
 from tests.conftest import REPO, blank_line_in_train_list, free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
@@ -90,7 +89,7 @@ def test_a_failed_run_is_failure_with_its_reason_and_a_cancelled_one_revoked(
     assert code == 0, err
     train_list = blank_line_in_train_list(data)  # after submit: the worker refuses it
     farm.worker("gpu1")
-    failed = wait_for(lambda: (r := store.load_run(out.strip())).state.finished and r, 120,
+    failed = wait_for(lambda: (r := store.runs.load(out.strip())).state.finished and r, 120,
                       0.2, what="the run to end")
     assert failed.state is RunState.FAILED
     task = flower.wait_state(failed.task_id, "FAILURE")
@@ -105,7 +104,7 @@ def test_a_failed_run_is_failure_with_its_reason_and_a_cancelled_one_revoked(
     long = micro_cfg(tmp / "long.cfg", max_batches=100000)
     code, out, err = farm_cli(capsys, "train", str(data), str(long))
     assert code == 0, err
-    run = store.load_run(out.strip())
+    run = store.runs.load(out.strip())
     task = wait_for(lambda: (t := flower.task(run.task_id)).get("state") == "PROGRESS"
                     and "it/s" in t.get("result", "") and t, 60, 0.3,
                     what="progress with a speed in Flower")  # the custom state to beat
@@ -117,7 +116,7 @@ def test_a_failed_run_is_failure_with_its_reason_and_a_cancelled_one_revoked(
     assert "cancelled" in task["result"]
     from workers.app import app
     assert app.AsyncResult(run.task_id).state == "REVOKED"  # the result backend agrees
-    assert store.load_run(run.id).state is RunState.CANCELLED
+    assert store.runs.load(run.id).state is RunState.CANCELLED
 
 
 def test_a_run_resubmitted_by_the_reaper_is_named_after_its_run_and_trial_while_queued(
@@ -131,10 +130,10 @@ def test_a_run_resubmitted_by_the_reaper_is_named_after_its_run_and_trial_while_
     run = submit_run(store, farm.settings, data=str(data), cfg=str(cfg), sweep="s-lost",
                      trial=3, task_id="old-task")
     run.state, run.worker = RunState.RUNNING, "gpu9@gone:1"
-    store.save_run(run)
+    store.runs.save(run)
     farm.worker("cpu1", "cpu")
     farm.beat()
-    new_id = wait_for(lambda: (r := store.load_run(run.id)).task_id != "old-task"
+    new_id = wait_for(lambda: (r := store.runs.load(run.id)).task_id != "old-task"
                       and r.task_id, 30, 0.2, what="the reaper to resubmit the run")
     task = flower.wait_state(new_id, "PENDING", 30)
     assert task["name"] == f"farm.train {run.id} s-lost#3"
@@ -164,7 +163,7 @@ def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, d
     farm.worker("cpu1", "cpu")  # beat's housekeeping runs here, as in `farm up`
     farm.beat()
     store = Store(farm.settings.effective_redis_url)
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "sweep", "submit",
                              str(spec), "--wait"], cwd=str(REPO), env=farm.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -172,13 +171,13 @@ def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, d
     # the last trial's later evaluations (its final checkpoint's among them) are held
     # back: the eval worker's pool is paused once its first evaluation is in
     last = wait_for(lambda: (t := sweeps.trials(sweep_id)[2]).run_id
-                    and store.evaluations(t.run_id) and t, 120, 0.1,
+                    and store.evaluations.all(t.run_id) and t, 120, 0.1,
                     what="the last trial's first evaluation")
     pool = psutil.Process(evaluator.pid).children()
     for child in pool:
         child.suspend()
     try:
-        wait_for(lambda: store.load_run(last.run_id).state.finished, 60, 0.2,
+        wait_for(lambda: store.runs.load(last.run_id).state.finished, 60, 0.2,
                  what="the last trial's run")
         # what the run-finished and evaluation hooks do: the sweep waits to close
         tick = advance(store, farm.settings, sweep_id, wait=10.0, early_stop=False,
@@ -192,7 +191,7 @@ def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, d
     out, err = proc.communicate(timeout=120)
     trials = sweeps.trials(sweep_id)
     # --wait ended after every evaluation its trials sent was recorded
-    assert {t.run_id: store.pending_evaluations(t.run_id) for t in trials} == \
+    assert {t.run_id: store.evaluations.pending(t.run_id) for t in trials} == \
         {t.run_id: set() for t in trials}
     assert proc.returncode == 0, err
     sweep = sweeps.load(sweep_id)
@@ -215,7 +214,7 @@ def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, d
     assert len(housekeeping) <= 0.1 * len(names), (len(housekeeping), len(names))
     trains = {t.run_id: listed.get(t.task_id) for t in trials}
     for t in trials:  # every trial's training, under its name, done; the board links it
-        run = store.load_run(t.run_id)
+        run = store.runs.load(t.run_id)
         assert run.task_id == t.task_id
         assert trains[t.run_id]["name"] == f"farm.train {t.run_id} {sweep_id}#{t.index}"
         assert trains[t.run_id]["state"] == "SUCCESS"
@@ -223,7 +222,7 @@ def test_after_a_sweep_flower_lists_its_work_not_the_housekeeping(farm, micro, d
         url = run_payload(store, t.run_id, farm.settings)["flower_url"]
         assert url.endswith(f"/task/{t.task_id}")
     evals = [n for n in names if n.startswith("farm.eval.checkpoint")]
-    assert len(evals) == sum(len(store.evaluations(t.run_id)) for t in trials) >= 6
+    assert len(evals) == sum(len(store.evaluations.all(t.run_id)) for t in trials) >= 6
     print(f"Flower listed {len(names)} tasks: {len(trains)} trainings, {len(evals)} "
           f"evaluations, {len(housekeeping)} housekeeping; {ticks()} ticks and {reaps} "
           "reaps ran meanwhile")

@@ -33,7 +33,7 @@ import yaml
 from farm.datasets.package import verify_dataset
 from farm.micro import draw_mark, micro_cfg
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import wait_for
 from tests.sshd import LoopbackSSHD, need_root_sshd
 
@@ -163,7 +163,7 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
                           "--eval-every", "100", "--wait")
     assert code == 0, err + out
     store = Store(farm.settings.effective_redis_url)
-    run = store.load_runs(1)[0]
+    run = store.runs.recent(1)[0]
     assert run.state is RunState.COMPLETED and run.queue == "host.lily2"
     assert {a.host for a in run.attempts} == {"lily2"}
     lily2_ds = lily2.data / "datasets" / aug_ds.name
@@ -173,15 +173,15 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     assert all(str(lily2.data) in c.path for c in run.checkpoints)
 
     # 3. evaluated on augmentation, which pulled each checkpoint from lily2
-    evals = wait_for(lambda: len(e := store.evaluations(run.id)) == 2 and e, 180, 0.2,
+    evals = wait_for(lambda: len(e := store.evaluations.all(run.id)) == 2 and e, 180, 0.2,
                      what="evaluations of iterations 100 and 200")
-    assert [e["iteration"] for e in evals] == [100, 200]
+    assert [e.iteration for e in evals] == [100, 200]
     for e in evals:
         assert "error" not in e, e
-        assert e["host"] == "augmentation" and e["worker"].startswith("cpu-augmentation@")
-        assert e["source"].startswith(str(aug.data))  # the pulled copy, not lily2's file
-    best = store.best_evaluation(run.id)
-    assert best["best_weights"].startswith(str(aug.data))
+        assert e.host == "augmentation" and e.worker.startswith("cpu-augmentation@")
+        assert e.source.startswith(str(aug.data))  # the pulled copy, not lily2's file
+    best = store.evaluations.best(run.id)
+    assert best.best_weights.startswith(str(aug.data))
     # lily2 drops its pinned copies once evaluated, at each checkpoint and at the end: at
     # most the last two can still be waiting for their evaluation then
     assert len(list((lily2.data / "runs" / run.id / "eval" / "queue").glob("*.weights"))) <= 2
@@ -191,7 +191,7 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     assert code == 0 and "avg" in out
     code, out, err = _cli(capsys, "fetch", run.id, "--best", "-o", str(tmp_path / "best.weights"))
     assert code == 0, err
-    assert _sha256(tmp_path / "best.weights") == best["sha256"]
+    assert _sha256(tmp_path / "best.weights") == best.sha256
     assert f"augmentation:{best['best_weights']}" in out
     code, out, err = _cli(capsys, "fetch", run.id, "--iteration", "200", "-o",
                           str(tmp_path / "200.weights"))
@@ -246,7 +246,7 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     # the host's name, the run waits queued, and trains once augmentation is back
     aug.sshd.stop()
     start("lily2")
-    waiting = wait_for(lambda: "waiting for a host" in (r := store.load_run(run_id)).message
+    waiting = wait_for(lambda: "waiting for a host" in (r := store.runs.load(run_id)).message
                        and r, 60, 0.2, what="the run to wait for augmentation")
     assert waiting.state is RunState.QUEUED and not waiting.attempts
     assert "augmentation did not answer SSH" in waiting.message
@@ -256,20 +256,20 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     assert wait_for(lambda: AsyncResult(waiting.task_id, app=app).state == "RETRY", 30, 0.2,
                     what="the task to be retried")
     aug.sshd.start()
-    wait_for(lambda: any(c.iteration >= 100 for c in store.load_run(run_id).checkpoints),
+    wait_for(lambda: any(c.iteration >= 100 for c in store.runs.load(run_id).checkpoints),
              180, 0.2, what="lily2 to train past iteration 100")
 
     # lily2 goes away mid-training (its worker and its sshd): evaluation of its
     # checkpoints waits for it, and the run resumes on lily2 when it comes back
     os.killpg(farm.procs["gpu0-lily2"].pid, signal.SIGKILL)
     lily2.sshd.stop()
-    at = store.load_run(run_id).last_iteration
-    wait_for(lambda: "resubmitted" in store.load_run(run_id).message, 60, 0.2,
+    at = store.runs.load(run_id).last_iteration
+    wait_for(lambda: "resubmitted" in store.runs.load(run_id).message, 60, 0.2,
              what="the reaper to resubmit the run")
-    assert store.load_run(run_id).queue == "host.lily2"
+    assert store.runs.load(run_id).queue == "host.lily2"
     lily2.sshd.start()
     start("lily2")
-    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 240, 0.2,
+    run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 240, 0.2,
                    what="the run to finish on lily2")
     assert run.state is RunState.COMPLETED, run.message
     lost = [i for i, a in enumerate(run.attempts) if a.outcome.value == "lost"]
@@ -277,10 +277,10 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     after = run.attempts[lost[0] + 1]  # from its newest good checkpoint
     assert 100 <= after.start_iteration <= at, (after.start_iteration, at)
     assert {a.host for a in run.attempts} == {"lily2"}
-    evals = wait_for(lambda: {100, 200, 300} <= {e["iteration"] for e in
-                                                 store.evaluations(run_id)}
-                     and store.evaluations(run_id), 180, 0.3, what="all evaluations")
-    assert all("error" not in e and e["host"] == "augmentation" for e in evals), evals
+    evals = wait_for(lambda: {100, 200, 300} <= {e.iteration for e in
+                                                 store.evaluations.all(run_id)}
+                     and store.evaluations.all(run_id), 180, 0.3, what="all evaluations")
+    assert all(e.error is None and e.host == "augmentation" for e in evals), evals
 
 
 RECIPE_SWEEP = """
@@ -309,19 +309,18 @@ def test_a_recipe_sweep_builds_on_augmentation_trains_on_lily2_and_exports_at_th
     assert code == 0, err + out
     sweep_id = out.split()[0]
     store = Store(farm.settings.effective_redis_url)
-    from farm.sweeps.store import SweepStore
-    (trial,) = SweepStore(store).trials(sweep_id)
-    run = store.load_run(trial.run_id)
+    (trial,) = store.sweeps.trials(sweep_id)
+    run = store.runs.load(trial.run_id)
     assert run.state is RunState.COMPLETED, run.message
     ds_id = Path(run.data).parent.name
     assert (aug.data / "datasets" / ds_id / "manifest.json").is_file()  # built there
     assert run.data == str(lily2.data / "datasets" / ds_id / "obj.data")  # fetched here
     assert {a.host for a in run.attempts} == {"lily2"}
-    wait_for(lambda: store.best_evaluation(run.id), 60, 0.2, what="the trial's evaluation")
+    wait_for(lambda: store.evaluations.best(run.id), 60, 0.2, what="the trial's evaluation")
     bundle = tmp_path / "bundle"
     code, out, err = _cli(capsys, "sweep", "export", sweep_id, "-o", str(bundle))
     assert code == 0, err
     result = json.loads((bundle / "result.json").read_text())
-    assert result["weights_sha256"] == store.best_evaluation(run.id)["sha256"]
+    assert result["weights_sha256"] == store.evaluations.best(run.id).sha256
     assert (bundle / "obj.names").read_text() == "close\n"
     assert "names = obj.names" in (bundle / "obj.data").read_text()

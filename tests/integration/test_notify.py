@@ -17,7 +17,7 @@ from farm import notify
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import REPO, free_port, wait_for
 from tests.webhook import BlackHole, Receiver
 
@@ -52,7 +52,7 @@ def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try_and_only_on
     notifying(farm, monkeypatch, url)
     farm.worker("cpu1", "cpu")
     from workers.tasks.notify import deliver, emit
-    ledger = notify.Ledger(Store(farm.settings.effective_redis_url))
+    ledger = Store(farm.settings.effective_redis_url).notices
     first = event("run.failed:r-first")
     emit(first)
     emit(first)  # seen again (a retried task, another worker): queued once
@@ -101,18 +101,18 @@ def test_a_receiver_that_never_answers_does_not_hold_up_training(farm, monkeypat
 
         code, failed = train("--set", "learning_rate=2", "--set", "burn_in=0",
                              "--policy", "max_divergence_restarts=0")
-        assert code == 1 and store.load_run(failed).state is RunState.FAILED
+        assert code == 1 and store.runs.load(failed).state is RunState.FAILED
         sending = f"farm:notify:run.failed:{failed}:sending"
-        wait_for(lambda: store.r.exists(sending), 60, 0.1,
+        wait_for(lambda: store.db.r.exists(sending), 60, 0.1,
                  what="the cpu worker to be posting the failure")
         code, done = train("--set", "learning_rate=0.004")
         assert code == 0
-        run = store.load_run(done)
+        run = store.runs.load(done)
         assert run.state is RunState.COMPLETED and run.last_iteration == 200
         # trained from start to end while the first POST was still waiting for an answer
-        record = notify.Ledger(store).record(f"run.failed:{failed}")
+        record = store.notices.record(f"run.failed:{failed}")
         assert record["state"] == "queued" and record["tries"] == "0"
-        assert store.r.exists(sending)
+        assert store.db.r.exists(sending)
         assert run.attempts[0].started_at > float(record["queued_at"])
     finally:
         hole.close()
@@ -157,9 +157,9 @@ hosts:
     assert away[0]["id"].startswith("host.away:lily2:") and host["name"] == "lily2"
     assert "lily2 did not answer SSH" in host["error"]
     assert host["seen_by"]["task"] == "farm.train" and host["seen_by"]["run_id"] == run.id
-    assert store.load_run(run.id).state is RunState.QUEUED  # it waits, it did not fail
-    store.request_cancel(run.id)
-    wait_for(lambda: store.load_run(run.id).state is RunState.CANCELLED, 60, 0.2,
+    assert store.runs.load(run.id).state is RunState.QUEUED  # it waits, it did not fail
+    store.runs.request_cancel(run.id)
+    wait_for(lambda: store.runs.load(run.id).state is RunState.CANCELLED, 60, 0.2,
              what="the waiting run to be cancelled")
 
 
@@ -169,7 +169,7 @@ def test_a_notification_is_given_up_after_its_retries_with_a_log_line(farm, monk
     notifying(farm, monkeypatch, receiver.url, notify_retries=2)
     farm.worker("cpu1", "cpu")
     from workers.tasks.notify import emit
-    ledger = notify.Ledger(Store(farm.settings.effective_redis_url))
+    ledger = Store(farm.settings.effective_redis_url).notices
     lost = event("run.failed:r-lost")
     emit(lost)
     wait_for(lambda: ledger.record(lost.id).get("state") == "gave_up", 60, 0.1,

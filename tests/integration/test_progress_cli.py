@@ -23,7 +23,7 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import REPO, blank_line_in_train_list, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
 
@@ -79,31 +79,31 @@ def test_train_wait_ends_after_the_final_evaluation_and_prints_a_summary(
     run_id = proc.stdout.readline().strip()
     # once the first evaluation is in, the eval worker's pool is paused: the later ones,
     # the final checkpoint's among them, cannot land before the run ends
-    wait_for(lambda: store.evaluations(run_id), 60, 0.1, what="the first evaluation")
+    wait_for(lambda: store.evaluations.all(run_id), 60, 0.1, what="the first evaluation")
     pool = psutil.Process(evaluator.pid).children()
     assert pool, "a prefork eval worker has a pool child"
     for child in pool:
         child.suspend()
     try:
-        wait_for(lambda: store.load_run(run_id).state.finished, 120, 0.2, what="the run")
+        wait_for(lambda: store.runs.load(run_id).state.finished, 120, 0.2, what="the run")
         err.wait(r"^waiting for the evaluation of iterations? .*400 \(at most 10m00s\)")
         assert proc.poll() is None, "--wait must not end before the last evaluation"
-        assert 400 in store.pending_evaluations(run_id)
+        assert 400 in store.evaluations.pending(run_id)
     finally:
         for child in pool:
             child.resume()
     out = proc.stdout.read()
     stderr = err.all()
     assert proc.wait(120) == 0, stderr
-    evaluations = store.evaluations(run_id)
-    assert [e["iteration"] for e in evaluations] == [100, 200, 300, 400]
-    assert store.pending_evaluations(run_id) == set()
+    evaluations = store.evaluations.all(run_id)
+    assert [e.iteration for e in evaluations] == [100, 200, 300, 400]
+    assert store.evaluations.pending(run_id) == set()
 
-    best = store.best_evaluation(run_id)
+    best = store.evaluations.best(run_id)
     lines = out.splitlines()
     assert lines[0].startswith(f"{run_id}: completed: final weights at iteration 400")
-    assert re.search(rf"^  best: +mAP@0\.50 {best['map'] * 100:.2f} % \(P [\d.-]+, R [\d.-]+, "
-                     rf"F1 [\d.-]+; opencv-dnn\) at iteration {best['iteration']}$", out, re.M)
+    assert re.search(rf"^  best: +mAP@0\.50 {best.map * 100:.2f} % \(P [\d.-]+, R [\d.-]+, "
+                     rf"F1 [\d.-]+; opencv-dnn\) at iteration {best.iteration}$", out, re.M)
     best_weights = Path(farm.settings.runs_dir) / run_id / "best.weights"
     assert f"  weights:   {best_weights} on testhost" in lines
     assert "  attempts:  1: 1 completed" in lines
@@ -114,28 +114,28 @@ def test_train_wait_ends_after_the_final_evaluation_and_prints_a_summary(
     assert "attempt 1 started: first attempt" in stderr
     assert re.search(r"^iteration \d+/400 \(\d+ %\), ", stderr, re.M)
     for e in evaluations:
-        assert f"evaluation of iteration {e['iteration']}: mAP@0.50 " in stderr
+        assert f"evaluation of iteration {e.iteration}: mAP@0.50 " in stderr
 
     # the same run in `farm runs`, `farm status` and its JSON
     code, out, _ = farm_cli(capsys, "runs")
     row = next(line for line in out.splitlines() if line.startswith(run_id))
-    assert re.search(rf"completed +400/400 +- +- +[\d.]+ +{best['map'] * 100:.2f} % "
-                     rf"@{best['iteration']} +1 ", row), row
+    assert re.search(rf"completed +400/400 +- +- +[\d.]+ +{best.map * 100:.2f} % "
+                     rf"@{best.iteration} +1 ", row), row
     code, out, _ = farm_cli(capsys, "status", run_id)
     assert "  evaluations (mAP@0.50 on the valid list):" in out
     for e in evaluations:
-        prf = [f"{e[k]:.2f}" if e.get(k) is not None else "-"  # no detection: no P
-               for k in ("precision", "recall", "f1")]
-        assert re.search(rf"^ +{e['iteration']} +{e['map'] * 100:.2f} % +{prf[0]} +{prf[1]} "
+        prf = [f"{v:.2f}" if v is not None else "-"  # no detection: no P
+               for v in (e.precision, e.recall, e.f1)]
+        assert re.search(rf"^ +{e.iteration} +{e.map * 100:.2f} % +{prf[0]} +{prf[1]} "
                          rf"+{prf[2]}  opencv-dnn", out, re.M), out
-    assert re.search(rf"^ +{best['iteration']} .*opencv-dnn  <- best$", out, re.M)
-    assert f"  best: iteration {best['iteration']}, mAP@0.50 {best['map'] * 100:.2f} %, " \
+    assert re.search(rf"^ +{best.iteration} .*opencv-dnn  <- best$", out, re.M)
+    assert f"  best: iteration {best.iteration}, mAP@0.50 {best.map * 100:.2f} %, " \
            f"weights {best_weights} on testhost" in out
     code, out, _ = farm_cli(capsys, "status", run_id, "--json")
     doc = json.loads(out)
     assert [e["iteration"] for e in doc["evaluations"]] == [100, 200, 300, 400]
     assert doc["evaluations"][0]["evaluator"] == "opencv-dnn"
-    assert doc["best"]["iteration"] == best["iteration"] and doc["evaluations_pending"] == []
+    assert doc["best"]["iteration"] == best.iteration and doc["evaluations_pending"] == []
     assert doc["progress"]["iteration"] == 400 and doc["progress"]["eta_seconds"] == 0.0
 
 
@@ -168,11 +168,11 @@ def test_train_wait_on_a_terminal_redraws_one_live_line_while_darknet_log_keeps_
 
     # while a restarted attempt trains: the file on disk is ahead of what Redis heard
     def restarted_and_training():
-        live = store.live(run_id)
+        live = store.progress.live(run_id)
         return int(live.get("attempt") or 0) >= 2 and int(live.get("iteration") or 0) >= 30 \
             and live
     live = wait_for(restarted_and_training, 90, 0.05, what="a second attempt training")
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     log = Path(run.attempts[int(live["attempt"]) - 1].log_path).read_text()
     on_disk = [int(m) for m in re.findall(r"^\s*(\d+): ", log.replace("\r", "\n"), re.M)]
     assert on_disk and max(on_disk) >= int(live["iteration"]), (max(on_disk or [0]), live)
@@ -210,7 +210,7 @@ def test_logs_mark_each_attempt_and_say_when_darknet_never_started(
                               "burn_in_min=0", "--policy", "max_divergence_restarts=6",
                               "--wait")
     assert code == 0, err
-    run = Store(farm.settings.effective_redis_url).load_run(out.splitlines()[0])
+    run = Store(farm.settings.effective_redis_url).runs.load(out.splitlines()[0])
     assert len(run.attempts) >= 2
 
     code, out, _ = farm_cli(capsys, "logs", run.id, "-n", "0")
@@ -236,7 +236,7 @@ def test_logs_mark_each_attempt_and_say_when_darknet_never_started(
     train_list = blank_line_in_train_list(data)
     farm.worker("gpu1")
     store = Store(farm.settings.effective_redis_url)
-    wait_for(lambda: store.load_run(bad_id).state.finished, 120, 0.2, what="the run to end")
+    wait_for(lambda: store.runs.load(bad_id).state.finished, 120, 0.2, what="the run to end")
     for follow in ([], ["-f"]):
         code, out, err = farm_cli(capsys, "logs", bad_id, *follow)
         assert code == 1 and out == ""

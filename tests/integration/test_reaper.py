@@ -14,7 +14,7 @@ from farm.procs import Pid
 from farm.runs.model import Outcome, RunState, new_run_id
 from farm.runs.reaper import lost_runs
 from farm.runs.service import submit_run
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import REPO, wait_for
 
 
@@ -30,26 +30,26 @@ def test_a_running_run_older_than_the_newest_thousand_is_reaped_and_completes(fa
     old = submit_run(store, farm.settings, data=str(data), cfg=str(cfg))
     # a run that was training a day ago when its worker vanished (no lease any more)
     old.created_at, old.state, old.worker = time.time() - 86400, RunState.RUNNING, "gpu9@gone:4242"
-    store.save_run(old)
-    assert store.running_leases() == {old.id: None}
+    store.runs.save(old)
+    assert store.runs.running_leases() == {old.id: None}
     newer = dataclasses.replace(old, state=RunState.COMPLETED, worker=None)
     for n in range(1000):
-        store.save_run(dataclasses.replace(newer, id=new_run_id() + f"{n:04d}",
+        store.runs.save(dataclasses.replace(newer, id=new_run_id() + f"{n:04d}",
                                            created_at=time.time() + n))
-    assert old.id not in store.run_ids(1000)
-    assert list(store.running_leases()) == [old.id]  # completed runs are not in the set
+    assert old.id not in store.runs.ids(1000)
+    assert list(store.runs.running_leases()) == [old.id]  # completed runs are not in the set
     # Redis data from before the running set existed: the reaper rebuilds it once
-    store.r.delete("farm:runs:running", "farm:runs:running:indexed")
-    assert list(store.running_leases()) == [old.id]
+    store.db.r.delete("farm:runs:running", "farm:runs:running:indexed")
+    assert list(store.runs.running_leases()) == [old.id]
 
     farm.worker("gpu1")
     farm.worker("cpu1", "cpu")  # runs beat's reaper
     farm.beat()
-    run = wait_for(lambda: (r := store.load_run(old.id)).state is RunState.COMPLETED and r,
+    run = wait_for(lambda: (r := store.runs.load(old.id)).state is RunState.COMPLETED and r,
                    120, 0.2, what=f"the old run {old.id} to be resubmitted and complete")
     assert "gpu1@testhost" in run.worker and run.attempts[-1].outcome is Outcome.COMPLETED
     assert "reap" in farm.log("cpu1") and old.id in farm.log("cpu1")
-    assert store.running_leases() == {}
+    assert store.runs.running_leases() == {}
 
 
 def test_a_lease_names_its_process_and_a_dead_holder_here_is_seen_at_once(farm):
@@ -57,15 +57,15 @@ def test_a_lease_names_its_process_and_a_dead_holder_here_is_seen_at_once(farm):
     on this machine); a holder alive, or on another machine, keeps the run."""
     store = _store(farm)
     ids = [new_run_id() + s for s in ("dead", "live", "away")]
-    code = ("import sys\nfrom farm.state import Store\n"
-            f"print(Store({farm.settings.effective_redis_url!r}).acquire_lease(sys.argv[1], "
-            "'gpu0@testhost', 3600))\n")
+    code = ("import sys\nfrom farm.store import Store\n"
+            f"lease = Store({farm.settings.effective_redis_url!r}).runs.lease(sys.argv[1], "
+            "'gpu0@testhost', 3600)\nassert lease.acquire()\nprint(lease.token)\n")
     holder = subprocess.run([sys.executable, "-c", code, ids[0]], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout.strip()
     assert json.loads(holder)["worker"] == "gpu0@testhost"
-    assert store.acquire_lease(ids[1], "gpu0@testhost", 3600)  # this process: alive
+    assert store.runs.lease(ids[1], "gpu0@testhost", 3600).acquire()  # this process: alive
     away = json.dumps({"worker": "gpu0@lily2", **Pid(1, 1, "other-boot/pid:[1]").to_dict(),
                        "nonce": "x"})
-    store.r.set(f"farm:run:{ids[2]}:lease", away, px=3_600_000)
-    store.r.sadd("farm:runs:running", ids[2])
+    store.db.r.set(f"farm:run:{ids[2]}:lease", away, px=3_600_000)
+    store.db.r.sadd("farm:runs:running", ids[2])
     assert lost_runs(store) == [(ids[0], holder)]

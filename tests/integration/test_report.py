@@ -15,11 +15,10 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps.model import SweepState
 from farm.sweeps.report import fmt_hours
 from farm.sweeps.service import leaderboard_of
-from farm.sweeps.store import SweepStore
 from tests.conftest import wait_for
 from tests.integration.test_board import chromium  # noqa: F401 - the browser fixture
 from tests.integration.test_eval import start_eval_worker
@@ -60,7 +59,7 @@ def test_the_morning_report_shows_every_trial_offline_and_the_sweep_notifies_its
     store = Store(farm.settings.effective_redis_url)
     sweep = wait_sweep(store, sweep_id, timeout=300)
     assert sweep.state is SweepState.DONE, sweep.message
-    runs = {t.index: store.load_run(t.run_id) for t in SweepStore(store).trials(sweep_id)}
+    runs = {t.index: store.runs.load(t.run_id) for t in store.sweeps.trials(sweep_id)}
     assert [runs[t].state.value for t in (0, 1, 2)] == ["completed", "completed", "failed"]
     restarted, failed = runs[1], runs[2]
     assert restarted.attempts[0].outcome is Outcome.DIVERGED and len(restarted.attempts) >= 2
@@ -91,9 +90,9 @@ def test_the_morning_report_shows_every_trial_offline_and_the_sweep_notifies_its
     # ranked by the best mAP the evaluations recorded; the failed trial has none
     assert [int(t) for t, _, _ in rows][-1] == 2
     # best mAP@0.50 as `farm sweep show` ranks it: the highest, the earliest of ties
-    evals = store.evaluations(runs[0].id)
-    best = max(evals, key=lambda e: (e["map"], -e["iteration"]))
-    assert len(evals) == 2 and f"{best['map'] * 100:.2f} % @{best['iteration']}" in rows[
+    evals = store.evaluations.all(runs[0].id)
+    best = max(evals, key=lambda e: (e.map, -e.iteration))
+    assert len(evals) == 2 and f"{best.map * 100:.2f} % @{best.iteration}" in rows[
         [int(t) for t, _, _ in rows].index(0)][2]
 
     # the failed trial: its reason, in the failures and in its own section

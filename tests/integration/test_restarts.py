@@ -17,7 +17,7 @@ from farm.darknet.logparse import parse_file
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.runs.schedule import darknet_rate
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_training import cli, store_of, wait_run
 
@@ -41,7 +41,7 @@ def test_a_diverging_run_warms_up_again_after_each_restart_and_reaches_its_rate(
     farm.worker("gpu1")
     code, out, err = cli(capsys, "train", str(data), str(cfg), "--set", "learning_rate=0.05",
                          "--set", "burn_in=0", "--wait")
-    run = store_of(farm).load_run(out.splitlines()[0])
+    run = store_of(farm).runs.load(out.splitlines()[0])
     assert code == 0, (out, err, [(a.outcome, a.message) for a in run.attempts])
     assert run.attempts[0].outcome is Outcome.DIVERGED, "lr 0.05, burn_in 0 must diverge"
     for a in run.attempts[1:]:
@@ -81,7 +81,7 @@ def test_a_real_allocation_failure_is_out_of_memory_and_the_next_attempt_doubles
     cfg = micro_cfg(tmp / "big.cfg", max_batches=2, size=512)
     farm.worker("gpu1", env={"FARM_DARKNET_MEMORY_LIMIT": "820"})
     code, out, err = cli(capsys, "train", str(data), str(cfg), "--wait")
-    run = store_of(farm).load_run(out.splitlines()[0])
+    run = store_of(farm).runs.load(out.splitlines()[0])
     outcomes = [a.outcome for a in run.attempts]
     assert outcomes == [Outcome.OUT_OF_MEMORY, Outcome.COMPLETED], \
         [(a.outcome, a.message) for a in run.attempts]
@@ -96,16 +96,16 @@ def test_a_real_allocation_failure_is_out_of_memory_and_the_next_attempt_doubles
 
 def _kill_when(store: Store, run_id: str, attempt: int, predicate, what: str) -> None:
     def ready():
-        run = store.load_run(run_id)
+        run = store.runs.load(run_id)
         a = run.current
         return a and a.number == attempt and a.pid and not a.finished and predicate(run, a)
     wait_for(ready, 120, 0.05, what=what)
-    os.kill(store.load_run(run_id).current.pid, signal.SIGSEGV)
+    os.kill(store.runs.load(run_id).current.pid, signal.SIGSEGV)
 
 
 def _training(store: Store, run_id: str):
     """Whether the run's current attempt has printed an iteration."""
-    return lambda run, a: store.live(run_id).get("attempt") == str(a.number)
+    return lambda run, a: store.progress.live(run_id).get("attempt") == str(a.number)
 
 
 def test_two_crashes_far_apart_go_on_and_a_crash_loop_ends_the_run(farm, micro, capsys,
@@ -149,7 +149,7 @@ def test_start_weights_past_max_batches_are_bad_input_not_a_crash_loop(farm, mic
     weights.write_bytes(struct.pack("<iiiQ", 0, 2, 0, 4000) + bytes(27176))
     farm.worker("gpu1")
     code, out, _ = cli(capsys, "train", str(data), str(cfg), str(weights), "--wait")
-    run = store_of(farm).load_run(out.splitlines()[0])
+    run = store_of(farm).runs.load(out.splitlines()[0])
     assert code == 1 and [a.outcome for a in run.attempts] == [Outcome.BAD_INPUT]
     assert "iteration 1000" in run.attempts[0].message and "trained nothing" in run.message
     assert run.good_checkpoint is None
@@ -162,7 +162,7 @@ def test_farm_train_rounds_eval_every_to_what_debian_darknet_writes(farm, micro,
     code, out, err = cli(capsys, "train", str(data), str(cfg), "--eval-every", "40",
                          "--set", "max_batches=500")
     assert code == 0
-    run = store_of(farm).load_run(out.strip())
+    run = store_of(farm).runs.load(out.strip())
     assert "warning: eval_every 40 rounded to 100" in err and run.eval_every == 100
     assert run.overrides["steps"] == "400,450"  # 800,900 of 1000, moved with max_batches
     cli(capsys, "cancel", run.id)

@@ -32,7 +32,7 @@ from farm.eval.detect import DnnDetector
 from farm.eval.screens import default_overlap, evaluate_screens
 from farm.micro import micro_cfg
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import wait_for
 from tests.screens_kit import labelimg_folder
 from tests.unit.test_detect import naive_nms
@@ -68,9 +68,9 @@ def screens_case(tmp_path_factory):
 def evaluated(store: Store, run_id: str) -> list[dict]:
     """The run's evaluations once every one it sent has landed."""
     def done():
-        sent = store.evaluations_sent(run_id)
-        evals = store.evaluations(run_id)
-        return sent and sent <= {int(e["iteration"]) for e in evals} and evals
+        sent = store.evaluations.sent(run_id)
+        evals = store.evaluations.all(run_id)
+        return sent and sent <= {int(e.iteration) for e in evals} and evals
     return wait_for(done, 120, 0.2, what=f"the evaluations of {run_id}")
 
 
@@ -84,29 +84,29 @@ def test_a_run_with_eval_screens_ranks_its_checkpoints_on_the_screens(
     assert code == 0, err
     run_id = out.strip().splitlines()[0]
     store = Store(farm.settings.effective_redis_url)
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     assert run.state is RunState.COMPLETED and run.rank_by == "screens_map50"
     assert run.eval_screens == str(Path(plan.held_screens) / "obj.data")
     evals = evaluated(store, run_id)
-    assert [e["iteration"] for e in evals] == [100, 200, 300, 400]
+    assert [e.iteration for e in evals] == [100, 200, 300, 400]
     for e in evals:
-        s = e["screens"]
-        assert "error" not in s, s
-        assert 0 <= s["map"] <= 1 and s["images"] == plan.held_count and s["truths"] > 0
-        assert s["tile"] == [64, 64] and s["overlap"] == 32
-    top = max(evals, key=lambda e: (e["screens"]["map"], e["iteration"]))
-    best = store.best_evaluation(run_id)
-    assert best["iteration"] == top["iteration"] and best["sha256"] == top["sha256"]
+        s = e.screens
+        assert s.error is None, s
+        assert 0 <= s.map <= 1 and s.images == plan.held_count and s.truths > 0
+        assert s.tile == (64, 64) and s.overlap == 32
+    top = max(evals, key=lambda e: (e.screens.map, e.iteration))
+    best = store.evaluations.best(run_id)
+    assert best.iteration == top.iteration and best.sha256 == top.sha256
     best_file = Path(farm.settings.runs_dir) / run_id / "best.weights"
-    wait_for(lambda: best_file.exists() and sha256(best_file) == top["sha256"], 10, 0.1,
+    wait_for(lambda: best_file.exists() and sha256(best_file) == top.sha256, 10, 0.1,
              what="best.weights to be the best checkpoint on the screens")
-    assert max(e["screens"]["map"] for e in evals) > 0, "the network finds some marks"
+    assert max(e.screens.map for e in evals) > 0, "the network finds some marks"
     code, out, err = farm_cli(capsys, "status", run_id)
     assert code == 0, err
     assert "ranked by screens mAP" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("best:"))
-    assert f"iteration {top['iteration']}, mAP@0.50 {top['map'] * 100:.2f} %, screens " \
-           f"mAP@0.50 {top['screens']['map'] * 100:.2f} %" in line
+    assert f"iteration {top.iteration}, mAP@0.50 {top.map * 100:.2f} %, screens " \
+           f"mAP@0.50 {top.screens.map * 100:.2f} %" in line
     # keep the final weights for the reference test below
     shutil.copyfile(run.checkpoints[-1].path, root / "final.weights")
 
@@ -158,7 +158,7 @@ def test_the_screens_map_of_the_real_network_equals_an_independent_reference(scr
     farm_side = evaluate_screens(weights, screens=screens, cfg=cfg)
     ref = reference_screens_map(cfg, weights, screens)
     assert ref["detections"] > 0
-    assert (farm_side["map"], farm_side["tp"], farm_side["fp"], farm_side["detections"]) == \
+    assert (farm_side.map, farm_side.tp, farm_side.fp, farm_side.detections) == \
         pytest.approx((ref["map"], ref["tp"], ref["fp"], ref["detections"]), abs=1e-9)
 
 
@@ -188,9 +188,9 @@ def test_acceptance_runs_end_to_end_and_ranks_by_held_out_screens_map(
     trials = report["trials"]
     assert len(trials) == 2 and all(t["state"] == "completed" for t in trials)
     for t in trials:  # each trial's screens mAP is its evaluations' best
-        evals = store.evaluations(t["run_id"])
-        assert t["screens_map50"] == max(e["screens"]["map"] for e in evals)
-        assert t["tile_map50"] == max(e["map"] for e in evals)
+        evals = store.evaluations.all(t["run_id"])
+        assert t["screens_map50"] == max(e.screens.map for e in evals)
+        assert t["tile_map50"] == max(e.map for e in evals)
     order = sorted(trials, key=lambda t: (-t["screens_map50"], t["trial"]))
     best = report["best"]
     assert best["trial"] == order[0]["trial"]
@@ -203,11 +203,11 @@ def test_acceptance_runs_end_to_end_and_ranks_by_held_out_screens_map(
     bundle = json.loads((out_dir / "best" / "result.json").read_text())
     assert bundle["run_id"] == best["run_id"] and bundle["objective"]["name"] == "screens_map50"
     assert bundle["screens_map50"] == best["held_out_screens_map50"]
-    best_eval = store.best_evaluation(best["run_id"])
-    assert best_eval["screens"]["map"] == best["held_out_screens_map50"]
-    assert sha256(out_dir / "best" / "best.weights") == best_eval["sha256"]
-    assert best["weights_iteration"] == best_eval["iteration"] == bundle["weights_iteration"]
-    assert f"bundle weights of iteration {best_eval['iteration']}" in out
+    best_eval = store.evaluations.best(best["run_id"])
+    assert best_eval.screens.map == best["held_out_screens_map50"]
+    assert sha256(out_dir / "best" / "best.weights") == best_eval.sha256
+    assert best["weights_iteration"] == best_eval.iteration == bundle["weights_iteration"]
+    assert f"bundle weights of iteration {best_eval.iteration}" in out
     code, out, err = farm_cli(capsys, "sweep", "show", report["sweep"])
     assert code == 0 and "TILE MAP" in out and "SCREENS" in out
     assert os.path.isfile(out_dir / "best" / "best.cfg")

@@ -23,7 +23,7 @@ from farm.darknet.weights import layer_weight_counts
 from farm.errors import BadInput
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import wait_for
 from workers.cli import main as farm_main
 
@@ -300,7 +300,7 @@ def test_the_worker_refuses_what_changed_after_submit(farm, micro, capsys, tmp_p
     weights.write_bytes(weights.read_bytes()[:-400])  # the copy is cut after submit
     farm.worker("gpu1")
     store = Store(farm.settings.effective_redis_url)
-    run = wait_for(lambda: (r := store.load_run(run_id)).state.finished and r, 120, 0.2,
+    run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 120, 0.2,
                    what="the run to end")
     [attempt] = run.attempts
     assert attempt.outcome is Outcome.BAD_INPUT and run.state is RunState.FAILED

@@ -15,7 +15,7 @@ from farm.darknet.process import DarknetProcess
 from farm.runs.model import Attempt, Outcome, Run
 from farm.runs.policy import Policy
 from farm.runs.supervisor import Limits, Supervisor
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def replay(log: Path, tmp_path: Path, store: Store, max_batches: int = 40,
                       start_iteration=0, host="h", workdir=str(tmp_path),
                       log_path=str(tmp_path / "darknet.log"), started_at=time.time())
     run.attempts.append(attempt)
-    sup = Supervisor(store=store, run=run, attempt=attempt,
+    sup = Supervisor(progress=store.progress, run=run, attempt=attempt,
                      process=DarknetProcess(["cat", str(log)], tmp_path),
                      limits=Limits(max_batches=max_batches, burn_in=0, policy=Policy(**policy)),
                      checkpoints_dir=tmp_path / "checkpoints")
@@ -47,7 +47,7 @@ def test_alexeyab_nan_run_is_stopped_at_iteration_8(tmp_path, store):
     a, run = replay(log, tmp_path, store)
     assert a.outcome is Outcome.DIVERGED and a.first_bad_iteration == 8
     assert "non-finite avg loss at iteration 8" in a.message
-    assert [int(m["i"]) for _, m in store.metrics("replay")] == list(range(1, 9))
+    assert [int(m["i"]) for _, m in store.progress.metrics("replay")] == list(range(1, 9))
     assert (tmp_path / "darknet.log").read_bytes() == log.read_bytes()[:len(
         (tmp_path / "darknet.log").read_bytes())]
 

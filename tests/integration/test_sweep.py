@@ -22,10 +22,10 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps.model import SweepState
 from farm.sweeps.service import advance
-from farm.sweeps.store import SweepStore
+from farm.store.sweeps import SweepStore
 from tests.conftest import wait_for
 from workers.cli import cli as farm_cli
 from workers.cli import main as farm_main
@@ -110,13 +110,13 @@ def spec(folder: Path, body: str) -> Path:
 
 
 def wait_sweep(store: Store, sweep_id: str, timeout: float = 90):
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     return wait_for(lambda: (s := sweeps.load(sweep_id)).state is not SweepState.RUNNING
                     and s, timeout, 0.2, what=f"sweep {sweep_id} to end")
 
 
 def min_avg_loss(store: Store, run_id: str) -> float:
-    values = [float(m["avg"]) for _, m in store.metrics(run_id)]
+    values = [float(m["avg"]) for _, m in store.progress.metrics(run_id)]
     return min(x for x in values if x == x and abs(x) != float("inf"))
 
 
@@ -148,7 +148,7 @@ def test_four_trials_on_two_gpu_workers_end_with_a_correct_leaderboard(
     by_trial = {r["trial"]: r for r in board}
     assert sorted(by_trial) == [0, 1, 2, 3]
     assert len({r["run_id"] for r in board}) == 4
-    runs = {t: store.load_run(r["run_id"]) for t, r in by_trial.items()}
+    runs = {t: store.runs.load(r["run_id"]) for t, r in by_trial.items()}
     for t, run in runs.items():  # each trial is the run the spec asked for
         assert run.sweep == sweep_id and run.overrides["max_batches"] == "160"
         assert run.attempts[0].hyper["learning_rate"] == ["0.004", "0.002", "0.05", "0.0001"][t]
@@ -211,16 +211,16 @@ def test_killing_the_controller_mid_sweep_resumes_with_no_trial_run_twice(
     assert code == 0, err
     sweep_id = out.strip()
     store = Store(farm.settings.effective_redis_url)
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
 
     def running() -> int:
         trials = sweeps.trials(sweep_id)
         return sum(1 for t in trials if t.run_id
-                   and store.load_run(t.run_id).state is RunState.RUNNING)
+                   and store.runs.load(t.run_id).state is RunState.RUNNING)
     wait_for(lambda: running() == 2, 30, 0.1, what="two trials training")
     controller.kill()
     wait_for(lambda: sum(1 for t in sweeps.trials(sweep_id) if t.run_id) >= 3
-             or all(store.load_run(t.run_id).state.finished
+             or all(store.runs.load(t.run_id).state.finished
                     for t in sweeps.trials(sweep_id) if t.run_id), 30, 0.2,
              what="the first trials to end with no controller")
     controller.start()
@@ -230,10 +230,10 @@ def test_killing_the_controller_mid_sweep_resumes_with_no_trial_run_twice(
     trials = sweeps.trials(sweep_id)
     assert [t.index for t in trials] == [0, 1, 2, 3, 4]
     assert len({t.run_id for t in trials}) == 5, "each trial has exactly one run"
-    trained = [r for r in store.load_runs(limit=100) if r.sweep == sweep_id and r.attempts]
+    trained = [r for r in store.runs.recent(limit=100) if r.sweep == sweep_id and r.attempts]
     assert sorted(r.id for r in trained) == sorted(t.run_id for t in trials)
     for t in trials:
-        run = store.load_run(t.run_id)
+        run = store.runs.load(t.run_id)
         assert run.state is RunState.COMPLETED, run.message
         assert [a.outcome for a in run.attempts] == [Outcome.COMPLETED]
         assert run.attempts[0].hyper["learning_rate"] == t.params["learning_rate"]
@@ -251,10 +251,10 @@ def test_cancel_stops_running_trials_and_the_rest_never_start(
     assert code == 0 and "concurrency 2 is above the 1 worker(s) on queue 'gpu'" in err
     sweep_id = out.strip()
     store = Store(farm.settings.effective_redis_url)
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     first = wait_for(lambda: (t := sweeps.trials(sweep_id)[0]).run_id and t, 10,
                      what="the first trial's run")
-    wait_for(lambda: int(store.live(first.run_id).get("iteration", 0)) > 3, 30,
+    wait_for(lambda: int(store.progress.live(first.run_id).get("iteration", 0)) > 3, 30,
              what="the first trial training")
     code, out, err = cli(capsys, "sweep", "cancel", sweep_id)
     assert code == 0 and f"{sweep_id} cancelled" in out, err
@@ -263,7 +263,7 @@ def test_cancel_stops_running_trials_and_the_rest_never_start(
     assert doc["sweep"]["state"] == "cancelled"
     assert [r["state"] for r in sorted(doc["leaderboard"], key=lambda r: r["trial"])] == \
         ["cancelled", "cancelled", "cancelled"]
-    assert store.load_run(first.run_id).attempts[-1].outcome is Outcome.CANCELLED
+    assert store.runs.load(first.run_id).attempts[-1].outcome is Outcome.CANCELLED
 
 
 def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
@@ -290,13 +290,13 @@ def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
     sent: set[int] = set()
 
     def evaluate_new_checkpoints():
-        [trial] = SweepStore(store).trials(sweep_id)
+        [trial] = store.sweeps.trials(sweep_id)
         if trial.run_id:
-            for c in store.load_run(trial.run_id).checkpoints:
+            for c in store.runs.load(trial.run_id).checkpoints:
                 if c.finite and c.iteration not in sent:
                     sent.add(c.iteration)
                     enqueue_eval(trial.run_id, c.path, c.iteration)
-        return SweepStore(store).load(sweep_id).state is not SweepState.RUNNING
+        return store.sweeps.load(sweep_id).state is not SweepState.RUNNING
     wait_for(evaluate_new_checkpoints, 60, 0.1, what="the sweep to end")
     code, out, _ = cli(capsys, "sweep", "show", sweep_id, "--json")
     [row] = json.loads(out)["leaderboard"]
@@ -308,7 +308,7 @@ def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
     assert note, row["note"]
     assert 100 <= int(note[1]) <= row["iterations"] < 600
     assert row["best"] < 0.01 and row["best_iteration"] >= 100  # ranked by its mAP
-    assert store.evaluations(row["run_id"])[0]["evaluator"] == "opencv-dnn"
+    assert store.evaluations.all(row["run_id"])[0].evaluator == "opencv-dnn"
 
 
 # -- the controller's guards, without workers: advance() with a recording enqueue ------
@@ -341,7 +341,7 @@ def test_concurrent_controllers_submit_each_trial_once(planned, farm_settings):
         t.start()
     for t in threads:
         t.join()
-    trials = SweepStore(store).trials(sweep_id)
+    trials = store.sweeps.trials(sweep_id)
     assert sorted(sent) == sorted(t.run_id for t in trials if t.run_id)
     assert len(sent) == len(set(sent)) == 2  # concurrency 2: trials 0 and 1, once each
     assert [t.index for t in trials if t.run_id] == [0, 1]
@@ -355,14 +355,14 @@ def test_a_controller_killed_before_enqueueing_leaves_the_run_to_be_resent_not_r
         raise KeyboardInterrupt("killed between assigning the run and enqueueing it")
     with pytest.raises(KeyboardInterrupt):
         advance(store, farm_settings, sweep_id, enqueue=dies)
-    [orphaned] = [t for t in SweepStore(store).trials(sweep_id) if t.run_id]
+    [orphaned] = [t for t in store.sweeps.trials(sweep_id) if t.run_id]
     sent = []
     tick = advance(store, farm_settings, sweep_id, enqueue=lambda r, q: sent.append(r) or "t")
     assert tick.resent == [orphaned.run_id]                    # the same run, sent again
     assert [r for _, r in tick.started] == sent[1:]            # and one more trial started
-    trials = SweepStore(store).trials(sweep_id)
+    trials = store.sweeps.trials(sweep_id)
     assert trials[orphaned.index].run_id == orphaned.run_id
-    assert len([r for r in store.load_runs() if r.sweep == sweep_id]) == 2
+    assert len([r for r in store.runs.recent() if r.sweep == sweep_id]) == 2
 
 
 def test_a_controller_killed_before_assigning_leaves_no_ghost_run(planned, farm_settings,
@@ -375,11 +375,11 @@ def test_a_controller_killed_before_assigning_leaves_no_ghost_run(planned, farm_
         m.setattr(SweepStore, "assign_run", killed)
         with pytest.raises(KeyboardInterrupt):
             advance(store, farm_settings, sweep_id, enqueue=lambda r, q: "t")
-    [ghost] = [r for r in store.load_runs() if r.sweep == sweep_id]
+    [ghost] = [r for r in store.runs.recent() if r.sweep == sweep_id]
     advance(store, farm_settings, sweep_id, enqueue=lambda r, q: "t")
-    ghost = store.load_run(ghost.id)
+    ghost = store.runs.load(ghost.id)
     assert ghost.state is RunState.CANCELLED and "never enqueued" in ghost.message
-    trials = SweepStore(store).trials(sweep_id)
+    trials = store.sweeps.trials(sweep_id)
     assert trials[0].run_id and trials[0].run_id != ghost.id
 
 
@@ -389,15 +389,15 @@ def test_the_end_of_run_hook_starts_the_next_trial_at_once(planned, farm_setting
     configure(app, farm_settings)
     from workers.tasks.sweep import on_run_finished
     store, sweep_id = planned
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     advance(store, farm_settings, sweep_id, enqueue=lambda r, q: "t")  # trials 0 and 1
-    run = store.load_run(sweeps.trials(sweep_id)[0].run_id)
+    run = store.runs.load(sweeps.trials(sweep_id)[0].run_id)
     on_run_finished(run)  # still queued: nothing to do
     assert sweeps.trials(sweep_id)[2].run_id is None
     run.state, run.ended_at = RunState.COMPLETED, 1.0
-    store.save_run(run)
+    store.runs.save(run)
     on_run_finished(run)
     third = sweeps.trials(sweep_id)[2]
     assert third.run_id and third.task_id and third.enqueued_at
-    assert store.load_run(third.run_id).state is RunState.QUEUED
+    assert store.runs.load(third.run_id).state is RunState.QUEUED
     assert sweeps.trials(sweep_id)[0].result["state"] == "completed"

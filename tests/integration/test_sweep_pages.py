@@ -13,10 +13,9 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps.service import advance, leaderboard_of, standings, submit_sweep
 from farm.sweeps.spec import load_spec
-from farm.sweeps.store import SweepStore
 from tests.integration.test_sweep import cli
 
 pytestmark = pytest.mark.integration
@@ -34,11 +33,11 @@ def submitted(farm_settings, tmp_path, body: str):
 
 def end_run(store: Store, run_id: str, state: RunState, avg_losses: list[float]) -> None:
     for i, v in enumerate(avg_losses, 1):
-        store.r.xadd(f"farm:run:{run_id}:metrics", {"a": 1, "i": i, "loss": repr(v),
+        store.db.r.xadd(f"farm:run:{run_id}:metrics", {"a": 1, "i": i, "loss": repr(v),
                                                      "avg": repr(v), "rate": "0.001"})
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     run.state, run.ended_at = state, time.time()
-    store.save_run(run)
+    store.runs.save(run)
 
 
 def moved(farm_settings, tmp_path):
@@ -52,14 +51,14 @@ def moved(farm_settings, tmp_path):
         concurrency: 3
         objective: min_avg_loss
         """)
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     ends = [(RunState.COMPLETED, [5.0, 3.0, 2.5]), (RunState.FAILED, []),
             (RunState.COMPLETED, [4.0, 1.5]), (RunState.CANCELLED, [6.0, 5.5]),
             (RunState.COMPLETED, [2.0, 2.1]), (RunState.COMPLETED, [9.0, 2.5])]
     for state, losses in ends:
         advance(store, farm_settings, sweep_id, enqueue=lambda r, q: "task", early_stop=False)
         trial = next(t for t in sweeps.trials(sweep_id) if t.run_id and not t.result
-                     and not store.load_run(t.run_id).state.finished)
+                     and not store.runs.load(t.run_id).state.finished)
         end_run(store, trial.run_id, state, losses)
     advance(store, farm_settings, sweep_id, enqueue=lambda r, q: "task", early_stop=False)
     untried = next(t for t in sweeps.trials(sweep_id) if not t.run_id)
@@ -93,12 +92,12 @@ def test_every_page_is_the_whole_leaderboard_cut(farm_settings, tmp_path):
 
 def test_a_sweep_stored_before_the_plan_hash_reads_the_same(farm_settings, tmp_path):
     store, sweep_id = moved(farm_settings, tmp_path)
-    sweeps = SweepStore(store)
+    sweeps = store.sweeps
     _, _, whole = leaderboard_of(store, sweep_id)
     old = {str(t.index): json.dumps({k: v for k, v in t.to_dict().items() if k != "run_id"})
            for t in sweeps.trials(sweep_id)}
-    store.r.delete(f"farm:sweep:{sweep_id}:plan")
-    store.r.hset(f"farm:sweep:{sweep_id}:trials", mapping=old)
+    store.db.r.delete(f"farm:sweep:{sweep_id}:plan")
+    store.db.r.hset(f"farm:sweep:{sweep_id}:trials", mapping=old)
     assert same(leaderboard_of(store, sweep_id)[2], whole)
     assert same(standings(store, sweep_id, 2, 10).rows, whole[10:20])
     # the controller goes on writing such a sweep's trials whole, plan included

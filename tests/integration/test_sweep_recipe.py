@@ -16,14 +16,13 @@ import pytest
 
 from farm.micro import micro_cfg
 from farm.runs.model import RunState
-from farm.state import Store
+from farm.store import Store
 from farm.sweeps import builds as bld
 from farm.sweeps import controller as ctl
 from farm.sweeps.builds import build_recipe
 from farm.sweeps.model import SweepState
 from farm.sweeps.service import advance, leaderboard_of, submit_sweep
 from farm.sweeps.spec import load_spec
-from farm.sweeps.store import RecipeStore, SweepStore
 from tests.conftest import wait_for
 from tests.integration.test_sweep import cli, controller, wait_sweep  # noqa: F401 (fixture)
 
@@ -72,11 +71,11 @@ def test_a_recipe_sweep_builds_two_datasets_for_three_trials_and_ranks_them_by_m
     store = Store(farm.settings.effective_redis_url)
     sw = wait_sweep(store, sweep_id, timeout=120)
     assert sw.state is SweepState.DONE, sw.message
-    trials = SweepStore(store).trials(sweep_id)
-    runs = {t.index: store.load_run(t.run_id) for t in trials}
+    trials = store.sweeps.trials(sweep_id)
+    runs = {t.index: store.runs.load(t.run_id) for t in trials}
     assert all(r.state is RunState.COMPLETED for r in runs.values()), \
         [(r.id, r.state, r.message) for r in runs.values()]
-    wait_for(lambda: all(store.evaluations(r.id) for r in runs.values()), 60, 0.2,
+    wait_for(lambda: all(store.evaluations.all(r.id) for r in runs.values()), 60, 0.2,
              what="every trial's final checkpoint evaluated")
 
     code, out, _ = cli(capsys, "sweep", "show", sweep_id, "--json")
@@ -92,7 +91,7 @@ def test_a_recipe_sweep_builds_two_datasets_for_three_trials_and_ranks_them_by_m
         assert board[t.index]["params"]["synth.blur"] == t.params["synth.blur"]
     # built once each: one attempt per recipe, one task per recipe on the augment worker
     for key in {t.recipe_key for t in trials}:
-        rec = RecipeStore(store).load(key)
+        rec = store.recipes.load(key)
         assert rec["state"] == "ready" and rec["attempts"] == "1", rec
     assert farm.log("aux1").count("Task farm.dataset.synth_recipe") == 2 * 2  # got, done
     # ranked by the farm's evaluations (mAP@0.50), every trial with a value
@@ -141,7 +140,7 @@ def test_concurrent_and_restarted_controllers_send_each_build_once(recipe_sweep,
         t.start()
     for t in threads:
         t.join()
-    keys = {t.recipe_key for t in SweepStore(store).trials(sweep_id)}
+    keys = {t.recipe_key for t in store.sweeps.trials(sweep_id)}
     assert len(keys) == 2 and sorted(builds.sent) == sorted(keys)  # one message per recipe
     assert runs.sent == []  # no dataset ready: no trial may start
     # a second sweep with the same recipes (or a controller restarted) sends none again
@@ -160,7 +159,7 @@ def test_two_builders_at_once_build_once_and_a_third_does_nothing(recipe_sweep,
                                                                    farm_settings):
     store, submit = recipe_sweep
     sweep_id = submit()
-    key = SweepStore(store).trials(sweep_id)[0].recipe_key
+    key = store.sweeps.trials(sweep_id)[0].recipe_key
     results: list[dict] = []
 
     def build(worker: str):
@@ -170,7 +169,7 @@ def test_two_builders_at_once_build_once_and_a_third_does_nothing(recipe_sweep,
         t.start()
     for t in threads:
         t.join()
-    rec = wait_for(lambda: (r := RecipeStore(store).load(key))["state"] == "ready" and r,
+    rec = wait_for(lambda: (r := store.recipes.load(key))["state"] == "ready" and r,
                    30, what="the build to end")
     assert rec["attempts"] == "1", "one builder held the lease, the other left it"
     again = build_recipe(store, farm_settings.data_dir, key, worker="w3")
@@ -181,16 +180,16 @@ def test_two_builders_at_once_build_once_and_a_third_does_nothing(recipe_sweep,
     runs = Recorder()
     tick = advance(store, farm_settings, sweep_id, enqueue=runs, build=Recorder())
     [(index, run_id)] = tick.started
-    assert store.load_run(run_id).data == rec["data"]
-    assert SweepStore(store).trials(sweep_id)[index].recipe_key == key
+    assert store.runs.load(run_id).data == rec["data"]
+    assert store.sweeps.trials(sweep_id)[index].recipe_key == key
 
 
 def test_a_builder_that_died_is_retried_then_its_trials_fail_and_the_sweep_ends(
         recipe_sweep, farm_settings):
     store, submit = recipe_sweep
     sweep_id = submit(RECIPE + "parameters: {learning_rate: [0.001, 0.002]}\n")
-    [key] = {t.recipe_key for t in SweepStore(store).trials(sweep_id)}
-    recipes, builds = RecipeStore(store), Recorder()
+    [key] = {t.recipe_key for t in store.sweeps.trials(sweep_id)}
+    recipes, builds = store.recipes, Recorder()
     clock = [1000.0]
     advance(store, farm_settings, sweep_id, enqueue=Recorder(), build=builds,
             now=lambda: clock[0])
@@ -205,9 +204,9 @@ def test_a_builder_that_died_is_retried_then_its_trials_fail_and_the_sweep_ends(
     assert builds.sent == [key, key]
     advance(store, farm_settings, sweep_id, enqueue=Recorder(), build=builds,
             now=lambda: clock[0])
-    sw = SweepStore(store).load(sweep_id)
+    sw = store.sweeps.load(sweep_id)
     assert sw.state is SweepState.DONE and "2 failed" in sw.message
-    for t in SweepStore(store).trials(sweep_id):
+    for t in store.sweeps.trials(sweep_id):
         assert t.error.startswith(f"dataset {key} could not be built: the worker building "
                                   f"it (dead2) stopped before the end, 2 times")
 
@@ -216,8 +215,8 @@ def test_a_claim_whose_controller_died_before_sending_is_sent_after_the_grace(
         recipe_sweep, farm_settings):
     store, submit = recipe_sweep
     sweep_id = submit(RECIPE + "parameters: {learning_rate: [0.001]}\n")
-    [key] = {t.recipe_key for t in SweepStore(store).trials(sweep_id)}
-    recipes = RecipeStore(store)
+    [key] = {t.recipe_key for t in store.sweeps.trials(sweep_id)}
+    recipes = store.recipes
     assert recipes.claim(key, 1000.0)  # ... and the controller was killed here
     builds = Recorder()
     tick = advance(store, farm_settings, sweep_id, enqueue=Recorder(), build=builds,
@@ -235,13 +234,13 @@ def test_a_recipe_that_cannot_be_built_fails_its_trials_with_the_builds_message(
     sweep_id = submit(RECIPE.replace("negatives: 0.05}", "negatives: 0.05, backgrounds: "
                                      "[empty-backgrounds]}")
                       + "parameters: {learning_rate: [0.001, 0.002]}\n")
-    [key] = {t.recipe_key for t in SweepStore(store).trials(sweep_id)}
+    [key] = {t.recipe_key for t in store.sweeps.trials(sweep_id)}
     rec = build_recipe(store, farm_settings.data_dir, key, worker="w1")
     assert rec["state"] == "failed" and "the background folder holds no images" in rec["error"]
     runs = Recorder()
     advance(store, farm_settings, sweep_id, enqueue=runs, build=Recorder())
     assert runs.sent == []
-    sw = SweepStore(store).load(sweep_id)
+    sw = store.sweeps.load(sweep_id)
     assert sw.state is SweepState.DONE and sw.message.startswith("2 failed")
     _, _, rows = leaderboard_of(store, sweep_id)
     for r in rows:

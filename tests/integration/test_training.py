@@ -18,7 +18,7 @@ import pytest
 
 from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
-from farm.state import Store
+from farm.store import Store
 from tests.conftest import darknet_procs_of, wait_for
 from workers.cli import main as farm_main
 
@@ -36,7 +36,7 @@ def store_of(farm) -> Store:
 
 
 def wait_run(store: Store, run_id: str, timeout: float = 120):
-    return wait_for(lambda: (r := store.load_run(run_id)).state.finished and r,
+    return wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r,
                     timeout, 0.2, what=f"run {run_id} to finish")
 
 
@@ -56,13 +56,13 @@ def test_a_run_completes_with_iterations_and_checkpoints(farm, micro, capsys, da
     assert f"{run_id}: completed" in out
 
     store = store_of(farm)
-    run = store.load_run(run_id)
+    run = store.runs.load(run_id)
     assert run.state is RunState.COMPLETED
     [attempt] = run.attempts
     assert attempt.outcome is Outcome.COMPLETED and attempt.last_iteration == 150
     assert attempt.exit_code == 0
     # every iteration is in the time series, in order, finite
-    metrics = store.metrics(run_id)
+    metrics = store.progress.metrics(run_id)
     assert [int(m["i"]) for _, m in metrics] == list(range(1, 151))
     assert all(math.isfinite(float(m["avg"])) for _, m in metrics)
     # checkpoints: 100 (pjreddie writes .backup and _100 there) and the final one at 150
@@ -99,7 +99,7 @@ def test_a_divergent_run_is_restarted_with_a_lower_rate_until_finite(farm, micro
                          "--set", "burn_in=0", "--policy", "burn_in_min=0",
                          # darknet seeds from the clock: now and then 0.00625 spikes too
                          "--policy", "max_divergence_restarts=6", "--wait")
-    run = store_of(farm).load_run(out.splitlines()[0])
+    run = store_of(farm).runs.load(out.splitlines()[0])
     assert code == 0, (out, err, [(a.outcome, a.message) for a in run.attempts])
     diverged = [a for a in run.attempts if a.outcome is Outcome.DIVERGED]
     assert diverged, "lr 0.05 with burn_in 0 must diverge on the micro net"
@@ -124,7 +124,7 @@ def test_cancel_kills_darknet_and_leaves_no_process(farm, micro, capsys, darknet
     code, out, _ = cli(capsys, "train", str(data), str(cfg))
     run_id = out.strip()
     store = store_of(farm)
-    wait_for(lambda: int(store.live(run_id).get("iteration", 0)) > 5, 60, what="training")
+    wait_for(lambda: int(store.progress.live(run_id).get("iteration", 0)) > 5, 60, what="training")
     run_dir = Path(farm.settings.runs_dir) / run_id
     assert len(darknet_procs_of(run_dir)) == 1
     code, out, err = cli(capsys, "cancel", run_id)
@@ -147,7 +147,7 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     run_id = out.strip()
     store = store_of(farm)
     run_dir = Path(farm.settings.runs_dir) / run_id
-    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a first checkpoint")
+    wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a first checkpoint")
 
     overlap = []
     stop = threading.Event()
@@ -180,7 +180,7 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     assert resumed.start_iteration >= 100 and resumed.start_weights.endswith(".weights")
     assert resumed.last_iteration == 400 and "gpu2@testhost" in run.worker
     # the resumed attempt continued the iteration count instead of starting over
-    its = [int(m["i"]) for _, m in store.metrics(run_id) if m["a"] == str(resumed.number)]
+    its = [int(m["i"]) for _, m in store.progress.metrics(run_id) if m["a"] == str(resumed.number)]
     assert its[0] == resumed.start_iteration + 1
 
 
@@ -192,7 +192,7 @@ def test_crash_by_signal_restarts_once_from_the_newest_good_checkpoint(farm, mic
     code, out, _ = cli(capsys, "train", str(data), str(cfg))
     run_id = out.strip()
     store = store_of(farm)
-    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a checkpoint")
+    wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a checkpoint")
     [proc] = darknet_procs_of(Path(farm.settings.runs_dir) / run_id)
     proc.send_signal(signal.SIGSEGV)
     run = wait_run(store, run_id)
@@ -262,7 +262,7 @@ def test_a_stalled_attempt_is_killed_and_restarted_once(farm, micro, capsys, dar
     code, out, _ = cli(capsys, "train", str(data), str(cfg), "--policy", "stall_timeout=2")
     run_id = out.strip()
     store = store_of(farm)
-    wait_for(lambda: store.load_run(run_id).good_checkpoint, 60, what="a checkpoint")
+    wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a checkpoint")
     [proc] = darknet_procs_of(Path(farm.settings.runs_dir) / run_id)
     proc.suspend()  # alive but silent: what a hung GPU driver or NFS read looks like
     run = wait_run(store, run_id)

@@ -9,7 +9,7 @@ from farm.runs.chart import (A, AMAX, AMIN, BAD, COUNT, FIRST, LAST, LMAX, LMIN,
 
 
 def entries(rows, start_id=1, t0=1000.0, dt=0.25):
-    """Stream entries as Store.record_progress writes them: (attempt, iteration, loss, avg)."""
+    """Stream entries as ProgressStore.record writes them: (attempt, iteration, loss, avg)."""
     out = []
     for k, (a, i, loss, avg) in enumerate(rows):
         out.append((f"{start_id + k}-0", {"a": str(a), "i": str(i), "loss": repr(loss),
@@ -63,7 +63,7 @@ def test_iterations_per_second_from_the_newest_samples():
 
 
 def test_fold_then_update_chart_reads_only_what_is_new():
-    class FakeStore:  # the two Store calls update_chart makes, over an in-memory stream
+    class FakeStream:  # a chart.ChartStream over an in-memory metrics stream
         def __init__(self, rows):
             self.rows, self.saved, self.reads = rows, None, 0
 
@@ -79,7 +79,7 @@ def test_fold_then_update_chart_reads_only_what_is_new():
             self.saved = {k: v for k, v in doc.items() if k != "behind"}
 
     rows = entries(lineage(n2=300))
-    store = FakeStore(rows[:100])
+    store = FakeStream(rows[:100])
     state = chart.update_chart(store, "r", chunk=40)
     assert state["n"] == 100 and store.reads == 3 and state["behind"] == 0
     store.rows = rows

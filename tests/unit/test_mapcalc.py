@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from farm.darknet.events import MapResult
 from farm.darknet.logparse import parse_file
 from farm.errors import BadInput
 from farm.eval import should_evaluate
-from farm.eval.evaluate import format_result, map_result_dict, map_score, score_dict
+from farm.eval.evaluate import format_result, map_block_evaluation, score_evaluation
 from farm.eval.mapcalc import (Detection, Truth, average_precision, iou, read_truths, score,
                                threshold_stats)
 from tests.conftest import shared_path
@@ -281,10 +282,10 @@ def test_nan_in_a_map_log_reads_as_no_detections():
     assert nan.map is None and nan.classes[0].ap is None
     assert (nan.tp, nan.fp, nan.fn, nan.precision, nan.recall, nan.f1) == \
         (0, 0, 16, None, 0.0, None)
-    result = map_result_dict(nan)
-    assert result["map"] is None and "no detections" in result["note"]
-    assert map_score(result) == 0.0  # ranks like a checkpoint that found nothing
-    assert "mAP@0.50) = -nan, or -nan %" in format_result(result | {"images": 4})
+    result = map_block_evaluation(nan)
+    assert result.map is None and "no detections" in result.note
+    assert result.score_map == 0.0  # ranks like a checkpoint that found nothing
+    assert "mAP@0.50) = -nan, or -nan %" in format_result(replace(result, images=4))
     # the same situation (detections_count = 0) printed as 0.00 % in another log: darknet
     # reads pr[-1] there, out of bounds; the farm-native AP is 0 in both cases
     [zero] = blocks_of("alexeyab-cpu-map-badlist.log")
@@ -313,10 +314,11 @@ def test_precision_recall_f1_recomputed_from_the_logged_counts(log):
 
 def test_a_parsed_block_and_a_farm_score_have_the_same_shape():
     [h100] = blocks_of("alexeyab-gpu-h100-detector-map.log")
-    parsed = map_result_dict(h100, ["close"])
-    farm = score_dict(score(HAND_DETS, HAND_TRUTHS, names=["close"]))
-    assert set(farm) <= set(parsed) and parsed["evaluator"] == "darknet-map"
-    assert parsed["truths"] == 619 and math.isclose(map_score(parsed), 0.916611)
+    parsed = map_block_evaluation(h100)
+    farm = score_evaluation(score(HAND_DETS, HAND_TRUTHS, names=["close"]), "opencv-dnn")
+    assert set(farm.classes[0]) == set(parsed.classes[0]) and parsed.evaluator == "darknet-map"
+    assert parsed.truths == 619 and math.isclose(parsed.score_map, 0.916611)
+    assert set(farm.to_dict()) >= set(parsed.to_dict()) - {"note"}
 
 
 # -- cadence ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from farm import notify
 from farm.errors import ConfigError, DeliveryFailed
 from farm.settings import Settings
+from farm.urls import mask_url
 from tests.unit.test_report import T0, restarted_run, row
 from tests.webhook import Receiver
 
@@ -21,10 +22,10 @@ def receiver():
 
 
 def test_the_webhook_url_is_masked_in_every_message():
-    assert notify.mask_url("https://farm:s3cret@hooks.example.com:8443/T0/B0/XyZ?token=t") \
+    assert mask_url("https://farm:s3cret@hooks.example.com:8443/T0/B0/XyZ?token=t") \
         == "https://***@hooks.example.com:8443/…"
-    assert notify.mask_url("http://127.0.0.1:9000") == "http://127.0.0.1:9000"
-    assert notify.mask_url("http://[::1]:9000/x") == "http://[::1]:9000/…"
+    assert mask_url("http://127.0.0.1:9000") == "http://127.0.0.1:9000"
+    assert mask_url("http://[::1]:9000/x") == "http://[::1]:9000/…"
     with pytest.raises(ConfigError) as e:
         Settings(notify_url="ftp://u:s3cret@example.com/x").validate()
     assert "s3cret" not in str(e.value) and "ftp://***@example.com/…" in str(e.value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from farm.eval.evaluation import Evaluation
 from farm.runs.progress import (Progress, eta, format_duration, format_rate, is_stale,
                                 measure, rate, samples_of, sweep_eta)
 
@@ -97,9 +98,9 @@ def test_only_the_current_attempt_measures_the_speed():
 
 
 def test_measure_takes_the_newest_scored_evaluation_and_no_speed_when_not_running():
-    evaluations = [{"iteration": 100, "map": 0.2}, {"iteration": 300, "map": None,
-                                                    "error": "poisoned"},
-                   {"iteration": 200, "map": 0.35}]
+    evaluations = [Evaluation(iteration=100, map=0.2),
+                   Evaluation(iteration=300, map=None, error="poisoned"),
+                   Evaluation(iteration=200, map=0.35)]
     entries = [_entry(1, i, 10 + i) for i in range(1, 20)]
     p = measure(iteration=300, max_batches=300, attempts=1, live={}, recent=entries,
                 evaluations=evaluations, now=30.0, running=False)

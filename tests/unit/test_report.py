@@ -13,6 +13,7 @@ import pytest
 
 from farm.runs.chart import empty_state, fold
 from farm.errors import BadInput
+from farm.eval.evaluation import Evaluation
 from farm.plot import overlay, runchart
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState
 from farm.sweeps import controller as ctl
@@ -121,8 +122,8 @@ def evil_report() -> report.SweepReport:
         a.hyper = {EVIL: EVIL}
     bad = row(trial=2, rank=None, best=None, state="failed", note=EVIL,
               params={EVIL: EVIL}, run_id=EVIL)
-    t = report.trial_report(bad, run, [{"iteration": 100, "map": 0.5, "evaluator": EVIL},
-                                       {"iteration": 200, "error": EVIL}], [[100, 0.5]],
+    t = report.trial_report(bad, run, [Evaluation(iteration=100, map=0.5, evaluator=EVIL),
+                                       Evaluation(iteration=200, error=EVIL)], [[100, 0.5]],
                             T0 + 6200)
     t.trained_with = EVIL
     t.screens_map = 0.7

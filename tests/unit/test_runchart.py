@@ -18,7 +18,7 @@ from farm.plot.axes import Scale
 
 
 def entries(rows, t0=1000.0, dt=0.25):
-    """Stream entries as Store.record_progress writes them: (attempt, iteration, loss,
+    """Stream entries as ProgressStore.record writes them: (attempt, iteration, loss,
     avg loss, rate)."""
     return [(f"{k + 1}-0", {"a": str(a), "i": str(i), "loss": repr(loss), "avg": repr(avg),
                             "rate": repr(rate), "s": "0.1", "t": f"{t0 + k * dt:.3f}"})

@@ -76,10 +76,10 @@ def test_screens_map_equals_the_hand_computation(case):
     screens, cfg, weights = case
     result = evaluate_screens(weights, screens=screens, cfg=cfg, overlap=16,
                               detector=GreySquares(cfg))
-    assert result["map"] == pytest.approx(5 / 6)
-    assert (result["tp"], result["fp"], result["fn"]) == (2, 1, 0)
-    assert result["detections"] == 3 and result["truths"] == 2 and result["images"] == 1
-    assert result["tiled"] and result["overlap"] == 16 and result["tile"] == [64, 64]
+    assert result.map == pytest.approx(5 / 6)
+    assert (result.tp, result.fp, result.fn) == (2, 1, 0)
+    assert result.detections == 3 and result.truths == 2 and result.images == 1
+    assert result.tiled and result.overlap == 16 and result.tile == (64, 64)
 
 
 def test_without_the_merge_the_same_case_scores_differently(case):
@@ -96,10 +96,10 @@ def test_without_the_merge_the_same_case_scores_differently(case):
                                  detector=detector)
     finally:
         detect.merge_tiles = real
-    assert naive["fp"] == 3 and naive["map"] != pytest.approx(5 / 6)
+    assert naive.fp == 3 and naive.map != pytest.approx(5 / 6)
 
 
 def test_the_default_overlap_holds_the_largest_mark(case):
     screens, cfg, weights = case
     result = evaluate_screens(weights, screens=screens, cfg=cfg, detector=GreySquares(cfg))
-    assert result["overlap"] == 32  # min(64, tile/2); the 12 px marks need only 16
+    assert result.overlap == 32  # min(64, tile/2); the 12 px marks need only 16

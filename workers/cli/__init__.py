@@ -35,7 +35,7 @@ class Context:
         return self._settings
 
     def store(self):
-        from farm.state import Store
+        from farm.store import Store
         s = self.settings
         return Store(s.effective_redis_url, log_tail_lines=s.log_tail_lines)
 
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("farm: interrupted", err=True)
         return EXIT_INTERRUPTED
-    except Exception as e:  # Celery's own Redis errors (kombu), past farm.state's edge
+    except Exception as e:  # Celery's own Redis errors (kombu), past farm.store's edge
         unavailable = _redis_failure(e)
         if unavailable is None:
             raise
@@ -213,19 +213,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _redis_failure(e: Exception):
-    """A Redis failure (direct or wrapped by kombu) as the farm's error; None if `e` is
+    """A Redis failure (direct or wrapped by kombu) as the farm's error (translated by
+    farm.store.redis, the one module that knows redis's exceptions); None if `e` is
     something else."""
-    import redis
     from kombu.exceptions import OperationalError
-    if not isinstance(e, (redis.RedisError, OperationalError)):
+    from farm.store.redis import is_redis_error, redis_unavailable
+    if not (is_redis_error(e) or isinstance(e, OperationalError)):
         return None
-    from farm.state import redis_unavailable
     try:
         url = (_current[-1].settings if _current else farm_settings.load()).effective_redis_url
     except FarmError:
         url = "the configured Redis"
     cause = e.__cause__ or e.__context__ if isinstance(e, OperationalError) else e
-    return redis_unavailable(url, cause if isinstance(cause, redis.RedisError) else e)
+    return redis_unavailable(url, cause if is_redis_error(cause) else e)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ def _evaluated(store, rows) -> bool:
     eval queue and may end after their run)."""
     for r in rows:
         if r.run_id:
-            sent = store.evaluations_sent(r.run_id)
-            done = {int(e["iteration"]) for e in store.evaluations(r.run_id)}
+            sent = store.evaluations.sent(r.run_id)
+            done = {e.iteration for e in store.evaluations.all(r.run_id)}
             if not sent <= done:
                 return False
     return True

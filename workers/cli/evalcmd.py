@@ -126,14 +126,15 @@ def eval_cmd(ctx: Context, weights, data, screens, overlap, cfg, tiled, tile_siz
             weights, screens=screens, cfg=cfg, dialect=s.darknet_dialect, darknet=s.darknet,
             tile=_size(tile_size, "--tile-size"), overlap=overlap, points=int(points),
             iou_thresh=iou_thresh, conf_thresh=thresh))
-        click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+        click.echo(json.dumps(result.to_dict(), indent=2) if as_json
+                   else format_result(result))
         return
     result = refusing(lambda: evaluate_checkpoint(
         weights, data=data, cfg=cfg, evaluator=evaluator, darknet=s.darknet,
         dialect=s.darknet_dialect, points=int(points), iou_thresh=iou_thresh,
         conf_thresh=thresh, tiled=tiled, tile=_size(tile_size, "--tile-size"),
         base_dir=base_dir))
-    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_result(result))
 
 
 @click.command()
@@ -146,7 +147,7 @@ def chart(ctx: Context, run_id: str, out: str) -> None:
     mAP and restarts to a PNG: the board's chart, as a file."""
     from farm.plot import runchart
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     drawing = runchart.for_run(store, run, title=f"{run.id}  {run.state.value}")
     Path(out).write_bytes(runchart.draw(drawing, runchart.PNG_SIZE).to_png())
     click.echo(f"wrote {out} ({drawing.n} iterations, {len(run.attempts)} attempt(s))")

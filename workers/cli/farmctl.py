@@ -105,7 +105,7 @@ def demo(ctx: Context, workdir: str | None) -> int:
     farm = None
     try:
         ctx.store().ping()
-        from farm.state import safe_url
+        from farm.store.redis import safe_url
         click.echo(f"using the farm at {safe_url(s.effective_redis_url)}")
     except FarmUnavailable:
         farm = EmbeddedFarm(s)

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
+from farm.eval.evaluation import Evaluation
 from farm.runs.model import Outcome, Run, RunState
 from farm.runs.progress import Progress, format_duration, format_map, measure
 
@@ -74,24 +75,24 @@ def run_progress(store, run: Run, evaluations: list[dict] | None = None,
     """The run's Progress from Redis: live hash, newest metrics, evaluations."""
     running = run.state is RunState.RUNNING
     return measure(iteration=run.last_iteration, max_batches=run.max_batches,
-                   attempts=len(run.attempts), live=store.live(run.id),
-                   recent=store.recent_metrics(run.id, RECENT_METRICS) if running else [],
-                   evaluations=store.evaluations(run.id) if evaluations is None else evaluations,
+                   attempts=len(run.attempts), live=store.progress.live(run.id),
+                   recent=store.progress.recent_metrics(run.id, RECENT_METRICS) if running else [],
+                   evaluations=store.evaluations.all(run.id) if evaluations is None else evaluations,
                    now=time.time() if now is None else now, running=running)
 
 
-def evaluation_line(e: dict) -> str:
+def evaluation_line(e: Evaluation) -> str:
     """evaluation of iteration 100: mAP@0.50 45.67 % (P 0.80, R 0.75, F1 0.77; opencv-dnn)"""
-    if e.get("error"):
-        return f"evaluation of iteration {e['iteration']} failed: {e['error']}"
-    return f"evaluation of iteration {e['iteration']}: mAP@0.50 {scores(e)}"
+    if e.error:
+        return f"evaluation of iteration {e.iteration} failed: {e.error}"
+    return f"evaluation of iteration {e.iteration}: mAP@0.50 {scores(e)}"
 
 
-def scores(e: dict) -> str:
+def scores(e: Evaluation) -> str:
     """45.67 % (P 0.80, R 0.75, F1 0.77; opencv-dnn)"""
-    prf = ", ".join(f"{k} {_num(e.get(key))}" for k, key in
-                    (("P", "precision"), ("R", "recall"), ("F1", "f1")))
-    return f"{format_map(e.get('map') or 0.0)} ({prf}; {e.get('evaluator') or '?'})"
+    prf = ", ".join(f"{k} {_num(v)}" for k, v in
+                    (("P", e.precision), ("R", e.recall), ("F1", e.f1)))
+    return f"{format_map(e.map or 0.0)} ({prf}; {e.evaluator or '?'})"
 
 
 def _num(value) -> str:
@@ -105,9 +106,9 @@ class EvaluationPrinter:
         self.out, self.prefix = out, prefix
         self.seen: set[tuple[str, int]] = set()
 
-    def show(self, run_id: str, evaluations: Iterable[dict]) -> None:
+    def show(self, run_id: str, evaluations: Iterable[Evaluation]) -> None:
         for e in evaluations:
-            key = (run_id, int(e["iteration"]))
+            key = (run_id, int(e.iteration))
             if key not in self.seen:
                 self.seen.add(key)
                 self.out.event(self.prefix(run_id) + evaluation_line(e))
@@ -120,7 +121,7 @@ def await_evaluations(store, run_ids: list[str], *, listening: Callable[[], list
     """Wait until every evaluation sent for `run_ids` is recorded: the final checkpoint's
     is sent when the run ends. Not at all when no worker consumes `queue` (they stay
     queued); at most `timeout` seconds otherwise. Returns what is still missing."""
-    pending = {r: p for r in run_ids if (p := store.pending_evaluations(r))}
+    pending = {r: p for r in run_ids if (p := store.evaluations.pending(r))}
     if not pending:
         return {}
     what = _iterations(pending)
@@ -132,10 +133,10 @@ def await_evaluations(store, run_ids: list[str], *, listening: Callable[[], list
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         time.sleep(poll)
-        pending = {r: p for r in pending if (p := store.pending_evaluations(r))}
+        pending = {r: p for r in pending if (p := store.evaluations.pending(r))}
         if printer is not None:
             for r in run_ids:
-                printer.show(r, store.evaluations(r))
+                printer.show(r, store.evaluations.all(r))
     if pending:
         out.event(f"farm: warning: the evaluation of {_iterations(pending)} did not land "
                   f"within {format_duration(timeout)} (FARM_EVAL_WAIT); is the eval worker "
@@ -158,9 +159,9 @@ def summary_lines(store, run: Run, here: str, missing: set[int] = frozenset()) -
     its attempts, and evaluations that never landed."""
     from farm.eval.evaluate import best_weights_location
     lines = [f"{run.id}: {run.state.value}: {run.message}"]
-    best = store.best_evaluation(run.id)
-    if best and best.get("map") is not None:
-        lines.append(f"  best:      mAP@0.50 {scores(best)} at iteration {best['iteration']}")
+    best = store.evaluations.best(run.id)
+    if best and best.map is not None:
+        lines.append(f"  best:      mAP@0.50 {scores(best)} at iteration {best.iteration}")
     else:
         lines.append("  best:      no evaluated checkpoint")
     if missing:
@@ -171,7 +172,7 @@ def summary_lines(store, run: Run, here: str, missing: set[int] = frozenset()) -
         lines.append("  weights:   none (no checkpoint was written while the loss was finite)")
     else:
         host, path = found
-        kind = "" if best and path == best.get("best_weights") else " (newest good checkpoint)"
+        kind = "" if best and path == best.best_weights else " (newest good checkpoint)"
         lines.append(f"  weights:   {path}{kind} on {host or here}")
     lines.append(f"  attempts:  {len(run.attempts)}" + (f": {_outcomes(run)}" if run.attempts
                                                          else ""))

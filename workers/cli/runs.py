@@ -10,6 +10,7 @@ import uuid
 import click
 
 from farm.errors import BadInput
+from farm.eval.evaluation import Evaluation
 from farm.queues import host_queue
 from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
@@ -115,11 +116,11 @@ def follow(ctx: Context, run_id: str, poll: float = 1.0) -> int:
     seen_attempts = 0
     try:
         while True:
-            run = store.load_run(run_id)
+            run = store.runs.load(run_id)
             for a in run.attempts[seen_attempts:]:
                 out.event(f"attempt {a.number} started: {a.reason}")
             seen_attempts = len(run.attempts)
-            evaluations = store.evaluations(run_id)
+            evaluations = store.evaluations.all(run_id)
             printer.show(run_id, evaluations)
             if run.state.finished:
                 break
@@ -169,7 +170,7 @@ def runs_cmd(ctx: Context, limit: int) -> None:
     from farm.runs.progress import format_duration, format_map, format_rate
     from workers.cli.live import run_progress
     store = ctx.store()
-    rows = store.load_runs(limit)
+    rows = store.runs.recent(limit)
     if not rows:
         click.echo("no runs yet: `farm train DATA CFG` queues one")
         return
@@ -178,9 +179,9 @@ def runs_cmd(ctx: Context, limit: int) -> None:
                f"TRAINED WITH / WHY")
     for run in rows:
         p = run_progress(store, run, evaluations=[])
-        best = store.best_evaluation(run.id)
-        best_text = (f"{format_map(best['map'])} @{best['iteration']}"
-                     if best and best.get("map") is not None else "-")
+        best = store.evaluations.best(run.id)
+        best_text = (f"{format_map(best.map)} @{best.iteration}"
+                     if best and best.map is not None else "-")
         running = run.state is RunState.RUNNING
         waits = run.state is RunState.QUEUED and run.message.startswith("waiting")
         why = f"; {run.message}" if run.state is RunState.FAILED or waits else ""
@@ -192,13 +193,13 @@ def runs_cmd(ctx: Context, limit: int) -> None:
 
 
 def status_dict(run: Run, live: dict, maps: list, evaluations: list | None = None,
-                best: dict | None = None, pending: set | None = None,
+                best: Evaluation | None = None, pending: set | None = None,
                 progress=None) -> dict:
     d = run.to_dict()
     d["live"] = live
     d["maps"] = maps
-    d["evaluations"] = evaluations or []
-    d["best"] = best
+    d["evaluations"] = [e.to_dict() for e in evaluations or ()]
+    d["best"] = best.to_dict() if best else None
     d["evaluations_pending"] = sorted(pending or ())
     if progress is not None:
         d["progress"] = {"iteration": progress.iteration, "max_batches": progress.max_batches,
@@ -218,14 +219,14 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     evaluations (mAP per checkpoint) with the best."""
     from workers.cli.live import run_progress
     store = ctx.store()
-    run = store.find_run(run_id)
-    live = store.live(run.id)
-    evaluations = store.evaluations(run.id)
-    best = store.best_evaluation(run.id)
-    pending = store.pending_evaluations(run.id)
+    run = store.runs.find(run_id)
+    live = store.progress.live(run.id)
+    evaluations = store.evaluations.all(run.id)
+    best = store.evaluations.best(run.id)
+    pending = store.evaluations.pending(run.id)
     progress = run_progress(store, run, evaluations)
     if as_json:
-        click.echo(json.dumps(status_dict(run, live, store.maps(run.id), evaluations, best,
+        click.echo(json.dumps(status_dict(run, live, store.progress.maps(run.id), evaluations, best,
                                           pending, progress), indent=2))
         return
     click.echo(f"run {run.id}: {run.state.value}" + (f" - {run.message}" if run.message else ""))
@@ -260,8 +261,8 @@ def status(ctx: Context, run_id: str, as_json: bool) -> None:
     _print_evaluations(ctx, store, run, evaluations, best, pending)
 
 
-def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
-                       best: dict | None, pending: set[int]) -> None:
+def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[Evaluation],
+                       best: Evaluation | None, pending: set[int]) -> None:
     from farm.runs.progress import format_map
     if not evaluations and not pending:
         click.echo(f"  evaluations: none yet (a finite checkpoint every {run.eval_every} "
@@ -275,33 +276,34 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[dict],
     click.echo(f"    {'ITER':>6} {'mAP':>9}" + (f" {'SCREENS':>9}" if screens else "")
                + f" {'P':>5} {'R':>5} {'F1':>5}  EVALUATOR")
     for e in evaluations:
-        mark = "  <- best" if best and int(best["iteration"]) == int(e["iteration"]) else ""
-        if e.get("error"):
-            click.echo(f"    {e['iteration']:>6} failed: {e['error']}")
+        mark = "  <- best" if best and best.iteration == e.iteration else ""
+        if e.error:
+            click.echo(f"    {e.iteration:>6} failed: {e.error}")
             continue
-        prf = " ".join(f"{'-' if e.get(k) is None else format(float(e[k]), '.2f'):>5}"
-                       for k in ("precision", "recall", "f1"))
-        click.echo(f"    {e['iteration']:>6} {format_map(e.get('map') or 0.0):>9}"
+        prf = " ".join(f"{'-' if v is None else format(float(v), '.2f'):>5}"
+                       for v in (e.precision, e.recall, e.f1))
+        click.echo(f"    {e.iteration:>6} {format_map(e.map or 0.0):>9}"
                    + (f" {_screens_map(e):>9}" if screens else "") + f" {prf}  "
-                   f"{e.get('evaluator') or '?'}{mark}")
-        if screens and (e.get("screens") or {}).get("error"):
-            click.echo(f"{'':>11}screens not evaluated: {e['screens']['error']}")
+                   f"{e.evaluator or '?'}{mark}")
+        if screens and e.screens and e.screens.error:
+            click.echo(f"{'':>11}screens not evaluated: {e.screens.error}")
     if pending:
         click.echo("    pending: iteration " + ", ".join(str(i) for i in sorted(pending))
                    + " (sent to the eval queue, not recorded yet)")
-    if best and best.get("map") is not None:
+    if best and best.map is not None:
         from farm.eval.evaluate import best_weights_location
         found = best_weights_location(store, run, ctx.settings.host_name)
         where = f", weights {found[1]} on {found[0] or ctx.settings.host_name}" if found else ""
-        click.echo(f"  best: iteration {best['iteration']}, mAP@0.50 "
-                   f"{format_map(best['map'])}"
+        click.echo(f"  best: iteration {best.iteration}, mAP@0.50 "
+                   f"{format_map(best.map)}"
                    + (f", screens mAP@0.50 {_screens_map(best)}" if screens else "") + where)
 
 
-def _screens_map(e: dict) -> str:
+def _screens_map(e: Evaluation) -> str:
     from farm.runs.progress import format_map
-    screens = e.get("screens") or {}
-    return "failed" if screens.get("error") else format_map(screens.get("map"))
+    if e.screens and e.screens.error:
+        return "failed"
+    return format_map(e.screens_map)
 
 
 @click.command()
@@ -316,20 +318,20 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
     before darknet ever started (bad input found first) has no output: its reason is
     printed instead, and the exit code is 1."""
     store = ctx.store()
-    run = store.find_run(run_id)
-    tail, seen = store.log_since(run.id, 0)
+    run = store.runs.find(run_id)
+    tail, seen = store.progress.log_since(run.id, 0)
     for line in tail[-lines:] if lines else tail:
         click.echo(line)
     while follow_:
-        new, seen = store.log_since(run.id, seen)
+        new, seen = store.progress.log_since(run.id, seen)
         for line in new:
             click.echo(line)
         if not new:
-            run = store.load_run(run.id)
+            run = store.runs.load(run.id)
             if run.state.finished:
                 break
         time.sleep(0.5)
-    run = store.load_run(run.id)
+    run = store.runs.load(run.id)
     if run.state.finished and not any(a.pid for a in run.attempts):
         click.echo(f"{run.id}: darknet never started: the run {run.state.value} before it "
                    f"could: {run.message or 'no reason recorded'}", err=True)
@@ -346,21 +348,21 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
 def cancel(ctx: Context, run_id: str, timeout: float) -> int:
     """Cancel a run: its darknet process group is killed and the run marked cancelled."""
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     if run.state.finished:
         click.echo(f"{run.id} already {run.state.value}")
         return EXIT_OK
-    store.request_cancel(run.id)
-    if run.state is RunState.QUEUED and store.lease_holder(run.id) is None:
+    store.runs.request_cancel(run.id)
+    if run.state is RunState.QUEUED and store.runs.holder(run.id) is None:
         if run.task_id:
             ctx.celery().control.revoke(run.task_id)
         run.state, run.message, run.ended_at = RunState.CANCELLED, "cancelled before it started", time.time()
-        store.save_run(run)
+        store.runs.save(run)
         click.echo(f"{run.id} cancelled (it had not started)")
         return EXIT_OK
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = store.load_run(run.id)
+        run = store.runs.load(run.id)
         if run.state.finished or (run.current and run.current.outcome is Outcome.CANCELLED):
             click.echo(f"{run.id} cancelled")
             return EXIT_OK
@@ -380,7 +382,7 @@ def cancel(ctx: Context, run_id: str, timeout: float) -> int:
 def fetch(ctx: Context, run_id: str, best: bool, iteration: int | None, output: str) -> None:
     """Copy a run's weights here from whichever host holds them (sha256 verified)."""
     store = ctx.store()
-    run = store.find_run(run_id)
+    run = store.runs.find(run_id)
     host, path = _weights_location(store, run, best, iteration, ctx.settings.host_name)
     if host == ctx.settings.host_name or not host:
         import shutil

@@ -131,7 +131,7 @@ def follow(ctx: Context, sweep_id: str, poll: float = 1.0) -> int:
                               f"{note}")
             for row in rows:
                 if row.trial in followed and row.run_id:
-                    printer.show(row.run_id, store.evaluations(row.run_id))
+                    printer.show(row.run_id, store.evaluations.all(row.run_id))
             if sw.state is not SweepState.RUNNING:
                 break
             out.progress(_sweep_line(store, spec, rows))
@@ -153,7 +153,7 @@ def _sweep_line(store, spec, rows: list[ctl.Row]) -> str:
     done = [r for r in rows if r.state in _OVER]
     running = [r for r in rows if r.state in ("running", "stopping") and r.run_id]
     waiting = len(rows) - len(done) - len(running)
-    progress = {r.trial: run_progress(store, store.load_run(r.run_id)) for r in running}
+    progress = {r.trial: run_progress(store, store.runs.load(r.run_id)) for r in running}
     lengths = [r.wall_time for r in done if r.state == "completed" and r.wall_time]
     lengths = lengths or [r.wall_time + p.eta for r in running
                           if r.wall_time and (p := progress[r.trial]).eta is not None]
@@ -267,8 +267,7 @@ def _duration(seconds: float | None) -> str:
 @pass_ctx
 def list_cmd(ctx: Context, limit: int) -> None:
     """Sweeps, newest first."""
-    from farm.sweeps.store import SweepStore
-    sweeps = SweepStore(ctx.store()).recent(limit)
+    sweeps = ctx.store().sweeps.recent(limit)
     if not sweeps:
         click.echo("no sweeps yet: `farm sweep submit SPEC` starts one")
         return
@@ -284,9 +283,8 @@ def list_cmd(ctx: Context, limit: int) -> None:
 def cancel(ctx: Context, sweep_id: str, timeout: float) -> int:
     """Cancel a sweep: running trials are stopped, the rest marked cancelled."""
     from farm.sweeps.service import cancel_sweep
-    from farm.sweeps.store import SweepStore
     store = ctx.store()
-    sw = SweepStore(store).find(sweep_id)
+    sw = store.sweeps.find(sweep_id)
     if sw.state is not SweepState.RUNNING:
         click.echo(f"{sw.id} already {sw.state.value}")
         return EXIT_OK
@@ -297,7 +295,7 @@ def cancel(ctx: Context, sweep_id: str, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     pending = list(asked)
     while pending and time.monotonic() < deadline:
-        pending = [r for r in pending if not store.load_run(r).state.finished]
+        pending = [r for r in pending if not store.runs.load(r).state.finished]
         time.sleep(0.2)
     if pending:
         click.echo(f"{sw.id}: cancel requested; {len(pending)} run(s) not stopped within "

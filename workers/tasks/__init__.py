@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that call farm/ with the app's settings."""
 from __future__ import annotations
 
-from farm.state import Store
+from farm.store import Store
 
 
 def store() -> Store:

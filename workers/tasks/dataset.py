@@ -78,7 +78,6 @@ def synth_recipe(self, key: str) -> dict:
     from farm.darknet import dialect as dialects
     from farm.errors import FarmError
     from farm.sweeps.builds import FINAL, build_recipe
-    from farm.sweeps.store import RecipeStore
     from workers.tasks import store
     s = app.farm_settings
     try:
@@ -90,7 +89,7 @@ def synth_recipe(self, key: str) -> dict:
     rec = build_recipe(st, s.data_dir, key, worker=worker, host=s.host_name,
                        dialect=dialect)
     if rec.get("state") in FINAL:
-        for sweep_id in RecipeStore(st).waiting(key):  # start their trials now
+        for sweep_id in st.recipes.waiting(key):  # start their trials now
             app.send_task("farm.sweep.tick", args=[sweep_id])
     log.info("recipe %s: %s %s", key, rec.get("state"), rec.get("error") or
              rec.get("dataset_id") or "")

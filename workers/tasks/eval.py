@@ -39,7 +39,7 @@ def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = 
 def drop_evaluated_pins(run_id: str) -> None:
     """Remove this host's pinned checkpoints of `run_id` that are evaluated already: an
     eval worker on another host pulled its own copy and cannot remove this one."""
-    done = {int(e["iteration"]) for e in store().evaluations(run_id)}
+    done = {e.iteration for e in store().evaluations.all(run_id)}
     unpin_evaluated(app.farm_settings.runs_dir, run_id, done)
 
 
@@ -59,8 +59,8 @@ def checkpoint(self, run_id: str, path: str, iteration: int, host: str | None = 
         raise self.retry(exc=e, countdown=s.host_retry_delay, max_retries=s.host_retries)
     from workers.tasks.sweep import on_evaluation
     on_evaluation(run_id)  # an ended trial's last evaluation lets its sweep close
-    return {k: result.get(k) for k in ("run_id", "iteration", "map", "evaluator", "seconds",
-                                       "error")}
+    return {k: getattr(result, k) for k in ("run_id", "iteration", "map", "evaluator",
+                                            "seconds", "error")}
 
 
 def _fetch_checkpoint(run_id: str, path: str, host: str) -> str:

@@ -19,6 +19,7 @@ from celery import signals
 
 from farm import notify
 from farm.errors import DeliveryFailed, HostUnreachable
+from farm.urls import mask_url
 from workers.app import app
 from workers.tasks import store
 
@@ -35,7 +36,7 @@ def emit(event: notify.Event) -> None:
     if not s.notify_url:
         return
     try:
-        if notify.Ledger(store()).claim(event):
+        if store().notices.claim(event.id, event.kind):
             deliver.apply_async(args=[event.payload(s.host_name)])
     except Exception:  # noqa: BLE001 - Redis or the broker: the work goes on
         log.exception("could not queue notification %s", event.id)
@@ -68,8 +69,8 @@ def deliver(self, payload: dict) -> dict:
     if not s.notify_url:
         log.warning("notification %s dropped: this worker has no notify_url", event_id)
         return {"id": event_id, "state": "dropped"}
-    where = notify.mask_url(s.notify_url)
-    ledger = notify.Ledger(store())
+    where = mask_url(s.notify_url)
+    ledger = store().notices
     if not ledger.begin(event_id, s.notify_timeout + 30):
         if ledger.record(event_id).get("state") == "delivered":
             return {"id": event_id, "state": "delivered"}
@@ -119,7 +120,7 @@ def _host_away(exc: HostUnreachable, task, task_id: str | None, args) -> None:
     if name in RUN_TASKS and args:
         seen_by["run_id"] = args[0]
     try:
-        since = notify.Ledger(store()).outage(host, s.notify_host_quiet)
+        since = store().notices.outage(host, s.notify_host_quiet)
     except Exception:  # noqa: BLE001 - as emit
         log.exception("could not record that %s is away", host)
         return

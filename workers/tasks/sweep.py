@@ -76,10 +76,9 @@ def tick(sweep_id: str) -> dict:
 @app.task(name="farm.sweep.tick_all", send_events=False)  # housekeeping (FarmAMQP)
 def tick_all() -> list[dict]:
     """Advance every sweep that still has work (what beat runs)."""
-    from farm.sweeps.store import SweepStore
     st = store()
     results = []
-    for sweep_id in SweepStore(st).active_ids():
+    for sweep_id in st.sweeps.active_ids():
         try:
             result = advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
                              build=enqueue_recipe_build, evaluators=evaluators_up)
@@ -115,7 +114,7 @@ def on_evaluation(run_id: str) -> None:
     """An evaluation of `run_id` was recorded: when the run is an ended trial, the sweep
     may now close (it waits for its trials' last evaluations). Never raises."""
     try:
-        run = store().load_run(run_id)
+        run = store().runs.load(run_id)
     except Exception:
         log.exception("run %s: could not read it after its evaluation", run_id)
         return

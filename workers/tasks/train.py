@@ -49,7 +49,7 @@ def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = N
     again after sending could overwrite what a fast worker has written meanwhile, so
     every sender (the CLI, a sweep, the reaper) records the id first and sends second.
     `run`: the record, when the caller holds it (else it is read)."""
-    run = run or store().load_run(run_id)
+    run = run or store().runs.load(run_id)
     options = {"shadow": task_name(run)}
     if queue:
         options["queue"] = queue
@@ -178,7 +178,7 @@ def _send_eval(st, run, c) -> None:
     queued is logged and training carries on."""
     try:
         enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
-        st.mark_evaluation_sent(run.id, c.iteration)
+        st.evaluations.mark_sent(run.id, c.iteration)
     except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
         log.exception("could not queue the evaluation of %s", c.path)
 
@@ -186,8 +186,7 @@ def _send_eval(st, run, c) -> None:
 def _catch_up_evals(st, run) -> None:
     """Send the evaluations due for checkpoints still on disk that were never sent."""
     try:
-        sent = st.evaluations_sent(run.id) | {int(e["iteration"])
-                                              for e in st.evaluations(run.id)}
+        sent = st.evaluations.sent(run.id) | {e.iteration for e in st.evaluations.all(run.id)}
     except FarmError:
         return
     for c in run.checkpoints:

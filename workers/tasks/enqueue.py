@@ -1,11 +1,12 @@
 """Sending the farm's tasks, by name: the one module the task modules, the CLI and the
 sweeps use to queue a training, an evaluation or a dataset build.
 
-Tasks are sent by their registered name (`app.send_task`), so no task module imports
-another (tests/unit/test_layers.py): `farm.train` queues evaluations and a sweep's next
-trial, a sweep queues trainings and dataset builds, each through here. Routing stays
-central (workers.app.ROUTES); a sender never needs the receiving task's code, which may
-not be installed on its host (the dataset tasks on a GPU-only host).
+Tasks are sent by their registered name (`app.send_task`), so the task modules import
+each other in one direction only (tests/unit/test_layers.py): `farm.train` and
+`farm.eval.checkpoint` call the sweep's hooks (workers.tasks.sweep) in process, and
+nothing imports them back; trainings, evaluations and builds are queued through here.
+Routing stays central (workers.app.ROUTES); a sender never needs the receiving task's
+code, which may not be installed on its host (the dataset tasks on a GPU-only host).
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def main() -> int:
     try:
         time.sleep(1)
         os.environ.update(s.to_env())
-        from workers.tasks.train import enqueue_train
+        from workers.tasks.enqueue import enqueue_train
         store = Store(s.effective_redis_url)
         data = micro_dataset(tmp / "ds", images=16)
         cfg = micro_cfg(tmp / "micro.cfg", max_batches=args.iterations)

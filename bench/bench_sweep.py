@@ -57,7 +57,7 @@ if os.environ.get(EMULATE_HOOK) == "1":  # imported by the gpu worker (-I bench.
         if getattr(sender, "name", "") != "farm.train" or not isinstance(retval, dict):
             return
         from workers.tasks.sweep import on_run_finished
-        from workers.tasks.train import store
+        from workers.tasks import store
         on_run_finished(store().runs.load(retval["run_id"]))
 
 
@@ -152,7 +152,7 @@ def main() -> int:
     try:
         time.sleep(0.5)
         from workers.app import app
-        from workers.tasks.train import enqueue_train
+        from workers.tasks.enqueue import enqueue_train
         worker("gpu", "gpu", *(["-I", "bench.bench_sweep"] if emulate else []))
         worker("cpu", "cpu", "-I", "workers.tasks.sweep")
         real_beat = any(e["task"] == "farm.sweep.tick_all"

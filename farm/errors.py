@@ -98,6 +98,11 @@ class LeaseLost(FarmError):
     """Another process holds the run: this one must stop its darknet at once."""
 
 
+class StateConflict(FarmError):
+    """A change its state forbids: a finished run set queued or running again, or ended
+    twice (farm.runs.life). A bug in the caller, never the user's input."""
+
+
 class Severity(str, Enum):
     """How bad a finding is: an error refuses the input, a warning is said and let pass."""
 

@@ -339,11 +339,12 @@ def pin_checkpoint(runs_dir: str | os.PathLike, run_id: str, path: str | os.Path
     return pinned
 
 
-def unpin_evaluated(runs_dir: str | os.PathLike, run_id: str, iterations: set[int]) -> None:
-    """Drop pinned checkpoints whose evaluation is recorded: an eval worker on another
-    host pulled its own copy and cannot remove this one."""
+def unpin_evaluated(store, runs_dir: str | os.PathLike, run_id: str) -> None:
+    """Drop this host's pinned checkpoints of `run_id` whose evaluation is recorded: an
+    eval worker on another host pulled its own copy and cannot remove this one."""
+    done = {e.iteration for e in store.evaluations.all(run_id)}
     for pinned in (eval_dir(runs_dir, run_id) / "queue").glob("iter-*.weights"):
-        if int(pinned.name.split("-")[1]) in iterations:
+        if int(pinned.name.split("-")[1]) in done:
             pinned.unlink(missing_ok=True)
 
 

@@ -1,4 +1,4 @@
-"""Runs whose worker is gone, found and queued again (what beat's `farm.reap` does).
+"""Runs whose worker is gone, found and queued again (`reap`, what beat's `farm.reap` runs).
 
 A run in the running set is lost when no one holds its lease (it expired: the holder
 stopped renewing it, on whatever machine), or when its lease names a process on this
@@ -20,6 +20,7 @@ from typing import Callable
 
 from farm import procs
 from farm.errors import NotFound
+from farm.runs.life import move
 from farm.runs.model import Run, RunState
 from farm.store import Store
 from farm.store.lease import holder_pid
@@ -31,6 +32,23 @@ log = logging.getLogger(__name__)
 LEFTOVER_WAIT = 5.0
 
 Enqueue = Callable[[str, "str | None", str], object]  # (run_id, queue, task_id)
+
+
+def reap(store: Store, enqueue: Enqueue) -> list[str]:
+    """Queue again every run whose holder died (seen at once on this machine) or whose
+    lease expired (a holder elsewhere), however old; the ids of those queued. A run the
+    broker refused is left for the next pass and does not stop the others."""
+    resumed = []
+    for run_id, holder in lost_runs(store):
+        try:
+            run = requeue(store, run_id, holder, enqueue)
+        except Exception:  # noqa: BLE001 - the broker's errors are many
+            log.exception("run %s: could not resubmit it; the next pass tries again", run_id)
+            continue
+        if run is not None:
+            log.warning("run %s: %s (task %s)", run.id, run.message, run.task_id)
+            resumed.append(run.id)
+    return resumed
 
 
 def lost_runs(store: Store) -> list[tuple[str, str | None]]:
@@ -69,8 +87,7 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
         enqueue(run_id, queued.queue, task_id)
     except Exception:
         # not sent: running again with no lease, so that the next pass tries again
-        queued.state = RunState.RUNNING
-        store.runs.save(queued)
+        store.runs.save(move(queued, RunState.RUNNING))
         raise
     return queued
 

@@ -20,6 +20,7 @@ from farm.darknet.weights import cut_short
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
 from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
+from farm.runs.life import move
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
 from farm.runs.reaper import stop_leftover_darknet
@@ -157,8 +158,7 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
     except FarmError as e:
         _record_refusal(run, settings, e)
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
-    run.state, run.worker = RunState.RUNNING, worker
-    store.runs.save(run)
+    store.runs.save(move(run, RunState.RUNNING, worker=worker))
     try:
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
@@ -223,10 +223,9 @@ def _wait_for_space(store: Store, settings: Settings, run: Run, dialect: dialect
     short = disk.shortage(settings.runs_dir, need.to_start, need.explain(2 * disk.FILES_AHEAD))
     if short is None:
         return
-    run.state, run.worker = RunState.QUEUED, None
-    run.message = (f"waiting for disk space: {short}; looking again every "
-                   f"{settings.disk_retry_delay:g} s (`farm gc` reclaims space)")
-    store.runs.save(run)
+    store.runs.save(move(run, RunState.QUEUED, worker=None, message=(
+        f"waiting for disk space: {short}; looking again every "
+        f"{settings.disk_retry_delay:g} s (`farm gc` reclaims space)")))
     raise NoSpace(run.message, hint="free space on that filesystem (`farm gc` removes what "
                                     "finished runs no longer need); the run resumes by itself")
 
@@ -357,6 +356,5 @@ def _failure_message(run: Run, last: Attempt, why: GiveUp | None = None) -> str:
 
 
 def _finish(store: Store, run: Run, state: RunState, message: str) -> Run:
-    run.state, run.message, run.ended_at = state, message, time.time()
-    store.runs.save(run)
+    store.runs.save(move(run, state, message))
     return run

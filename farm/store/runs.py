@@ -14,6 +14,7 @@ import json
 import time
 
 from farm.errors import NotFound
+from farm.runs.life import move
 from farm.runs.model import Run, RunState
 from farm.store.lease import Lease
 from farm.store.redis import Connection, key
@@ -133,7 +134,8 @@ class RunStore:
                 pipe.srem(RUNNING, run_id)  # a stale member: nothing to resume
                 pipe.execute()
                 return None
-            run.state, run.task_id, run.message = RunState.QUEUED, task_id, message
+            move(run, RunState.QUEUED, message)
+            run.task_id = task_id
             if holder is not None:
                 pipe.delete(lease_key)
             write_run(pipe, run)

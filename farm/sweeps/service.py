@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable
 from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
 from farm.queues import pinned_host
+from farm.runs.cancel import Cancel, cancel
+from farm.runs.life import move
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
 from farm.settings import Settings
@@ -207,14 +209,9 @@ def cancel_sweep(store: Store, sweep_id: str) -> list[str]:
                     sweeps.save_trial(sweep_id, trial)
                 continue
             run = store.runs.load(trial.run_id)
-            if run.state.finished:
-                continue
-            store.runs.request_cancel(run.id)
-            if run.state is RunState.QUEUED and store.runs.holder(run.id) is None:
-                run.state, run.ended_at = RunState.CANCELLED, time.time()
-                run.message = "cancelled with its sweep before it started"
-                store.runs.save(run)
-            asked.append(run.id)
+            if cancel(store, run, "cancelled with its sweep before it started") \
+                    is not Cancel.ENDED:
+                asked.append(run.id)
         sweep.state, sweep.ended_at = SweepState.CANCELLED, time.time()
         sweep.message = f"cancelled; {len(asked)} running trial(s) asked to stop"
         sweeps.save(sweep)
@@ -474,9 +471,7 @@ def _submit(store: Store, settings: Settings, sweeps: SweepStore, sweep: Sweep,
 
 
 def _discard(store: Store, run: Run, why: str) -> None:
-    run.state, run.ended_at = RunState.CANCELLED, time.time()
-    run.message = f"never enqueued: {why}"
-    store.runs.save(run)
+    store.runs.save(move(run, RunState.CANCELLED, f"never enqueued: {why}"))
 
 
 def _cancel_orphans(store: Store, sweep_id: str, trials: list[Trial]) -> None:

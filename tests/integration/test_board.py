@@ -242,7 +242,7 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     again after its restart: then 0.005 trains, a fifth attempt). Four attempts or more,
     a colour each, and the last one's curve spans most of the plot, whatever the others
     reached."""
-    from workers.tasks.eval import enqueue_eval
+    from workers.tasks.enqueue import enqueue_eval
     data = micro_dataset(tmp_path / "ds", images=16)
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=400)
     farm.worker("gpu1")

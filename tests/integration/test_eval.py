@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from farm.errors import FindingsError
-from farm.eval import should_evaluate
+from farm.eval.cadence import should_evaluate
 from farm.eval.evaluate import evaluate_checkpoint
 from farm.micro import draw_mark, micro_cfg, micro_dataset
 from farm.runs.model import RunState
@@ -76,7 +76,7 @@ def trained(tmp_path_factory):
 
 def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_path, capsys,
                                                                      darknet_bin):
-    from workers.tasks.eval import enqueue_eval
+    from workers.tasks.enqueue import enqueue_eval
     data = micro_dataset(tmp_path / "ds", images=24, seed=1)
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=300)
     farm.worker("gpu1")
@@ -119,7 +119,7 @@ def test_checkpoints_are_evaluated_by_tasks_on_a_separate_eval_worker(farm, tmp_
         assert e.error is None, e
         assert e.evaluator == "opencv-dnn" and 0.0 <= e.map <= 1.0
         assert e.worker.startswith("eval1@testhost") and e.images == 6
-        assert {"precision", "recall", "f1", "tp", "fp", "fn", "avg_iou"} <= set(e.to_dict())
+        assert None not in (e.precision, e.recall, e.f1, e.tp, e.fp, e.fn, e.avg_iou), e
         assert e.classes[0]["name"] == "close"
     assert evals[-1].map > 0.0, "300 iterations of the micro net find some marks"
     # the run's own best.weights: a copy of the best-mAP checkpoint (later wins ties)
@@ -161,7 +161,8 @@ def test_a_resumed_run_sends_the_evaluations_its_dead_worker_never_sent(farm, tm
 
     import redis
     from farm.runs.model import Checkpoint, Run
-    from workers.tasks.train import _catch_up_evals
+    from farm.eval.cadence import catch_up
+    from workers.tasks.train import _send_eval as send  # what the training task sends
     data, cfg, weights = trained
     store = Store(farm.settings.effective_redis_url)
     keep = tmp_path / "kept"
@@ -177,13 +178,13 @@ def test_a_resumed_run_sends_the_evaluations_its_dead_worker_never_sent(farm, tm
     Path(files[200]).unlink()                       # replaced since: nothing to evaluate
     broker = redis.Redis.from_url(farm.settings.effective_redis_url)
     before = broker.llen("eval")
-    _catch_up_evals(store, run)
+    catch_up(store, run, send)
     assert broker.llen("eval") == before + 1        # iteration 100 only
     body = json.loads(broker.lrange("eval", 0, 0)[0])
     assert body["headers"]["argsrepr"].startswith("['r-catchup', ")
     assert "100" in body["headers"]["shadow"]
     assert store.evaluations.sent(run.id) == {100, 300}
-    _catch_up_evals(store, run)
+    catch_up(store, run, send)
     assert broker.llen("eval") == before + 1        # and only once
 
 

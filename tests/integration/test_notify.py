@@ -143,7 +143,7 @@ hosts:
     store = Store(farm.settings.effective_redis_url)
     run = submit_run(store, farm.settings, data="/srv/farm/datasets/d1/obj.data",
                      cfg=str(cfg), origin="lily2", check=False)
-    from workers.tasks.train import enqueue_train
+    from workers.tasks.enqueue import enqueue_train
     enqueue_train(run.id)
 
     def retries() -> int:

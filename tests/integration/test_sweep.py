@@ -286,7 +286,7 @@ def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
     assert code == 0, err
     sweep_id = out.strip()
     store = Store(farm.settings.effective_redis_url)
-    from workers.tasks.eval import enqueue_eval
+    from workers.tasks.enqueue import enqueue_eval
     sent: set[int] = set()
 
     def evaluate_new_checkpoints():

@@ -18,7 +18,7 @@ import pytest
 from farm.darknet.events import MapResult
 from farm.darknet.logparse import parse_file
 from farm.errors import BadInput
-from farm.eval import should_evaluate
+from farm.eval.cadence import should_evaluate
 from farm.eval.evaluate import format_result, map_block_evaluation, score_evaluation
 from farm.eval.mapcalc import (Detection, Truth, average_precision, iou, read_truths, score,
                                threshold_stats)

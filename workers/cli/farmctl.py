@@ -134,7 +134,7 @@ def demo(ctx: Context, workdir: str | None) -> int:
         click.echo(f"3/4 sweep {sweep_file} (learning rates 0.001, 0.004, 0.05)")
         store = ctx.store()
         ctx.celery()
-        from workers.tasks.train import enqueue_train
+        from workers.tasks.enqueue import enqueue_train
         sw = submit_sweep(store, s, load_spec(sweep_file), gpu_workers=1)
         advance(store, s, sw.id, enqueue=enqueue_train, early_stop=False)
         code = follow(ctx, sw.id)

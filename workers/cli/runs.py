@@ -83,7 +83,7 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
         rank_by="screens_map50" if eval_screens else "map50"))
     warn_findings(warnings)
     ctx.celery()
-    from workers.tasks.train import enqueue_train
+    from workers.tasks.enqueue import enqueue_train
     enqueue_train(run.id, queue, task_id=task_id, run=run)
     for warning in run.warnings:
         click.echo(f"farm: warning: {warning}", err=True)
@@ -347,17 +347,14 @@ def logs(ctx: Context, run_id: str, follow_: bool, lines: int) -> int:
 @pass_ctx
 def cancel(ctx: Context, run_id: str, timeout: float) -> int:
     """Cancel a run: its darknet process group is killed and the run marked cancelled."""
+    from farm.runs.cancel import Cancel, cancel
     store = ctx.store()
     run = store.runs.find(run_id)
-    if run.state.finished:
+    done = cancel(store, run, revoke=lambda task_id: ctx.celery().control.revoke(task_id))
+    if done is Cancel.ENDED:
         click.echo(f"{run.id} already {run.state.value}")
         return EXIT_OK
-    store.runs.request_cancel(run.id)
-    if run.state is RunState.QUEUED and store.runs.holder(run.id) is None:
-        if run.task_id:
-            ctx.celery().control.revoke(run.task_id)
-        run.state, run.message, run.ended_at = RunState.CANCELLED, "cancelled before it started", time.time()
-        store.runs.save(run)
+    if done is Cancel.BEFORE_START:
         click.echo(f"{run.id} cancelled (it had not started)")
         return EXIT_OK
     deadline = time.monotonic() + timeout

@@ -65,8 +65,7 @@ def start_sweep(ctx: Context, spec_path: str) -> str:
     asked = _Broadcast(ctx)
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
-    from workers.tasks.sweep import enqueue_recipe_build
-    from workers.tasks.train import enqueue_train
+    from workers.tasks.enqueue import enqueue_recipe_build, enqueue_train
     spec = load_spec(spec_path)
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries

@@ -79,6 +79,7 @@ def synth_recipe(self, key: str) -> dict:
     from farm.errors import FarmError
     from farm.sweeps.builds import FINAL, build_recipe
     from workers.tasks import store
+    from workers.tasks.enqueue import enqueue_sweep_tick
     s = app.farm_settings
     try:
         dialect = dialects.detect(s.darknet, s.darknet_dialect)
@@ -90,12 +91,7 @@ def synth_recipe(self, key: str) -> dict:
                        dialect=dialect)
     if rec.get("state") in FINAL:
         for sweep_id in st.recipes.waiting(key):  # start their trials now
-            app.send_task("farm.sweep.tick", args=[sweep_id])
+            enqueue_sweep_tick(sweep_id)
     log.info("recipe %s: %s %s", key, rec.get("state"), rec.get("error") or
              rec.get("dataset_id") or "")
     return {k: v for k, v in rec.items() if k != "recipe"}
-
-
-def enqueue_recipe_build(key: str) -> str:
-    """Send the build of recipe `key` to the `augment` queue; returns the task id."""
-    return synth_recipe.delay(key).id

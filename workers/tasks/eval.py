@@ -2,6 +2,7 @@
 
 Routing is central (workers.app.ROUTES: `farm.eval.*` -> `eval`), so evaluation runs on
 whichever host listens there (a CPU box, or the trainer itself), never pausing training.
+The training task sends them (workers.tasks.enqueue.enqueue_eval pins the file first).
 """
 from __future__ import annotations
 
@@ -9,38 +10,13 @@ import logging
 import os
 
 from farm.errors import HostUnreachable
-from farm.eval.evaluate import (eval_dir, evaluate_run_checkpoint, pin_checkpoint,
-                                 unpin_evaluated)
+from farm.eval.evaluate import eval_dir, evaluate_run_checkpoint
 from farm.remote import flow
 from workers.app import app
 from workers.tasks import store
+from workers.tasks.sweep import on_evaluation
 
 log = logging.getLogger(__name__)
-
-
-def enqueue_eval(run_id: str, path: str, iteration: int, *, queue: str | None = None,
-                 host: str | None = None) -> str:
-    """Queue the evaluation of a run's checkpoint; returns the task id.
-
-    Call it where the checkpoint was written (the training task's checkpoint hook): the
-    file is pinned under the run's eval/ folder first, because training replaces its own
-    copies long before a busy eval worker gets to it. `host` is where that is: an eval
-    worker on another host pulls the file (and the run's dataset) from it.
-    """
-    if host is not None:  # pins pulled by other hosts are dropped here once evaluated
-        drop_evaluated_pins(run_id)
-    pinned = pin_checkpoint(app.farm_settings.runs_dir, run_id, path, iteration)
-    options = {"shadow": f"farm.eval.checkpoint {run_id} @{iteration}"}
-    if queue:
-        options["queue"] = queue
-    return checkpoint.apply_async(args=[run_id, str(pinned), iteration, host], **options).id
-
-
-def drop_evaluated_pins(run_id: str) -> None:
-    """Remove this host's pinned checkpoints of `run_id` that are evaluated already: an
-    eval worker on another host pulled its own copy and cannot remove this one."""
-    done = {e.iteration for e in store().evaluations.all(run_id)}
-    unpin_evaluated(app.farm_settings.runs_dir, run_id, done)
 
 
 @app.task(name="farm.eval.checkpoint", bind=True)
@@ -57,7 +33,6 @@ def checkpoint(self, run_id: str, path: str, iteration: int, host: str | None = 
     except HostUnreachable as e:
         log.warning("evaluation of %s @%s waits for a host: %s", run_id, iteration, e)
         raise self.retry(exc=e, countdown=s.host_retry_delay, max_retries=s.host_retries)
-    from workers.tasks.sweep import on_evaluation
     on_evaluation(run_id)  # an ended trial's last evaluation lets its sweep close
     return {k: getattr(result, k) for k in ("run_id", "iteration", "map", "evaluator",
                                             "seconds", "error")}

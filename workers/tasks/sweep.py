@@ -21,7 +21,7 @@ from farm.runs.model import Run
 from farm.sweeps.service import advance
 from workers.app import app
 from workers.tasks import notify, store
-from workers.tasks.train import enqueue_train
+from workers.tasks.enqueue import enqueue_recipe_build, enqueue_train
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ HOOK_LOCK_WAIT = 10.0
 EVALUATORS_TTL = 30.0
 
 _evaluators = {"at": -EVALUATORS_TTL, "up": False}
-
-
-def _enqueue(run_id: str, queue: str | None) -> str:
-    return enqueue_train(run_id, queue)
 
 
 def evaluators_up() -> bool:
@@ -54,17 +50,10 @@ def evaluators_up() -> bool:
     return _evaluators["up"]
 
 
-def enqueue_recipe_build(key: str) -> str:
-    """A recipe's dataset build, to the `augment` queue (imported here, when a sweep needs
-    one: the dataset tasks may be absent on a GPU-only host)."""
-    from workers.tasks.dataset import enqueue_recipe_build as send
-    return send(key)
-
-
 @app.task(name="farm.sweep.tick")
 def tick(sweep_id: str) -> dict:
     """Advance one sweep (idempotent)."""
-    result = advance(store(), app.farm_settings, sweep_id, enqueue=_enqueue, wait=2.0,
+    result = advance(store(), app.farm_settings, sweep_id, enqueue=enqueue_train, wait=2.0,
                      build=enqueue_recipe_build, evaluators=evaluators_up)
     for stop in result.stopped:
         log.info("sweep %s: stopping trial %d (%s): %s", sweep_id, stop.index, stop.run_id,
@@ -80,7 +69,7 @@ def tick_all() -> list[dict]:
     results = []
     for sweep_id in st.sweeps.active_ids():
         try:
-            result = advance(st, app.farm_settings, sweep_id, enqueue=_enqueue,
+            result = advance(st, app.farm_settings, sweep_id, enqueue=enqueue_train,
                              build=enqueue_recipe_build, evaluators=evaluators_up)
             _ended(result)
             results.append(result.to_dict())
@@ -102,7 +91,7 @@ def on_run_finished(run: Run) -> None:
     if not run.sweep or not run.state.finished:
         return
     try:
-        _ended(advance(store(), app.farm_settings, run.sweep, enqueue=_enqueue,
+        _ended(advance(store(), app.farm_settings, run.sweep, enqueue=enqueue_train,
                        early_stop=False, wait=HOOK_LOCK_WAIT, build=enqueue_recipe_build,
                        evaluators=evaluators_up))
     except Exception:

@@ -1,8 +1,10 @@
-"""Training tasks: thin Celery wrappers around farm.runs.service.
+"""Training tasks: thin Celery wrappers around farm.runs.service and farm.runs.reaper.
 
 `farm.train` runs on a `gpu` worker (concurrency 1) and may last days: it acks early
 and holds the run's lease; `farm.reap` (beat) resubmits runs whose holder died or whose
 lease expired, and the next `farm.train` resumes them from their newest good checkpoint.
+A run's state changes in farm.runs.life only; this module reports it to Flower and
+sends what follows (evaluations at farm.eval.cadence's pace, the sweep's next trial).
 """
 from __future__ import annotations
 
@@ -16,45 +18,22 @@ from typing import Iterator
 from celery.exceptions import Ignore
 
 from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
-from farm.eval import should_evaluate
+from farm.eval import cadence
+from farm.eval.evaluate import unpin_evaluated
 from farm.runs.model import Run, RunState
 from farm.runs.progress import Progress, rate
 from farm.remote.flow import localize_run
-from farm.runs.reaper import lost_runs, requeue
+from farm.runs.reaper import reap as reap_lost
 from farm.runs.service import Hooks, execute_run
 from workers.app import app
 from workers.tasks import notify, store
-from workers.tasks.eval import drop_evaluated_pins, enqueue_eval
+from workers.tasks.enqueue import enqueue_eval, enqueue_train
+from workers.tasks.sweep import on_run_finished
 
 log = logging.getLogger(__name__)
 
 #: Minimum seconds between two progress events sent to Flower for one run.
 PROGRESS_EVERY = 2.0
-
-
-def task_name(run: Run) -> str:
-    """The name Flower lists a run's task under: `farm.train <run>`, and for a sweep's
-    trial `farm.train <run> <sweep>#<trial>`."""
-    name = f"farm.train {run.id}"
-    if run.sweep:
-        name += f" {run.sweep}#{run.trial}" if run.trial is not None else f" {run.sweep}"
-    return name
-
-
-def enqueue_train(run_id: str, queue: str | None = None, task_id: str | None = None, *,
-                  run: Run | None = None) -> str:
-    """Send a run to the GPU queue (or `queue`) under its Flower name (task_name).
-
-    The task id is the one recorded on the run (`task_id` when given): saving the run
-    again after sending could overwrite what a fast worker has written meanwhile, so
-    every sender (the CLI, a sweep, the reaper) records the id first and sends second.
-    `run`: the record, when the caller holds it (else it is read)."""
-    run = run or store().runs.load(run_id)
-    options = {"shadow": task_name(run)}
-    if queue:
-        options["queue"] = queue
-    result = train.apply_async(args=[run_id], task_id=task_id or run.task_id, **options)
-    return result.id
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
@@ -90,16 +69,14 @@ def train(self, run_id: str) -> dict:
                                                       "eta_seconds": p.eta})
 
     def checkpoint(run, c) -> None:
-        """Evaluate finite checkpoints at the run's cadence, on the `eval` queue."""
-        if c.finite and _due(run, c):
-            _send_eval(st, run, c)
+        cadence.on_checkpoint(st, run, c, _send_eval)
 
     def started(run, attempt) -> None:
         with _shown(run_id):
             self.send_event("task-progress", result=f"{run_id} attempt {attempt.number} started: {attempt.reason}",
                             run_id=run_id)
         if attempt.number > 1:  # a worker that died between a checkpoint and its
-            _catch_up_evals(st, run)  # evaluation's message: send what it could not
+            cadence.catch_up(st, run, _send_eval)  # evaluation's message: send it now
 
     def fetch(run) -> None:
         got = localize_run(run, app.farm_settings)
@@ -125,13 +102,12 @@ def train(self, run_id: str) -> dict:
         log.info("run %s ended with %s", run_id, e)
         raise
     try:  # what is still waiting for its evaluation stays pinned
-        drop_evaluated_pins(run_id)
+        unpin_evaluated(st, app.farm_settings.runs_dir, run_id)
     except FarmError:
         log.warning("run %s: could not read its evaluations to drop pins", run_id)
     if run.state is RunState.FAILED:  # queued once, posted by a cpu worker: no wait here
         notify.run_failed(run)
     if run.sweep:  # start the sweep's next trial now, not at beat's next tick
-        from workers.tasks.sweep import on_run_finished
         on_run_finished(run)
     if run.state is RunState.FAILED:
         raise RunFailed(f"{run.id}: {run.message}")
@@ -167,49 +143,15 @@ def _end_revoked(task, run: Run) -> None:
     raise Ignore()
 
 
-def _due(run, c) -> bool:
-    previous = max((k.iteration for k in run.checkpoints
-                    if k is not c and k.iteration < c.iteration), default=0)
-    return should_evaluate(c.iteration, run.max_batches, run.eval_every, last=previous)
-
-
-def _send_eval(st, run, c) -> None:
-    """Queue a checkpoint's evaluation and remember it was sent; one that cannot be
-    queued is logged and training carries on."""
-    try:
-        enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
-        st.evaluations.mark_sent(run.id, c.iteration)
-    except Exception:  # noqa: BLE001 - the broker's errors are many; training wins
-        log.exception("could not queue the evaluation of %s", c.path)
-
-
-def _catch_up_evals(st, run) -> None:
-    """Send the evaluations due for checkpoints still on disk that were never sent."""
-    try:
-        sent = st.evaluations.sent(run.id) | {e.iteration for e in st.evaluations.all(run.id)}
-    except FarmError:
-        return
-    for c in run.checkpoints:
-        if c.finite and c.iteration not in sent and _due(run, c) and os.path.isfile(c.path):
-            log.warning("run %s: evaluation of iteration %d was never sent; sending it now",
-                        run.id, c.iteration)
-            _send_eval(st, run, c)
+def _send_eval(run: Run, c) -> None:
+    """Queue a checkpoint's evaluation on the `eval` queue (pinned here, where it was
+    written)."""
+    enqueue_eval(run.id, c.path, c.iteration, host=app.farm_settings.host_name)
 
 
 @app.task(name="farm.reap", send_events=False)  # housekeeping: not in Flower (FarmAMQP)
 def reap() -> list[str]:
     """Resubmit runs whose holder died (seen at once on this machine) or whose lease
     expired (a holder elsewhere); every running run is looked at, however old."""
-    st = store()
-    resumed = []
-    for run_id, holder in lost_runs(st):
-        try:
-            run = requeue(st, run_id, holder,
-                          lambda rid, queue, task_id: enqueue_train(rid, queue, task_id=task_id))
-        except Exception:  # noqa: BLE001 - one run the broker refused must not stop the rest
-            log.exception("run %s: could not resubmit it; the next pass tries again", run_id)
-            continue
-        if run is not None:
-            log.warning("run %s: %s (task %s)", run.id, run.message, run.task_id)
-            resumed.append(run.id)
-    return resumed
+    return reap_lost(store(), lambda run_id, queue, task_id:
+                     enqueue_train(run_id, queue, task_id=task_id))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Run, RunState
 from farm.store import Store
 from tests.conftest import free_port, wait_for

@@ -21,7 +21,7 @@ import urllib.request
 import psutil
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
 from farm.store import Store

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from farm import notify
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
 from farm.store import Store

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import REPO, blank_line_in_train_list, wait_for

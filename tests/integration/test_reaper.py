@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.procs import Pid
 from farm.runs.model import Outcome, RunState, new_run_id
 from farm.runs.reaper import lost_runs

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome
 from farm.store import Store
 from farm.sweeps.model import SweepState

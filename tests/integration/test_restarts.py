@@ -14,7 +14,7 @@ import pytest
 
 from farm.darknet.events import Iteration
 from farm.darknet.logparse import parse_file
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.runs.schedule import darknet_rate
 from farm.store import Store

@@ -30,7 +30,7 @@ from farm.datasets.tile import tile_positions
 from farm.eval import mapcalc
 from farm.eval.detect import DnnDetector
 from farm.eval.screens import default_overlap, evaluate_screens
-from farm.micro import micro_cfg
+from workers.micro import micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import wait_for

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from farm.sweeps.model import SweepState

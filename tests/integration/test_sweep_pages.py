@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
+from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.store import Store
 from farm.sweeps.service import advance, leaderboard_of, standings, submit_sweep

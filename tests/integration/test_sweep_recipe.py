@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg
+from workers.micro import micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from farm.sweeps import builds as bld

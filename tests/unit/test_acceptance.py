@@ -8,7 +8,7 @@ import pytest
 
 from farm.acceptance import Plan, format_report, prepare, report, split
 from farm.errors import BadInput
-from farm.micro import micro_cfg
+from workers.micro import micro_cfg
 from farm.sweeps.spec import load_spec
 from tests.screens_kit import labelimg_folder
 

@@ -9,7 +9,7 @@ import pytest
 from farm.darknet.cfg import Cfg, check_cfg, validate_net_overrides
 from farm.darknet.cfg.values import atoi, value_problem
 from farm.errors import BadInput
-from farm.micro import MICRO_CFG
+from workers.micro import MICRO_CFG
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 

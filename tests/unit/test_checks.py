@@ -10,7 +10,7 @@ import pytest
 from farm.darknet.cfg import Cfg, check_cfg
 from farm.errors import Finding, FindingsError
 from farm.inventory import load_inventory
-from farm.micro import micro_cfg
+from workers.micro import micro_cfg
 from farm.runs import checks
 from farm.settings import Settings
 

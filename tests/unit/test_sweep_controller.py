@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from farm.errors import BadInput
-from farm.micro import micro_cfg
+from workers.micro import micro_cfg
 from farm.runs.model import Attempt, Outcome, Run, RunState
 from farm.sweeps import controller as ctl
 from farm.sweeps.controller import TrialView

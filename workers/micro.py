@@ -4,6 +4,8 @@ The demo, the tests and the benchmarks need a darknet run that takes seconds on 
 cores with Debian's darknet (no BLAS): three conv layers and one [yolo] at 64×64 train at
 about 40 iterations per second there, and lr 0.05 with burn_in 0 reaches inf/nan within
 about ten iterations while 0.01 stays finite (measured with darknet 0.0.0+git20180914).
+It lives outside the domain (farm/ never imports it): it is the demo's material and the
+tests' fixture, not part of how the farm trains.
 """
 from __future__ import annotations
 

@@ -90,15 +90,18 @@ random=0
 """
 
 
-def micro_cfg(path: str | os.PathLike, *, max_batches: int = 60, learning_rate: float = 0.001,
-              burn_in: int = 0, size: int = 64, classes: int = 1,
-              filters: int | None = None) -> Path:
-    """Write the micro cfg; `filters` may be forced wrong to make a bad cfg on purpose."""
-    text = MICRO_CFG.format(size=size, learning_rate=learning_rate, burn_in=burn_in,
+def micro_cfg_text(*, max_batches: int = 60, learning_rate: float = 0.001, burn_in: int = 0,
+                   size: int = 64, classes: int = 1, filters: int | None = None) -> str:
+    """The micro cfg's text; `filters` may be forced wrong to make a bad cfg on purpose."""
+    return MICRO_CFG.format(size=size, learning_rate=learning_rate, burn_in=burn_in,
                             max_batches=max_batches, step1=int(max_batches * 0.8),
                             step2=int(max_batches * 0.9), classes=classes,
                             filters=filters if filters is not None else (classes + 5) * 3)
-    Path(path).write_text(text)
+
+
+def micro_cfg(path: str | os.PathLike, **values) -> Path:
+    """Write the micro cfg (`micro_cfg_text`'s values) to `path`."""
+    Path(path).write_text(micro_cfg_text(**values))
     return Path(path)
 
 

@@ -31,11 +31,11 @@ import pytest
 import yaml
 
 from farm.datasets.package import verify_dataset
-from workers.micro import draw_mark, micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import wait_for
 from tests.sshd import LoopbackSSHD, need_root_sshd
+from workers.micro import draw_mark, micro_cfg
 
 pytestmark = pytest.mark.integration
 

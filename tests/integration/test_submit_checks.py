@@ -21,11 +21,11 @@ from farm.darknet.cfg import Cfg
 from farm.darknet.memory import estimate
 from farm.darknet.weights import layer_weight_counts
 from farm.errors import BadInput
-from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from tests.conftest import wait_for
 from workers.cli import main as farm_main
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from workers.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from tests.conftest import darknet_procs_of, wait_for
 from workers.cli import main as farm_main
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,12 @@ from farm.darknet.memory import (CUDA_CONTEXT_BYTES, PROCESS_BYTES, TRUTH_FLOATS
                                  parse_size,
                                  size_text, train_size)
 from farm.errors import Finding
-from workers.micro import MICRO_CFG
 from farm.runs.checks import MemoryLimit, memory_findings
+from workers.micro import micro_cfg_text
 
 
 def micro(size=64, batch=4, subdivisions=1, random=0) -> Cfg:
-    text = MICRO_CFG.format(size=size, learning_rate=0.001, burn_in=0, max_batches=60,
-                            step1=48, step2=54, classes=1, filters=18)
+    text = micro_cfg_text(size=size)
     cfg = Cfg.parse(text.replace("random=0", f"random={random}"), "micro.cfg")
     cfg.set_net("batch", batch)
     cfg.set_net("subdivisions", subdivisions)

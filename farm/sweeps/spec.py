@@ -74,7 +74,7 @@ from farm.darknet.cfg import NET_KEYS, validate_net_overrides
 from farm.errors import BadInput
 from farm.queues import TRAIN_DEFAULT
 from farm.runs.policy import Policy
-from farm.settings import Settings
+from farm.settings import EVAL_EVERY, Settings
 from farm.datasets import recipe as rcp
 from farm.sweeps.yamldoc import YamlDoc, closest
 
@@ -146,7 +146,7 @@ class SweepSpec:
     objective: str = "map50"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     policy: dict[str, str] = field(default_factory=dict)
-    eval_every: int = 1000
+    eval_every: int = EVAL_EVERY
     name: str = ""
     #: base.recipe in full (farm.datasets.recipe), when the farm builds the dataset
     recipe: dict[str, Any] | None = None
@@ -264,7 +264,7 @@ def parse_spec(text: str, path: str) -> SweepSpec:
         concurrency=doc.integer(("concurrency",), default=1, minimum=1),
         queue=_queue(doc), budget=budget, objective=_objective(doc),
         early_stopping=_early_stopping(doc), policy=_policy(doc),
-        eval_every=doc.integer(("eval_every",), default=1000, minimum=1),
+        eval_every=doc.integer(("eval_every",), default=EVAL_EVERY, minimum=1),
         eval_screens=_eval_screens(doc),
         lines={k: doc.line(w) for k, w in (
             ("eval_every", ("eval_every",)),

@@ -15,7 +15,6 @@ import pytest
 from farm.darknet.events import Iteration
 from farm.darknet.logparse import parse_file
 from farm.runs.model import Outcome, RunState
-from farm.runs.schedule import darknet_rate
 from farm.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_training import cli, store_of, wait_run

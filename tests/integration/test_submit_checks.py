@@ -6,7 +6,6 @@ Celery worker, Debian's darknet; the CLI is run in-process as a person runs it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct

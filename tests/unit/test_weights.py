@@ -16,8 +16,9 @@ from workers.micro import micro_cfg_text
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 # the micro cfg (workers/micro.py): conv 3→8 3×3 bn (8 + 24 + 216 = 248), maxpool,
-# conv 8→16 3×3 bn (16 + 48 + 1152 = 1216), maxpool, conv 16→32 3×3 bn (32 + 96 + 4608 = 4736),
-# maxpool, conv 32→18 1×1 (18 + 576 = 594), yolo: 6794 floats in 8 layers.
+# conv 8→16 3×3 bn (16 + 48 + 1152 = 1216), maxpool,
+# conv 16→32 3×3 bn (32 + 96 + 4608 = 4736), maxpool,
+# conv 32→18 1×1 (18 + 576 = 594), yolo: 6794 floats in 8 layers.
 MICRO = micro_cfg_text()
 MICRO_FLOATS = [248, 0, 1216, 0, 4736, 0, 594, 0]
 TOTAL = sum(MICRO_FLOATS)

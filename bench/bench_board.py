@@ -239,7 +239,7 @@ def sweep_pages(args, tmp: Path, url: str, settings: Settings, store: Store, bas
     (when asked), each with a sweep of args.sweep_trials trials queued."""
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
-    from farm.micro import micro_cfg, micro_dataset
+    from workers.micro import micro_cfg, micro_dataset
     micro_dataset(tmp / "ds", images=8)
     micro_cfg(tmp / "micro.cfg", max_batches=100)
     spec_path = tmp / "sweep.yaml"

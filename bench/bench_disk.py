@@ -113,7 +113,7 @@ def main() -> int:
     args = ap.parse_args()
     if not shutil.which("darknet") or not shutil.which("redis-server"):
         raise SystemExit("needs darknet and redis-server (bash ops/setup.sh installs them)")
-    from farm.micro import micro_cfg, micro_dataset
+    from workers.micro import micro_cfg, micro_dataset
     from farm.store import Store
     from farm.sweeps.model import SweepState
 

@@ -6,7 +6,7 @@ and the same valid list, with the mAP of each (they must agree).
 `darknet detector map` has no Debian build; with an AlexeyAB or hank-ai binary, pass
 `--darknet PATH` and its `map` path is timed as a third column.
 
-The weights are the micro network (farm.micro) trained here by darknet for a few seconds;
+The weights are the micro network (workers.micro) trained here by darknet for a few seconds;
 being all-convolutional they also run at 416x416, the size of real training tiles, where
 the network's compute matters more than the per-image overheads.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from farm.darknet import dialect as dialects  # noqa: E402
 from farm.eval.evaluate import evaluate_checkpoint  # noqa: E402
-from farm.micro import _draw_mark, micro_cfg, micro_dataset  # noqa: E402
+from workers.micro import draw_mark, micro_cfg, micro_dataset  # noqa: E402
 
 
 def train(root: Path, darknet: str, iterations: int) -> tuple[Path, Path]:
@@ -43,7 +43,7 @@ def train(root: Path, darknet: str, iterations: int) -> tuple[Path, Path]:
 
 def valid_set(root: Path, images: int, size: int) -> Path:
     """obj.data whose valid list holds `images` labelled images of size x size, with one to
-    three marks at the training scale (10-21 px) drawn the way farm.micro draws them."""
+    three marks at the training scale (10-21 px) drawn the way workers.micro draws them."""
     folder = root / f"valid{size}"
     (folder / "frames").mkdir(parents=True)
     rng = np.random.default_rng(size)
@@ -54,7 +54,7 @@ def valid_set(root: Path, images: int, size: int) -> Path:
         for _ in range(1 if size <= 64 else int(rng.integers(1, 4))):
             s = int(rng.integers(10, 21))
             x, y = (int(v) for v in rng.integers(1, size - s - 1, 2))
-            _draw_mark(img, x, y, s, rng)
+            draw_mark(img, x, y, s, rng)
             c = (s + 1) / size
             lines.append(f"0 {(x + s / 2) / size:.6f} {(y + s / 2) / size:.6f} {c:.6f} {c:.6f}\n")
         path = folder / "frames" / f"v{k:05d}.jpg"

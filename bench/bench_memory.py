@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from farm.darknet.cfg import Cfg, make_cfg  # noqa: E402
 from farm.darknet.memory import estimate, size_text  # noqa: E402
-from farm.micro import micro_cfg, micro_dataset  # noqa: E402
+from workers.micro import micro_cfg, micro_dataset  # noqa: E402
 
 UPSTREAM = REPO.parent / "shared" / "darknet" / "cfg"
 ITERATION = re.compile(rb"^\s*(\d+): ", re.M)

@@ -27,11 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.runs.model import RunState  # noqa: E402
 from farm.runs.service import submit_run  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.store import Store  # noqa: E402
+from workers.micro import micro_cfg, micro_dataset  # noqa: E402
 
 
 def free_port() -> int:

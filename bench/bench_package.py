@@ -49,10 +49,9 @@ def make_source(folder: Path, n: int) -> None:
 
 def measure(source: Path, root: Path, lint_images: bool, lint: bool) -> dict:
     """Runs in a fresh process so that ru_maxrss belongs to this size alone."""
-    from farm.datasets import package as pkg
-    from farm.datasets.package import package
+    from farm.datasets.package import build, package
     if not lint:  # separates the packager's own memory from the lint's
-        pkg._lint = lambda *args, **kwargs: []
+        build._lint = lambda *args, **kwargs: []
     tracemalloc.start()
     t0 = time.perf_counter()
     result = package([source], root, check_images=lint_images)

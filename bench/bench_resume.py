@@ -38,10 +38,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.settings import load  # noqa: E402
 from farm.store import Store  # noqa: E402
 from tests.conftest import darknet_procs_of, free_port, wait_for  # noqa: E402
+from workers.micro import micro_cfg, micro_dataset  # noqa: E402
 
 
 def darknets(run_dir: Path) -> list[int]:

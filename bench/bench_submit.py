@@ -33,9 +33,9 @@ from farm.darknet.cfg import Cfg, check_cfg  # noqa: E402
 from farm.darknet.memory import estimate  # noqa: E402
 from farm.darknet.weights import check_weights, layer_weight_counts  # noqa: E402
 from farm.datasets.lint import lint_obj_data  # noqa: E402
-from farm.micro import micro_cfg  # noqa: E402
 from farm.runs import checks  # noqa: E402
 from farm.settings import Settings  # noqa: E402
+from workers.micro import micro_cfg  # noqa: E402
 
 #: `farm train` with farm.runs.checks.check_training replaced by a no-op.
 WITHOUT_CHECKS = ("import sys, farm.runs.checks as c; "

@@ -119,7 +119,7 @@ def main() -> int:
     if not shutil.which("darknet") or not shutil.which("redis-server"):
         raise SystemExit("needs darknet and redis-server (bash ops/setup.sh installs them)")
 
-    from farm.micro import micro_cfg, micro_dataset
+    from workers.micro import micro_cfg, micro_dataset
     from farm.settings import Settings
     from farm.store import Store
     from farm.sweeps.model import SweepState
@@ -244,7 +244,7 @@ def queued(args) -> int:
     """Submit and show of a sweep of `args.queued` trials, this revision and a baseline."""
     from bench.baseline import env_for, export, farm_cmd
     from bench.bench_board import start_redis
-    from farm.micro import micro_cfg, micro_dataset
+    from workers.micro import micro_cfg, micro_dataset
     if not shutil.which("redis-server"):
         raise SystemExit("needs redis-server (bash ops/setup.sh installs it)")
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-queued-"))

@@ -21,9 +21,9 @@ Networks: yolov4-tiny (the seed's network) and yolov3-tiny at 416x416, one class
 darknet (pjreddie) cannot run yolov4-tiny (route groups, an assertion abort), so the
 head-to-head is on yolov3-tiny (5.6 BFLOPs, yolov4-tiny 6.9), the same cfg and weights
 on both sides; yolov4-tiny runs on the farm's side only. The weights are written here
-(farm.micro.random_weights) because no darknet here can train yolov4-tiny. The forward
+(workers.micro.random_weights) because no darknet here can train yolov4-tiny. The forward
 pass does not depend on what the weights learned, the merge does: "sparse" weights have
-their heads nearly silent (farm.micro.SPARSE_OBJECTNESS): some boxes a tile pass 0.005,
+their heads nearly silent (workers.micro.SPARSE_OBJECTNESS): some boxes a tile pass 0.005,
 as with a trained detector on a screen with few marks; "dense" ones (plain He
 initialisation) find boxes everywhere, tens of thousands a screenshot even at 0.25: the
 worst case. The micro network at 64x64 (32 px overlap: 2 442 tiles a screenshot) shows
@@ -53,7 +53,7 @@ import farm.eval.detect as detect  # noqa: E402
 from farm.darknet.cfg import Cfg, make_cfg  # noqa: E402
 from farm.datasets.synth import SynthSpec, render  # noqa: E402
 from farm.datasets.tile import tile_positions  # noqa: E402
-from farm.micro import micro_cfg, random_weights  # noqa: E402
+from workers.micro import micro_cfg, random_weights  # noqa: E402
 
 SCREEN = (1080, 2400)
 OVERLAP = 64

@@ -40,11 +40,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from farm.micro import micro_cfg, micro_dataset  # noqa: E402
 from farm.runs.model import Outcome, RunState  # noqa: E402
 from farm.settings import load  # noqa: E402
 from farm.store import Store  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
+from workers.micro import micro_cfg, micro_dataset  # noqa: E402
 
 KINDS = ("worker main", "pool", "darknet", "beat", "redis", "flower", "board")
 TRAINING_KINDS = ("worker main", "pool", "darknet")

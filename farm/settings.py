@@ -22,6 +22,14 @@ from farm.errors import ConfigError
 from farm.urls import check_url
 
 
+#: Iterations between two evaluations of a run's checkpoints when neither `farm train
+#: --eval-every` nor a sweep's `eval_every` says (darknet can round it: farm.darknet.dialect).
+EVAL_EVERY = 1000
+#: Seconds one `darknet detector map` may take before the evaluation fails (a valid list
+#: of tens of thousands of images on a CPU takes hours).
+MAP_TIMEOUT = 6 * 3600.0
+
+
 def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return os.path.join(base, "farm")
@@ -59,6 +67,12 @@ class Settings:
     #: Seconds between two passes of the beat job that resumes runs whose holder died or
     #: whose lease expired (it reads only the set of running runs: cheap).
     reaper_interval: float = 2.0
+    #: Seconds between two passes of the beat job that ticks every running sweep: early
+    #: stopping, budgets, and recovery after a controller restart (trials normally start
+    #: from the end of the previous one, not from this tick).
+    sweep_tick: float = 2.0
+    #: Seconds Celery keeps a finished task's result (its state in Flower and `farm status`).
+    result_expires: int = 7 * 86400
     #: Seconds a worker keeps retrying a Redis that went away (a restarted embedded Redis
     #: answers again within about a second) before the operation fails; the CLI does not wait.
     redis_patience: float = 20.0
@@ -96,6 +110,8 @@ class Settings:
     crash_restarts: int = 1
     stall_restarts: int = 1
     restart_progress: int = 100
+    #: Restarts after a lost worker (not the run's fault, but a loop must end).
+    lost_restarts: int = 10
     #: Out of memory: restarts allowed, and darknet users' remedies in order: double
     #: subdivisions up to batch (oom_subdivisions 1/0), then random=0 in the [yolo] layers
     #: (oom_random 1/0), then width and height oom_size_step pixels smaller (0: never),
@@ -215,6 +231,8 @@ class Settings:
         if self.retention not in (0, 1) or self.keep_checkpoints < 0 or self.disk_margin < 0:
             raise ConfigError("retention must be 0 or 1, keep_checkpoints and disk_margin "
                               "not negative")
+        if self.sweep_tick <= 0 or self.result_expires <= 0:
+            raise ConfigError("sweep_tick and result_expires must be above 0")
         if self.disk_check_interval <= 0 or self.disk_retry_delay <= 0:
             raise ConfigError("disk_check_interval and disk_retry_delay must be above 0")
         return self

@@ -2,7 +2,7 @@
 
 Nothing here is a stand-in: workers are `celery worker` processes with the farm's real
 app and routes, talking to a real redis-server on a free loopback port; training runs
-the Debian `darknet` on the micro network (farm.micro). The only stand-in anywhere is the
+the Debian `darknet` on the micro network (workers.micro). The only stand-in anywhere is the
 GPU: the `gpu` queue's worker trains on the CPU, as this machine has no GPU.
 """
 from __future__ import annotations

@@ -84,7 +84,7 @@ def configure(app: Celery, s: farm_settings.Settings) -> Celery:
         task_send_sent_event=True,
         worker_send_task_events=True,
         result_extended=True,
-        result_expires=7 * 86400,
+        result_expires=s.result_expires,
         result_backend_always_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
@@ -95,8 +95,8 @@ def configure(app: Celery, s: farm_settings.Settings) -> Celery:
                                     "options": {"expires": s.reaper_interval}},
             # trials normally start from the end of the previous one (no GPU idle gap);
             # this tick applies early stopping and recovers after a controller restart
-            "sweep-tick-all": {"task": "farm.sweep.tick_all", "schedule": 2.0,
-                               "options": {"expires": 2.0}},
+            "sweep-tick-all": {"task": "farm.sweep.tick_all", "schedule": s.sweep_tick,
+                               "options": {"expires": s.sweep_tick}},
         },
     )
     app.farm_settings = s

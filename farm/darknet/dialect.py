@@ -85,6 +85,11 @@ def classify_banner(text: str) -> Dialect:
     return Dialect.PJREDDIE
 
 
+#: Seconds darknet may take to print its usage or version (it loads its libraries, CUDA's
+#: included, first); one that takes longer is refused as not runnable.
+PROBE_TIMEOUT = 20
+
+
 @lru_cache(maxsize=16)
 def _detect_cached(path: str, stamp: str) -> Dialect:
     """The dialect of the binary at `path` (`stamp`: its size and mtime), as remembered,
@@ -103,12 +108,12 @@ def _detect_cached(path: str, stamp: str) -> Dialect:
     out = []
     for proc in procs:
         try:
-            out.append(proc.communicate(timeout=20)[0].decode(errors="replace"))
+            out.append(proc.communicate(timeout=PROBE_TIMEOUT)[0].decode(errors="replace"))
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
                 p.wait()
-            raise DarknetNotFound(f"darknet at {path} did not answer within 20 s",
+            raise DarknetNotFound(f"darknet at {path} did not answer within {PROBE_TIMEOUT} s",
                                   hint="check that it runs for this user") from None
     found = classify_banner("\n".join(out))
     _remember(f"{path} {stamp}", found.value)

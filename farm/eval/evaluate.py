@@ -48,6 +48,7 @@ from farm.datasets.lint import label_path, lint_list
 from farm.errors import BadInput, FarmError, FindingsError
 from farm.eval.evaluation import Evaluation
 from farm.runs import workspace
+from farm.settings import MAP_TIMEOUT
 from farm.eval import mapcalc
 from farm.eval.detect import (OPENCV_LAYOUT, check_inference_weights, darknet_detections,
                               load_cfg, output_tail, read_image, run_darknet,
@@ -218,7 +219,7 @@ def _darknet_map(binary, images, names, cfg, weights, points, iou_thresh, conf_t
                                                 "valid": str(valid), "names": str(names_path)})
         argv = dialects.map_argv(binary, Path(tmp) / "obj.data", cfg, weights, points=points,
                                  iou_thresh=iou_thresh, thresh=conf_thresh)
-        log = run_darknet(argv, Path(tmp), timeout=6 * 3600)
+        log = run_darknet(argv, Path(tmp), timeout=MAP_TIMEOUT)
     blocks = [e for e in parse_text(log) if isinstance(e, MapResult)]
     if not blocks:
         raise FarmError(f"darknet detector map printed no mAP; its output ended with:\n"

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from farm.settings import EVAL_EVERY
+
 
 class Outcome(str, Enum):
     COMPLETED = "completed"
@@ -114,7 +116,7 @@ class Run:
     sweep: str | None = None
     trial: int | None = None              # its trial's index in `sweep`
     #: evaluate a finite checkpoint every this many iterations (and the final one)
-    eval_every: int = 1000
+    eval_every: int = EVAL_EVERY
     #: the host whose files `data` and `weights` name; None: every worker sees them
     #: (one machine, shared storage). A worker elsewhere fetches them first (farm.remote.flow).
     origin: str | None = None

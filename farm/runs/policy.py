@@ -43,8 +43,7 @@ class Policy:
     oom_random: int = _default("oom_random")
     oom_size_step: int = _default("oom_size_step")
     oom_min_size: int = _default("oom_min_size")
-    #: restarts after a lost worker (those are not the run's fault, but a loop must end)
-    lost_restarts: int = 10
+    lost_restarts: int = _default("lost_restarts")
 
     @classmethod
     def from_settings(cls, settings: Settings, overrides: Mapping[str, str] | None = None

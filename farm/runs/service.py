@@ -27,7 +27,7 @@ from farm.runs.reaper import stop_leftover_darknet
 from farm.runs.retention import Retention, backup_waste, checkpoint_waste, remove
 from farm.runs.schedule import fit_steps
 from farm.runs.supervisor import Limits, Supervisor
-from farm.settings import Settings
+from farm.settings import EVAL_EVERY, Settings
 from farm.store import Store
 from farm.store.lease import LeaseRenewer
 
@@ -43,7 +43,7 @@ def _must_exist(path: str, what: str) -> str:
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
-               sweep: str | None = None, trial: int | None = None, eval_every: int = 1000,
+               sweep: str | None = None, trial: int | None = None, eval_every: int = EVAL_EVERY,
                task_id: str | None = None, origin: str | None = None,
                queue: str | None = None, cfg_text: str | None = None,
                check: bool = True, warn: Callable[[Finding], None] | None = None,

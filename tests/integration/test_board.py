@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Run, RunState
 from farm.store import Store
 from tests.conftest import free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

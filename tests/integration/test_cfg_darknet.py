@@ -17,6 +17,7 @@ from farm.darknet.cfg import Cfg, check_cfg, make_cfg
 from farm.darknet.weights import (check_weights, expected_weights_bytes, iteration_of,
                                   read_header)
 from farm.datasets.lint import lint_obj_data
+from workers.micro import micro_cfg_text
 
 pytestmark = pytest.mark.integration
 
@@ -28,60 +29,7 @@ ITERATION = re.compile(r"^(\d+): ([-\w.]+), ([-\w.]+) avg, ([-\w.]+) rate", re.M
 needs_darknet = pytest.mark.skipif(DARKNET is None, reason="Debian's darknet is not installed "
                                    "(apt-get install darknet)")
 
-MICRO = """\
-[net]
-batch=4
-subdivisions=2
-width=64
-height=64
-channels=3
-momentum=0.9
-decay=0.0005
-learning_rate=0.001
-burn_in=0
-max_batches=3
-policy=steps
-steps=100,200
-scales=.1,.1
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters={filters}
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-random=0
-"""
+MICRO = micro_cfg_text(max_batches=3)  # the micro cfg (workers/micro.py), 6794 floats
 
 
 def upstream(name: str) -> Cfg:
@@ -161,30 +109,30 @@ def test_generated_cfg_trains_one_iteration_on_debian_darknet(dataset, name):
 
 @needs_darknet
 def test_weights_written_by_darknet_are_sized_and_checked(dataset, tmp_path):
-    cfg = Cfg.parse(MICRO.format(filters=16), str(tmp_path / "micro.cfg"))
+    cfg = Cfg.parse(MICRO, str(tmp_path / "micro.cfg"))
     run = train(dataset, save(cfg, tmp_path / "micro.cfg"))
     assert [m.group(1) for m in ITERATION.finditer(run.stdout)] == ["1", "2", "3"], run.stderr
     weights = tmp_path / "backup" / "micro_final.weights"
 
     header = read_header(weights)
     assert (header.major, header.minor, header.revision) == (0, 2, 0)  # pjreddie's version
-    assert header.seen == 12 and iteration_of(weights, 4, 2) == 3  # seen = 3 × batch 4
-    assert weights.stat().st_size == expected_weights_bytes(cfg) == 20 + 4 * 1770
+    assert header.seen == 12 and iteration_of(weights, 4, 1) == 3  # seen = 3 × batch 4
+    assert weights.stat().st_size == expected_weights_bytes(cfg) == 20 + 4 * 6794
     assert check_weights(weights, cfg) == []
 
     truncated = tmp_path / "truncated.weights"
     truncated.write_bytes(weights.read_bytes()[:-1000])
     [f] = check_weights(truncated, cfg)
-    assert "its 1520 parameters end inside layer 4 ([convolutional] at line 40)" in f.reason
+    assert "its 6544 parameters end inside layer 6 ([convolutional] at line 53)" in f.reason
 
-    other = Cfg.parse(MICRO.format(filters=32), str(tmp_path / "wider.cfg"))
+    other = Cfg.parse(micro_cfg_text(max_batches=3, classes=2), str(tmp_path / "two.cfg"))
     [f] = check_weights(weights, other)
-    assert "its 1770 parameters end inside layer 2" in f.reason and f.severity == "error"
+    assert "its 6794 parameters end inside layer 6" in f.reason and f.severity == "error"
 
 
 @needs_darknet
 def test_darknet_partial_files_start_training_but_are_refused_for_detection(dataset, tmp_path):
-    cfg = Cfg.parse(MICRO.format(filters=16), str(tmp_path / "micro.cfg"))
+    cfg = Cfg.parse(MICRO, str(tmp_path / "micro.cfg"))
     train(dataset, save(cfg, tmp_path / "micro.cfg"))
     partial = tmp_path / "micro.conv.3"
     subprocess.run([DARKNET, "partial", str(tmp_path / "micro.cfg"),
@@ -193,7 +141,7 @@ def test_darknet_partial_files_start_training_but_are_refused_for_detection(data
     assert partial.stat().st_size == 20 + 4 * (248 + 1216)  # layers 0..2
     assert check_weights(partial, cfg, for_inference=False) == []
     reasons = [f.reason for f in check_weights(partial, cfg)]
-    assert any("*.conv.N" in r for r in reasons) and any("first 3 of 6" in r for r in reasons)
+    assert any("*.conv.N" in r for r in reasons) and any("first 3 of 8" in r for r in reasons)
 
 
 # -- what check_cfg calls fatal, darknet refuses --------------------------------------------
@@ -221,7 +169,7 @@ BROKEN = {
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_cfg_errors_are_fatal_to_debian_darknet(dataset, tmp_path, case):
     edit, reported, darknet_says = BROKEN[case]
-    text = edit(MICRO.format(filters=16))
+    text = edit(MICRO)
     cfg = Cfg.parse(text, str(tmp_path / "broken.cfg"))
     assert any(reported in f.reason for f in check_cfg(cfg, dialect="pjreddie")
                if f.severity == "error")

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import redis
 
-from farm.micro import micro_cfg, micro_dataset
 from tests.conftest import REPO, embedded_env, farm_cmd, free_port, wait_for
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ from farm.darknet.objdata import read_obj_data, write_obj_data
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights, cut_short, expected_weights_bytes
 from farm.eval.evaluate import best_weights_location
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs import disk
 from farm.runs.model import Attempt, Outcome, Run, RunState
 from farm.runs.policy import Policy
@@ -29,6 +28,7 @@ from farm.runs.supervisor import Limits, Supervisor
 from farm.store import Store
 from tests.conftest import Farm, wait_for
 from workers.cli import main as farm_main
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

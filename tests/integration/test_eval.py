@@ -26,10 +26,10 @@ import pytest
 from farm.errors import FindingsError
 from farm.eval.cadence import should_evaluate
 from farm.eval.evaluate import evaluate_checkpoint
-from farm.micro import draw_mark, micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import wait_for
+from workers.micro import draw_mark, micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

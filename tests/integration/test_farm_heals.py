@@ -26,10 +26,10 @@ import psutil
 import pytest
 import redis
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.settings import load
 from farm.store import Store
 from tests.conftest import REPO, darknet_procs_of, embedded_env, farm_cmd, wait_for
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

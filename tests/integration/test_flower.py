@@ -21,7 +21,6 @@ import urllib.request
 import psutil
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
 from farm.store import Store
@@ -29,6 +28,7 @@ from farm.sweeps.model import SweepState
 from farm.sweeps.service import advance
 from tests.conftest import REPO, blank_line_in_train_list, free_port, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

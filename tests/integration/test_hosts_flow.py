@@ -31,11 +31,11 @@ import pytest
 import yaml
 
 from farm.datasets.package import verify_dataset
-from farm.micro import draw_mark, micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import wait_for
 from tests.sshd import LoopbackSSHD, need_root_sshd
+from workers.micro import draw_mark, micro_cfg
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +224,7 @@ def test_a_host_that_goes_away_fails_its_tasks_and_the_work_resumes_when_it_retu
     made, start = hosts
     aug, lily2 = made["augmentation"], made["lily2"]
     from farm.datasets.package import package
-    from farm.micro import micro_dataset
+    from workers.micro import micro_dataset
     src = micro_dataset(tmp_path / "src", images=24, seed=4).parent
     ds = Path(package([src], aug.data / "datasets", names=["close"],
                       network=(64, 64)).path)

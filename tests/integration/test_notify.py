@@ -14,12 +14,12 @@ import time
 import pytest
 
 from farm import notify
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.runs.service import submit_run
 from farm.store import Store
 from tests.conftest import REPO, free_port, wait_for
 from tests.webhook import BlackHole, Receiver
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

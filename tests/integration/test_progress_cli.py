@@ -21,11 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import REPO, blank_line_in_train_list, wait_for
 from tests.integration.test_eval import farm_cli, start_eval_worker
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

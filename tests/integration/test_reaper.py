@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.procs import Pid
 from farm.runs.model import Outcome, RunState, new_run_id
 from farm.runs.reaper import lost_runs
 from farm.runs.service import submit_run
 from farm.store import Store
 from tests.conftest import REPO, wait_for
+from workers.micro import micro_cfg, micro_dataset
 
 
 def _store(farm) -> Store:

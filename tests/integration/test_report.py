@@ -13,7 +13,6 @@ import re
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome
 from farm.store import Store
 from farm.sweeps.model import SweepState
@@ -24,6 +23,7 @@ from tests.integration.test_board import chromium  # noqa: F401 - the browser fi
 from tests.integration.test_eval import start_eval_worker
 from tests.integration.test_notify import notifying, receiver  # noqa: F401 - fixture
 from tests.integration.test_sweep import cli, wait_sweep
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

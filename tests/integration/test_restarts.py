@@ -14,12 +14,11 @@ import pytest
 
 from farm.darknet.events import Iteration
 from farm.darknet.logparse import parse_file
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
-from farm.runs.schedule import darknet_rate
 from farm.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_training import cli, store_of, wait_run
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -30,13 +30,13 @@ from farm.datasets.tile import tile_positions
 from farm.eval import mapcalc
 from farm.eval.detect import DnnDetector
 from farm.eval.screens import default_overlap, evaluate_screens
-from farm.micro import micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from tests.conftest import wait_for
 from tests.screens_kit import labelimg_folder
 from tests.unit.test_detect import naive_nms
 from tests.unit.test_nms import naive_drop
+from workers.micro import micro_cfg
 
 pytestmark = pytest.mark.integration
 

@@ -313,7 +313,7 @@ def test_sync_dir_refuses_files_that_arrive_different_and_removes_them(host, tmp
 
 def _packaged(root: Path, seed: int = 2, size: int = 64) -> Path:
     from farm.datasets.package import package
-    from farm.micro import micro_dataset
+    from workers.micro import micro_dataset
     src = micro_dataset(root / f"src{seed}", images=40, seed=seed, size=size).parent
     return Path(package([src], root / "there", names=["close"], network=(64, 64)).path)
 

@@ -6,7 +6,6 @@ Celery worker, Debian's darknet; the CLI is run in-process as a person runs it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
@@ -21,11 +20,11 @@ from farm.darknet.cfg import Cfg
 from farm.darknet.memory import estimate
 from farm.darknet.weights import layer_weight_counts
 from farm.errors import BadInput
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from tests.conftest import wait_for
 from workers.cli import main as farm_main
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ def write_weights(path: Path, floats: int, *, seen: int = 0, revision: int = 0) 
 
 
 def micro_floats(cfg: Path) -> int:
-    """The micro network's parameters, summed by hand (farm/micro.py): conv 3→8, 8→16,
+    """The micro network's parameters, summed by hand (workers/micro.py): conv 3→8, 8→16,
     16→32 (3×3, batchnorm: bias, scale, mean, variance), 1×1 conv 32→18."""
     by_hand = (4 * 8 + 3 * 8 * 9) + (4 * 16 + 8 * 16 * 9) + (4 * 32 + 16 * 32 * 9) + (18 + 32 * 18)
     assert sum(layer_weight_counts(Cfg.load(cfg))) == by_hand

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from farm.sweeps.model import SweepState
@@ -30,6 +29,7 @@ from tests.conftest import wait_for
 from workers.cli import cli as farm_cli
 from workers.cli import main as farm_main
 from workers.cli.sweep import sweep as sweep_group
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import RunState
 from farm.store import Store
 from farm.sweeps.service import advance, leaderboard_of, standings, submit_sweep
 from farm.sweeps.spec import load_spec
 from tests.integration.test_sweep import cli
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from farm.micro import micro_cfg
 from farm.runs.model import RunState
 from farm.store import Store
 from farm.sweeps import builds as bld
@@ -25,6 +24,7 @@ from farm.sweeps.service import advance, leaderboard_of, submit_sweep
 from farm.sweeps.spec import load_spec
 from tests.conftest import wait_for
 from tests.integration.test_sweep import cli, controller, wait_sweep  # noqa: F401 (fixture)
+from workers.micro import micro_cfg
 
 pytestmark = pytest.mark.integration
 

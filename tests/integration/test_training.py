@@ -1,6 +1,6 @@
 """Training runs end to end: real redis-server, real Celery workers, Debian's darknet.
 
-The micro network (farm.micro) trains at tens of iterations per second on the CPU; the
+The micro network (workers.micro) trains at tens of iterations per second on the CPU; the
 `gpu` queue worker here is a CPU stand-in for a GPU worker (this machine has no GPU).
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from farm.micro import micro_cfg, micro_dataset
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
 from tests.conftest import darknet_procs_of, wait_for
 from workers.cli import main as farm_main
+from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
 

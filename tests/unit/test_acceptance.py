@@ -8,9 +8,9 @@ import pytest
 
 from farm.acceptance import Plan, format_report, prepare, report, split
 from farm.errors import BadInput
-from farm.micro import micro_cfg
 from farm.sweeps.spec import load_spec
 from tests.screens_kit import labelimg_folder
+from workers.micro import micro_cfg
 
 
 def test_the_split_is_stable_disjoint_and_never_leaves_a_side_empty(tmp_path):

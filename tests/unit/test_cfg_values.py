@@ -9,14 +9,13 @@ import pytest
 from farm.darknet.cfg import Cfg, check_cfg, validate_net_overrides
 from farm.darknet.cfg.values import atoi, value_problem
 from farm.errors import BadInput
-from farm.micro import MICRO_CFG
+from workers.micro import micro_cfg_text
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 def micro(**edits: str) -> Cfg:
-    text = MICRO_CFG.format(size=64, learning_rate=0.001, burn_in=0, max_batches=60,
-                            step1=48, step2=54, classes=1, filters=18)
+    text = micro_cfg_text()
     for old, new in edits.items():
         text = text.replace(old.replace("_", "="), new, 1)
     return Cfg.parse(text, "micro.cfg")

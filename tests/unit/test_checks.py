@@ -10,9 +10,9 @@ import pytest
 from farm.darknet.cfg import Cfg, check_cfg
 from farm.errors import Finding, FindingsError
 from farm.inventory import load_inventory
-from farm.micro import micro_cfg
 from farm.runs import checks
 from farm.settings import Settings
+from workers.micro import micro_cfg
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 

@@ -3,7 +3,6 @@ no painted-out mark stays visible. The screens are drawn here (tests/screens_kit
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -10,13 +10,12 @@ from farm.darknet.memory import (CUDA_CONTEXT_BYTES, PROCESS_BYTES, TRUTH_FLOATS
                                  parse_size,
                                  size_text, train_size)
 from farm.errors import Finding
-from farm.micro import MICRO_CFG
 from farm.runs.checks import MemoryLimit, memory_findings
+from workers.micro import micro_cfg_text
 
 
 def micro(size=64, batch=4, subdivisions=1, random=0) -> Cfg:
-    text = MICRO_CFG.format(size=size, learning_rate=0.001, burn_in=0, max_batches=60,
-                            step1=48, step2=54, classes=1, filters=18)
+    text = micro_cfg_text(size=size)
     cfg = Cfg.parse(text.replace("random=0", f"random={random}"), "micro.cfg")
     cfg.set_net("batch", batch)
     cfg.set_net("subdivisions", subdivisions)
@@ -24,7 +23,7 @@ def micro(size=64, batch=4, subdivisions=1, random=0) -> Cfg:
 
 
 def by_hand(size: int) -> int:
-    """Floats one image keeps in the micro network at size×size (farm/micro.py)."""
+    """Floats one image keeps in the micro network at size×size (workers/micro.py)."""
     s1, s2, s3, s4 = size, size // 2, size // 4, size // 8
     return (size * size * 3                      # the network's input
             + 4 * s1 * s1 * 8 + 3 * s2 * s2 * 8  # conv 8 with batchnorm, maxpool

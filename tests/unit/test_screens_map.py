@@ -26,7 +26,7 @@ from farm.datasets.screens import package_screens
 from farm.datasets.synth import yolo_line
 from farm.eval.detect import DnnDetector, load_cfg
 from farm.eval.screens import evaluate_screens
-from farm.micro import micro_cfg, random_weights
+from workers.micro import micro_cfg, random_weights
 
 SQUARES = {"A": (8, 10, 12, 230, True), "FP": (54, 40, 6, 204, False),
            "B": (40, 30, 12, 179, True)}

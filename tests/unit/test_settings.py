@@ -39,3 +39,23 @@ def test_bad_values_are_refused():
 def test_settings_travel_to_child_processes_through_the_environment():
     s = Settings(lease_ttl=7.0, host_name="lily2")
     assert load(env=s.to_env()) == s
+
+
+def test_the_sweep_tick_result_expiry_and_lost_restarts_are_settings(tmp_path):
+    """Once constants in workers/app.py and farm/runs/policy.py: a FARM_* value reaches
+    beat's schedule, Celery's result backend and the restart policy."""
+    from celery import Celery
+
+    from farm.runs.policy import Policy
+    from workers.app import configure
+    env = {"FARM_SWEEP_TICK": "5", "FARM_RESULT_EXPIRES": "60", "FARM_LOST_RESTARTS": "2",
+           "FARM_DATA_DIR": str(tmp_path)}
+    s = load(env=env)
+    app = configure(Celery("settings-test"), s)
+    tick = app.conf.beat_schedule["sweep-tick-all"]
+    assert tick["schedule"] == 5.0 and tick["options"] == {"expires": 5.0}
+    assert app.conf.result_expires == 60
+    assert Policy.from_settings(s).lost_restarts == 2
+    assert Policy().lost_restarts == Settings().lost_restarts == 10
+    with pytest.raises(ConfigError, match="sweep_tick"):
+        load(env={"FARM_SWEEP_TICK": "0"})

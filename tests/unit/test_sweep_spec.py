@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from farm.errors import BadInput
-from farm.micro import micro_cfg
 from farm.sweeps.spec import SweepSpec, check_concurrency, load_spec
+from workers.micro import micro_cfg
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from farm.datasets.synth import yolo_line
-from farm.datasets.tile import (TileOrigin, clip_boxes, read_origins,
-                                read_yolo, tile_dataset, tile_group, tile_positions)
+from farm.datasets.tile import (clip_boxes, read_origins, read_yolo, tile_dataset, tile_group,
+                                tile_positions)
 from farm.errors import BadInput
 
 

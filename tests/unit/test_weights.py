@@ -11,58 +11,17 @@ from farm.darknet.cfg import Cfg
 from farm.darknet.weights import (check_weights, expected_weights_bytes, iteration_of,
                                   layer_weight_counts, read_header)
 from farm.errors import BadInput
+from workers.micro import micro_cfg_text
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
-# conv 3→8 3×3 bn (8 + 24 + 216 = 248), maxpool, conv 8→16 3×3 bn (16 + 48 + 1152 = 1216),
-# maxpool, conv 16→18 1×1 (18 + 288 = 306), yolo: 1770 floats.
-MICRO = """\
-[net]
-batch=4
-subdivisions=2
-width=64
-height=64
-channels=3
-max_batches=10
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
-MICRO_FLOATS = [248, 0, 1216, 0, 306, 0]
+# the micro cfg (workers/micro.py): conv 3→8 3×3 bn (8 + 24 + 216 = 248), maxpool,
+# conv 8→16 3×3 bn (16 + 48 + 1152 = 1216), maxpool,
+# conv 16→32 3×3 bn (32 + 96 + 4608 = 4736), maxpool,
+# conv 32→18 1×1 (18 + 576 = 594), yolo: 6794 floats in 8 layers.
+MICRO = micro_cfg_text()
+MICRO_FLOATS = [248, 0, 1216, 0, 4736, 0, 594, 0]
+TOTAL = sum(MICRO_FLOATS)
 
 
 def write_weights(path: Path, floats: int, *, seen=0, version=(0, 2, 0), extra=b"") -> Path:
@@ -113,7 +72,7 @@ def test_iteration_is_seen_over_the_cfg_batch(tmp_path):
 
 def test_expected_size_of_a_micro_net(micro):
     assert layer_weight_counts(micro) == MICRO_FLOATS
-    assert expected_weights_bytes(micro) == 20 + 4 * 1770
+    assert expected_weights_bytes(micro) == 20 + 4 * TOTAL == 27196
 
 
 @pytest.mark.parametrize("name, size", [
@@ -143,7 +102,7 @@ def test_unsizable_layers_give_none(micro):
 
 
 def test_a_complete_file_fits(tmp_path, micro):
-    assert check_weights(write_weights(tmp_path / "m_final.weights", 1770), micro) == []
+    assert check_weights(write_weights(tmp_path / "m_final.weights", TOTAL), micro) == []
 
 
 def test_a_file_cut_inside_a_float_is_truncated(tmp_path, micro):
@@ -154,11 +113,11 @@ def test_a_file_cut_inside_a_float_is_truncated(tmp_path, micro):
 
 def test_a_file_ending_inside_a_layer_does_not_fit(tmp_path, micro):
     [f] = check_weights(write_weights(tmp_path / "m.weights", 1000), micro)
-    assert "parameters end inside layer 2 ([convolutional] at line 21)" in f.reason
+    assert "parameters end inside layer 2 ([convolutional] at line 29)" in f.reason
 
 
 def test_weights_for_more_classes_are_for_another_cfg(tmp_path, micro):
-    [f] = check_weights(write_weights(tmp_path / "m.weights", 1770 + 512 * 3), micro)
+    [f] = check_weights(write_weights(tmp_path / "m.weights", TOTAL + 512 * 3), micro)
     assert "written for another cfg" in f.reason and "1536 more" in f.reason
 
 
@@ -167,10 +126,10 @@ def test_a_layer_prefix_starts_training_but_does_not_detect(tmp_path, micro):
     assert check_weights(partial, micro, for_inference=False) == []
     reasons = [f.reason for f in check_weights(partial, micro)]
     assert any("*.conv.N file holds only the first N pretrained layers" in r for r in reasons)
-    assert any("holds only the first 1 of 6 layers" in r for r in reasons)
+    assert any("holds only the first 1 of 8 layers" in r for r in reasons)
     cut = write_weights(tmp_path / "m_last.weights", 248 + 1216)
     [f] = check_weights(cut, micro)
-    assert "first 3 of 6 layers" in f.reason
+    assert "first 3 of 8 layers" in f.reason
 
 
 @pytest.mark.parametrize("content, text", [
@@ -201,11 +160,11 @@ def test_a_missing_file_is_a_finding(tmp_path, micro):
     ("header.weights", lambda p: write_weights(p, 0), "holds no parameters"),
     ("cut.weights", lambda p: write_weights(p, 1000, seen=400), "end inside layer 2"),
     ("m_last.weights", lambda p: write_weights(p, 248 + 1216, seen=400),
-     "first 3 of 6 layers of micro.cfg, yet it was written while training (seen=400"),
-    ("other.weights", lambda p: write_weights(p, 1770 + 19 * 3 * 32 + 3),
+     "first 3 of 8 layers of micro.cfg, yet it was written while training (seen=400"),
+    ("other.weights", lambda p: write_weights(p, TOTAL + 19 * 3 * 32 + 3),
      "written for another cfg"),
     ("micro.conv.4", lambda p: write_weights(p, 248), "named .conv.4 but holds only the "
-                                                      "first 1 of 6"),
+                                                      "first 1 of 8"),
 ])
 def test_bad_start_weights_are_refused_with_what_is_wrong(tmp_path, micro, name, make, said):
     path = tmp_path / name
@@ -218,7 +177,7 @@ def test_bad_start_weights_are_refused_with_what_is_wrong(tmp_path, micro, name,
 @pytest.mark.parametrize("name, floats", [
     ("micro.conv.1", 248), ("micro.conv.2", 248), ("micro.conv.3", 248 + 1216),
     ("micro.conv.4", 248 + 1216), ("backbone.weights", 248 + 1216),  # seen 0: darknet partial
-    ("m_final.weights", 1770)])
+    ("m_final.weights", TOTAL)])
 def test_backbones_and_complete_weights_start_training(tmp_path, micro, name, floats):
     assert check_weights(write_weights(tmp_path / name, floats), micro,
                          for_inference=False) == []

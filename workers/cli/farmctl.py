@@ -93,7 +93,7 @@ def demo(ctx: Context, workdir: str | None) -> int:
     by itself), evaluate checkpoints, print the leaderboard, a chart and the board URL."""
     from farm.datasets.package import package
     from farm.datasets.synth import SynthSpec, contact_sheet, synthesize
-    from farm.micro import micro_cfg
+    from workers.micro import micro_cfg
     from farm.sweeps.export import export_best
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec

@@ -14,6 +14,7 @@ from farm.eval.evaluation import Evaluation
 from farm.queues import host_queue
 from farm.runs.effective import effective_settings
 from farm.runs.model import Outcome, Run, RunState
+from farm.settings import EVAL_EVERY
 from workers.cli import (EXIT_FAILED, EXIT_OK, Context, listeners, pass_ctx, refusing,
                          warn_findings)
 
@@ -37,7 +38,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
               help="Override a [net] key of the cfg (repeatable).")
 @click.option("--policy", "policy", multiple=True, metavar="KEY=VALUE",
               help="Change the restart policy, e.g. max_divergence_restarts=5 (repeatable).")
-@click.option("--eval-every", default=1000, show_default=True, metavar="N",
+@click.option("--eval-every", default=EVAL_EVERY, show_default=True, metavar="N",
               help="Evaluate a finite checkpoint every N iterations (and the final one).")
 @click.option("--queue", metavar="QUEUE", help="Queue to train on (default gpu; host.<name> pins a host).")
 @click.option("--host", "on_host", metavar="HOST", help="Train on this inventory host (queue host.HOST).")

@@ -1,6 +1,6 @@
 """`farm sweep submit|show|list|cancel|export|report`: many trials from one spec, ranked.
 
-The spec format is documented in farm/sweeps/spec.py (and `farm sweep submit --help`).
+The spec format is documented in farm/sweeps/spec/__init__.py (and `farm sweep submit --help`).
 """
 from __future__ import annotations
 

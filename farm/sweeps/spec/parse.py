@@ -1,89 +1,21 @@
-"""The sweep spec: one YAML file that says what to try, how many at once, for how long,
-how to rank the trials and when to give up on one.
-
-The seed spent six weeks trying seven configurations by hand, one after another; a typo
-found on day three costs three days. So the whole spec is checked before a trial starts,
-and every problem is reported as `spec.yaml:LINE: what is wrong` with what to write.
-
-    name: lr-search                     # optional; shown by `farm sweep show`
-    base:
-      data: ds/obj.data                 # paths are relative to this file
-      cfg: yolov4-tiny-custom.cfg       # or choose among several with parameters.cfg
-      weights: yolov4-tiny.conv.29      # optional start weights
-      set: {burn_in: 1000}              # [net] values every trial trains with
-    search: grid                        # grid (default if every parameter is a list) | random
-    parameters:                         # a list: grid values (random search: a choice)
-      learning_rate: [0.001, 0.002]     # any [net] key darknet reads
-      # learning_rate: {log_uniform: [0.0001, 0.01]}   # ranges: random search only
-      # momentum: {uniform: [0.85, 0.95]}              # integer keys are rounded
-      # batch/subdivisions: ["64/16", "64/32"]         # set together
-      # width/height: [320, 416, "416/256"]            # one number = square
-      # cfg: [yolov4-tiny-custom.cfg, yolov3-tiny.cfg] # the base cfg
-      # max_batches: [2000, 4000]
-    trials: 8                           # random search: how many trials
-    seed: 0                             # random search: same seed, same trials
-    concurrency: 2                      # trials training at once (one per GPU worker)
-    queue: gpu                          # where trials train (host.<name> pins a host)
-    budget:
-      iterations: 2000                  # max_batches of every trial (steps scaled along)
-      wall_time: 2h                     # per trial (s, m or h); a trial over it is stopped
-    objective: map50                    # best mAP@0.50 (default) | min_avg_loss | screens_map50
-    eval: {screens: shots/}             # a screens set every evaluation also scores: the
-                                        # user's whole screenshots (needed by screens_map50)
-    early_stopping:
-      zero_map_after: 1000              # stop a trial still at mAP 0 (< 1 %) after this
-      median: {grace: 500, min_trials: 2}   # stop a trial worse than the median of the
-                                        # others at the same iteration, after `grace`
-    policy: {max_divergence_restarts: 3}    # the divergence policy of every trial
-    eval_every: 1000                    # evaluate each trial's checkpoints this often
-
-How the objective is read: `map50` is the best mAP@0.50 of the trial's evaluations: the
-farm's own (farm.eval, every `eval_every` iterations and at the end; `Store.evaluations`),
-else the `-map` blocks darknet printed (`Store.maps`). Debian's darknet has no `-map`, so
-there the farm's evaluations are the only mAP, and a trial ranks once one has landed.
-`min_avg_loss` is the lowest finite `avg loss` in the trial's metrics stream, which every
-dialect prints: use it where no mAP is available, or to rank before the first evaluation.
-`screens_map50` is the best screens mAP@0.50 (farm.eval.screens: tiled detection over the
-whole screenshots of `eval.screens`, merged, scored against their labels): what the user
-needs, and each trial's best weights are then the best on the screens. Any objective
-shows tile mAP and screens mAP side by side when `eval.screens` is given.
-
-A dataset recipe instead of `base.data` (farm.datasets.recipe): the farm synthesizes and
-packages the dataset itself, once per distinct recipe, and `synth.*` / `package.*`
-parameters vary it per trial like any other parameter:
-
-    base:
-      recipe:
-        synth: {n: 96, seed: 1, canvas: [96, 96], mark_px: [14, 30], negatives: 0.05}
-        package: {valid_ratio: 0.25, network: [64, 64]}
-      cfg: micro.cfg
-    parameters:
-      synth.blur: [0.0, 0.5]            # two recipes: two datasets, each built once
-      learning_rate: [0.001, 0.002]     # four trials; each pair shares a dataset
-"""
+"""Reading a sweep spec: every section checked at its line (YamlDoc), every problem a
+BadInput with `spec.yaml:LINE` and what to write instead."""
 from __future__ import annotations
 
 import itertools
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from farm.darknet.cfg import NET_KEYS, validate_net_overrides
-from farm.errors import BadInput
-from farm.queues import TRAIN_DEFAULT
-from farm.runs.policy import Policy
-from farm.settings import Settings
 from farm.datasets import recipe as rcp
+from farm.errors import BadInput
+from farm.runs.policy import Policy
+from farm.settings import EVAL_EVERY, Settings
+from farm.sweeps.spec.model import (JOINT, MAX_TRIALS, OBJECTIVES, PARAMETERS, RANGES, Budget,
+                                    EarlyStopping, MedianRule, Param, SweepSpec)
 from farm.sweeps.yamldoc import YamlDoc, closest
-
-OBJECTIVES = {"map50": "max", "min_avg_loss": "min", "screens_map50": "max"}
-RANGES = ("uniform", "log_uniform")
-#: parameters that set two [net] keys from one value ("64/16")
-JOINT = {"batch/subdivisions": ("batch", "subdivisions"), "width/height": ("width", "height")}
-PARAMETERS = sorted(set(NET_KEYS) | set(JOINT) | {"cfg"})
-MAX_TRIALS = 10_000
 
 _PARAMETERS_HINT = ("parameters are [net] keys (learning_rate, burn_in, momentum, "
                     "max_batches, ...), batch/subdivisions, width/height, cfg, or with "
@@ -98,127 +30,6 @@ _BUDGET = ("iterations", "wall_time")
 _EARLY = ("zero_map_after", "median")
 _MEDIAN = ("grace", "min_trials")
 _EVAL = ("screens",)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched parameter: grid values (or random choices), or a random range."""
-
-    name: str
-    values: tuple[str, ...] = ()  # canonical strings: "0.001", "64/16", "/abs/a.cfg"
-    range: str = ""               # "" for values, else "uniform" or "log_uniform"
-    low: float = 0.0
-    high: float = 0.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    iterations: int | None = None
-    wall_time: float | None = None  # seconds
-
-
-@dataclass(frozen=True)
-class MedianRule:
-    grace: int = 0        # iterations before the rule may stop a trial
-    min_trials: int = 2   # other trials that must have reached the same iteration
-
-
-@dataclass(frozen=True)
-class EarlyStopping:
-    zero_map_after: int | None = None
-    median: MedianRule | None = None
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    path: str                       # the spec file (absolute)
-    data: str | None                # obj.data (absolute); None when `recipe` makes it
-    cfg: str | None                 # base cfg (absolute); None when parameters.cfg chooses
-    weights: str | None
-    fixed: dict[str, str]           # base.set, validated
-    parameters: tuple[Param, ...]
-    search: str                     # "grid" | "random"
-    trials: int                     # how many trials the spec expands into
-    seed: int = 0
-    concurrency: int = 1
-    queue: str | None = None
-    budget: Budget = field(default_factory=Budget)
-    objective: str = "map50"
-    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    policy: dict[str, str] = field(default_factory=dict)
-    eval_every: int = 1000
-    name: str = ""
-    #: base.recipe in full (farm.datasets.recipe), when the farm builds the dataset
-    recipe: dict[str, Any] | None = None
-    #: lines of the rules checked once the cfgs are read ("eval_every", "zero_map_after",
-    #: "grace"), so that those errors name the spec's line too
-    lines: dict[str, int] = field(default_factory=dict)
-    #: eval.screens: a screens set's obj.data every trial's evaluations also score
-    eval_screens: str | None = None
-
-    @property
-    def goal(self) -> str:
-        """"max" or "min": which way is better for the objective."""
-        return OBJECTIVES[self.objective]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SweepSpec":
-        d = dict(d)
-        d["parameters"] = tuple(Param(**{**p, "values": tuple(p["values"])})
-                                for p in d["parameters"])
-        d["budget"] = Budget(**d["budget"])
-        early = dict(d["early_stopping"])
-        early["median"] = MedianRule(**early["median"]) if early.get("median") else None
-        d["early_stopping"] = EarlyStopping(**early)
-        return cls(**d)
-
-
-def check_rules_can_fire(spec: SweepSpec, max_batches: int) -> None:
-    """Refuse early-stopping rules that can never stop a trial of `max_batches` (the
-    longest trial) with evaluations every `spec.eval_every` iterations (as darknet can
-    write them): a rule acts only on a running trial, and the final evaluation comes
-    after the trial ended."""
-    every = spec.eval_every
-    after = spec.early_stopping.zero_map_after
-    if after:
-        first = -(-after // every) * every
-        if first >= max_batches:
-            raise BadInput(
-                f"early_stopping.zero_map_after: {after} can never fire: the first "
-                f"evaluation at or after iteration {after} is at {first} (eval_every "
-                f"{every}), and the trials end at iteration {max_batches}", path=spec.path,
-                line=spec.lines.get("zero_map_after"),
-                hint=f"lower eval_every or zero_map_after below {max_batches}, or drop the rule")
-    median = spec.early_stopping.median
-    if median is None:
-        return
-    if median.grace >= max_batches:
-        raise BadInput(f"early_stopping.median.grace: {median.grace} can never fire: the "
-                       f"trials end at iteration {max_batches}", path=spec.path,
-                       line=spec.lines.get("grace"), hint=f"use a grace below {max_batches}")
-    if spec.objective in ("map50", "screens_map50") and every >= max_batches:
-        raise BadInput(f"early_stopping.median can never fire on {spec.objective}: the first "
-                       f"evaluation "
-                       f"(eval_every {every}) is not before the trials end at iteration "
-                       f"{max_batches}", path=spec.path, line=spec.lines.get("eval_every"),
-                       hint="lower eval_every, or rank by min_avg_loss")
-
-
-def check_concurrency(spec: SweepSpec, gpu_workers: int) -> str | None:
-    """A warning when the spec asks for more trials at once than there are GPU workers
-    (the extra trials wait in the queue; nothing hangs), else None."""
-    queue = spec.queue or TRAIN_DEFAULT
-    if gpu_workers <= 0:
-        return (f"no worker is consuming queue {queue!r} now: the trials wait in the queue "
-                f"until one starts (`farm up` starts a gpu worker)")
-    if spec.concurrency > gpu_workers:
-        return (f"concurrency {spec.concurrency} is above the {gpu_workers} worker(s) on "
-                f"queue {queue!r}: {spec.concurrency - gpu_workers} trial(s) at a time will "
-                f"wait in the queue; set concurrency: {gpu_workers} or start more workers")
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,7 +75,7 @@ def parse_spec(text: str, path: str) -> SweepSpec:
         concurrency=doc.integer(("concurrency",), default=1, minimum=1),
         queue=_queue(doc), budget=budget, objective=_objective(doc),
         early_stopping=_early_stopping(doc), policy=_policy(doc),
-        eval_every=doc.integer(("eval_every",), default=1000, minimum=1),
+        eval_every=doc.integer(("eval_every",), default=EVAL_EVERY, minimum=1),
         eval_screens=_eval_screens(doc),
         lines={k: doc.line(w) for k, w in (
             ("eval_every", ("eval_every",)),

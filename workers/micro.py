@@ -4,6 +4,8 @@ The demo, the tests and the benchmarks need a darknet run that takes seconds on 
 cores with Debian's darknet (no BLAS): three conv layers and one [yolo] at 64×64 train at
 about 40 iterations per second there, and lr 0.05 with burn_in 0 reaches inf/nan within
 about ten iterations while 0.01 stays finite (measured with darknet 0.0.0+git20180914).
+It lives outside the domain (farm/ never imports it): it is the demo's material and the
+tests' fixture, not part of how the farm trains.
 """
 from __future__ import annotations
 
@@ -88,15 +90,18 @@ random=0
 """
 
 
-def micro_cfg(path: str | os.PathLike, *, max_batches: int = 60, learning_rate: float = 0.001,
-              burn_in: int = 0, size: int = 64, classes: int = 1,
-              filters: int | None = None) -> Path:
-    """Write the micro cfg; `filters` may be forced wrong to make a bad cfg on purpose."""
-    text = MICRO_CFG.format(size=size, learning_rate=learning_rate, burn_in=burn_in,
+def micro_cfg_text(*, max_batches: int = 60, learning_rate: float = 0.001, burn_in: int = 0,
+                   size: int = 64, classes: int = 1, filters: int | None = None) -> str:
+    """The micro cfg's text; `filters` may be forced wrong to make a bad cfg on purpose."""
+    return MICRO_CFG.format(size=size, learning_rate=learning_rate, burn_in=burn_in,
                             max_batches=max_batches, step1=int(max_batches * 0.8),
                             step2=int(max_batches * 0.9), classes=classes,
                             filters=filters if filters is not None else (classes + 5) * 3)
-    Path(path).write_text(text)
+
+
+def micro_cfg(path: str | os.PathLike, **values) -> Path:
+    """Write the micro cfg (`micro_cfg_text`'s values) to `path`."""
+    Path(path).write_text(micro_cfg_text(**values))
     return Path(path)
 
 

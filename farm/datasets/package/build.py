@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from farm.darknet.dialect import Dialect
+from farm.datasets.package.screens import ScreenStats, lint_screens
 from farm.datasets.tile import image_base, label_path, tile_group, walk_images
 from farm.datasets.voc import read_names
 from farm.errors import BadInput, Finding, FindingsError
@@ -179,9 +180,8 @@ class _Packer:
         self.findings: list[Finding] = []
         self.images = self.train = self.valid = 0
         self.groups_seen: set[str] = set()  # at most two: enough to know a split is possible
-        self.screens = None  # farm.datasets.screens.ScreenStats for a screens set
+        self.screens = None  # measured while copying a screens set
         if params.get("kind") == "screens":
-            from farm.datasets.screens import ScreenStats
             self.screens = ScreenStats()
         self.lowest_train: tuple[float, str] | None = None
         self.highest_valid: tuple[float, str] | None = None
@@ -416,7 +416,6 @@ def _lint(packer: _Packer, tmp: Path, classes: int, dialect: Dialect, check_imag
     """
     _write_lists(tmp, tmp, tmp / "backup", classes)
     if packer.screens is not None:
-        from farm.datasets.screens import lint_screens
         return lint_screens(tmp, packer.screens, classes, dialect, check_images)
     try:
         from farm.datasets.lint import lint_obj_data

@@ -35,7 +35,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from farm.datasets.screens import Screens, open_screens, size_quantiles
+from farm.datasets.package.screens import size_quantiles
+from farm.datasets.screens import Screens, open_screens
 from farm.datasets.synth.render import yolo_line
 from farm.datasets.synth.sheet import contact_sheet
 from farm.datasets.tile import PAD_VALUE

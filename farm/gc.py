@@ -36,7 +36,7 @@ from farm.runs.retention import Waste, run_waste
 from farm.settings import Settings
 from farm.store import Store
 
-#: Temporary files of an evaluation in a run's eval/ (farm.eval.evaluate), by prefix.
+#: Temporary files of an evaluation in a run's eval/ (farm.eval.checkpoints), by prefix.
 EVAL_TEMPS = (".best-", ".obj-")
 
 

@@ -50,7 +50,7 @@ class Evaluation:
     screens_id: str | None = None
     tile: tuple[int, int] | None = None
     overlap: int | None = None
-    # a run's checkpoint (farm.eval.evaluate.evaluate_run_checkpoint)
+    # a run's checkpoint (farm.eval.checkpoints.evaluate_run_checkpoint)
     run_id: str | None = None
     iteration: int | None = None
     attempt: int | None = None

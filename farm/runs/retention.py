@@ -4,7 +4,7 @@ darknet writes a weights file every 100 iterations or so, each as large as the n
 (yolov4: 245 MB), and removes none; one night of sweeps would fill the disk. A run needs:
 the newest checkpoint written while the loss was finite (its resume point and, at the
 end, its final weights), `keep_checkpoints` more of the newest good ones if asked,
-best.weights (the best evaluation's copy, farm.eval.evaluate) and the checkpoints pinned
+best.weights (the best evaluation's copy, farm.eval.checkpoints) and the checkpoints pinned
 for an evaluation not recorded yet (eval/queue/: an eval worker on another host pulls
 them from here). Everything else goes:
 

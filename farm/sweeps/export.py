@@ -24,7 +24,7 @@ from typing import Callable
 
 from farm.darknet.objdata import read_obj_data, resolve, write_obj_data
 from farm.errors import BadInput, NotFound
-from farm.eval.evaluate import best_weights_location
+from farm.eval.checkpoints import best_weights_location
 from farm.runs import effective, workspace
 from farm.runs.model import Run
 from farm.store import Store

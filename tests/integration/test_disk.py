@@ -20,7 +20,7 @@ from farm.darknet.cfg import Cfg
 from farm.darknet.objdata import read_obj_data, write_obj_data
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import check_weights, cut_short, expected_weights_bytes
-from farm.eval.evaluate import best_weights_location
+from farm.eval.checkpoints import best_weights_location
 from farm.runs import disk
 from farm.runs.model import Attempt, Outcome, Run, RunState
 from farm.runs.policy import Policy

@@ -157,7 +157,7 @@ def _iterations(pending: dict[str, set[int]]) -> str:
 def summary_lines(store, run: Run, here: str, missing: set[int] = frozenset()) -> list[str]:
     """How a run ended: state, best mAP and its iteration, where the best weights are,
     its attempts, and evaluations that never landed."""
-    from farm.eval.evaluate import best_weights_location
+    from farm.eval.checkpoints import best_weights_location
     lines = [f"{run.id}: {run.state.value}: {run.message}"]
     best = store.evaluations.best(run.id)
     if best and best.map is not None:

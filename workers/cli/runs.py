@@ -292,7 +292,7 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[Evaluati
         click.echo("    pending: iteration " + ", ".join(str(i) for i in sorted(pending))
                    + " (sent to the eval queue, not recorded yet)")
     if best and best.map is not None:
-        from farm.eval.evaluate import best_weights_location
+        from farm.eval.checkpoints import best_weights_location
         found = best_weights_location(store, run, ctx.settings.host_name)
         where = f", weights {found[1]} on {found[0] or ctx.settings.host_name}" if found else ""
         click.echo(f"  best: iteration {best.iteration}, mAP@0.50 "
@@ -395,7 +395,7 @@ def _weights_location(store, run: Run, best: bool, iteration: int | None,
                       here: str) -> tuple[str, str]:
     """(host, path) of the weights asked for; BadInput when there are none."""
     if best:
-        from farm.eval.evaluate import best_weights_location
+        from farm.eval.checkpoints import best_weights_location
         found = best_weights_location(store, run, here)
         if found is None:
             raise BadInput(f"run {run.id} has no weights yet",

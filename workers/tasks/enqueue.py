@@ -10,7 +10,7 @@ code, which may not be installed on its host (the dataset tasks on a GPU-only ho
 """
 from __future__ import annotations
 
-from farm.eval.evaluate import pin_checkpoint, unpin_evaluated
+from farm.eval.checkpoints import pin_checkpoint, unpin_evaluated
 from farm.runs.model import Run
 from workers.app import app
 from workers.tasks import store

@@ -10,7 +10,7 @@ import logging
 import os
 
 from farm.errors import HostUnreachable
-from farm.eval.evaluate import eval_dir, evaluate_run_checkpoint
+from farm.eval.checkpoints import eval_dir, evaluate_run_checkpoint
 from farm.remote import flow
 from workers.app import app
 from workers.tasks import store

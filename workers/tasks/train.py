@@ -19,7 +19,7 @@ from celery.exceptions import Ignore
 
 from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
 from farm.eval import cadence
-from farm.eval.evaluate import unpin_evaluated
+from farm.eval.checkpoints import unpin_evaluated
 from farm.runs.model import Run, RunState
 from farm.runs.progress import Progress, rate
 from farm.remote.flow import localize_run

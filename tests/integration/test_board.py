@@ -328,6 +328,9 @@ def test_a_failed_runs_reason_is_on_the_board(farm, board, chromium, tmp_path, c
     run = wait_for(lambda: (r := store.runs.load(run_id)).state.finished and r, 90, 0.2,
                    what="the run to fail")
     assert run.state is RunState.FAILED and run.message
+    code, out, _ = farm_cli(capsys, "status", run_id)  # the CLI tells the same end
+    assert code == 0 and run.message in out
+    assert "evaluations: none (it ended without a finite checkpoint to evaluate)" in out
     context, page = logged_in(chromium, board)
     page.wait_for_selector(f'#runs tr[data-run="{run_id}"]')
     row = page.inner_text(f'#runs tr[data-run="{run_id}"]')

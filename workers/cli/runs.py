@@ -266,8 +266,13 @@ def _print_evaluations(ctx: Context, store, run: Run, evaluations: list[Evaluati
                        best: Evaluation | None, pending: set[int]) -> None:
     from farm.runs.progress import format_map
     if not evaluations and not pending:
-        click.echo(f"  evaluations: none yet (a finite checkpoint every {run.eval_every} "
-                   "iterations and the final one are evaluated)")
+        if run.state.finished:  # "yet" would promise one that will never come
+            click.echo("  evaluations: none (it ended without a finite checkpoint to "
+                       "evaluate)" if not any(c.finite for c in run.checkpoints)
+                       else "  evaluations: none")
+        else:
+            click.echo(f"  evaluations: none yet (a finite checkpoint every "
+                       f"{run.eval_every} iterations and the final one are evaluated)")
         return
     screens = bool(run.eval_screens)  # then the screens mAP beside the tile mAP
     click.echo("  evaluations (mAP@0.50 on the valid list" + (

@@ -6,6 +6,9 @@ A run not yet finished may go back to queued (its worker waits for disk space, t
 reaper found its worker gone) or end from queued (cancelled before it started, given
 up on when its last attempt had already ended).
 
+An attempt whose worker vanished ends `lost` here too (`lose`), said by whoever saw it:
+the reaper (the process is gone, or its lease expired) or the next worker to take it.
+
 Whoever changes a run (farm.runs.service while it trains, farm.runs.reaper and the
 run store's atomic requeue, farm.runs.cancel, farm.sweeps.service for trials) moves the
 record it holds here and saves it. The guard: a finished run never changes again (it
@@ -18,7 +21,7 @@ import time
 from typing import Final
 
 from farm.errors import StateConflict
-from farm.runs.model import Run, RunState
+from farm.runs.model import Outcome, Run, RunState
 
 
 class _Keep:
@@ -51,4 +54,13 @@ def move(run: Run, to: RunState, message: str | None = None, *,
         run.worker = worker
     if to.finished:
         run.ended_at = time.time()
+    return run
+
+
+def lose(run: Run, why: str) -> Run:
+    """End the run's open attempt as lost, saying `why` (its worker vanished); an attempt
+    that already ended keeps its outcome."""
+    last = run.current
+    if last is not None and not last.finished:
+        last.outcome, last.ended_at, last.message = Outcome.LOST, time.time(), why
     return run

@@ -77,10 +77,11 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
         log.warning("run %s: darknet (pid %d) outlived its worker; killing it", run_id, darknet)
         procs.kill_group(darknet)
         return None
-    why = "its worker process is gone" if holder else "its lease expired"
+    worker = (run and run.worker) or "?"
+    why = (f"the process of worker {worker} is gone" if holder
+           else f"the lease of worker {worker} expired")
     task_id = str(uuid.uuid4())
-    queued = store.runs.requeue_lost(run_id, holder, task_id,
-                                f"{(run and run.worker) or 'its worker'}: {why}; resubmitted")
+    queued = store.runs.requeue_lost(run_id, holder, task_id, f"{why}; resubmitted", why)
     if queued is None:
         return None
     try:

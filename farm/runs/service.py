@@ -20,7 +20,7 @@ from farm.darknet.weights import cut_short
 from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
 from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
-from farm.runs.life import move
+from farm.runs.life import lose, move
 from farm.runs.model import Attempt, Checkpoint, Outcome, Run, RunState, new_run_id
 from farm.runs.policy import GiveUp, Policy, Restart, next_attempt, resume_point
 from farm.runs.reaper import stop_leftover_darknet
@@ -158,7 +158,8 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
     except FarmError as e:
         _record_refusal(run, settings, e)
         return _finish(store, run, RunState.FAILED, _failure_message(run, run.attempts[-1]))
-    store.runs.save(move(run, RunState.RUNNING, worker=worker))
+    # a queued run's message (resubmitted, waiting for a host or space) is over now
+    store.runs.save(move(run, RunState.RUNNING, "", worker=worker))
     try:
         dialect = dialects.detect(settings.darknet, settings.darknet_dialect)
         binary = dialects.resolve_binary(settings.darknet)
@@ -242,9 +243,7 @@ def _recover(run: Run, policy: Policy) -> Restart | GiveUp:
     last = run.current
     if last is None:
         return Restart(run.weights, {}, "first attempt")
-    if not last.finished:
-        last.outcome, last.ended_at = Outcome.LOST, time.time()
-        last.message = f"worker {run.worker} stopped renewing the lease"
+    lose(run, f"worker {run.worker} stopped renewing the lease")  # unless the reaper said
     return next_attempt(run, last, policy)
 
 

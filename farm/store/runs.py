@@ -14,7 +14,7 @@ import json
 import time
 
 from farm.errors import NotFound
-from farm.runs.life import move
+from farm.runs.life import lose, move
 from farm.runs.model import Run, RunState
 from farm.store.lease import Lease
 from farm.store.redis import Connection, key
@@ -117,11 +117,12 @@ class RunStore:
         r.set(RUNNING_INDEXED, "1")
 
     def requeue_lost(self, run_id: str, holder: str | None, task_id: str,
-                     message: str) -> Run | None:
-        """Mark a run whose holder is gone as queued again under `task_id`, atomically:
-        only while its lease is still `holder` (None: no lease) and the run unfinished;
-        the dead holder's lease is deleted in the same step. None when anything changed
-        meanwhile (another reaper, the run ended): then nothing is written."""
+                     message: str, why: str) -> Run | None:
+        """Mark a run whose holder is gone as queued again under `task_id`, its open
+        attempt lost for `why`, atomically: only while its lease is still `holder` (None:
+        no lease) and the run unfinished; the dead holder's lease is deleted in the same
+        step. None when anything changed meanwhile (another reaper, the run ended): then
+        nothing is written."""
         run_key, lease_key = key("run", run_id), key("run", run_id, "lease")
 
         def body(pipe) -> Run | None:
@@ -134,7 +135,7 @@ class RunStore:
                 pipe.srem(RUNNING, run_id)  # a stale member: nothing to resume
                 pipe.execute()
                 return None
-            move(run, RunState.QUEUED, message)
+            move(lose(run, why), RunState.QUEUED, message)
             run.task_id = task_id
             if holder is not None:
                 pipe.delete(lease_key)

@@ -79,7 +79,7 @@ def test_reap_queues_the_runs_no_one_holds_and_a_refused_send_is_tried_next_pass
     for run in (lost[0], lost[2]):
         stored = store.runs.load(run.id)
         assert stored.state is RunState.QUEUED and (run.id, stored.task_id) in sent
-        assert stored.message == f"{run.worker}: its lease expired; resubmitted"
+        assert stored.message == f"the lease of worker {run.worker} expired; resubmitted"
         assert stored.worker == run.worker  # named in the next attempt's LOST message
     assert store.runs.load(lost[1].id).state is RunState.RUNNING
     assert set(store.runs.running_leases()) == {lost[1].id}

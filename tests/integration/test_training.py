@@ -169,6 +169,10 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
         wait_for(lambda: darknet_procs_of(run_dir) == [], 10,
                  what="darknet to die with its worker")
         farm.worker("gpu2")
+        again = wait_for(lambda: len((r := store.runs.load(run_id)).attempts) > 1 and r,
+                         60, 0.02, what="the run to be taken again")
+        if again.state is RunState.RUNNING:  # "resubmitted" was true while it was queued
+            assert again.message == "", again.message
         run = wait_run(store, run_id, 120)
     finally:
         stop.set()
@@ -176,7 +180,9 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     assert overlap == [], "two darknet processes trained the same run at once"
     assert run.state is RunState.COMPLETED, run.message
     lost, resumed = run.attempts[0], run.attempts[-1]
-    assert lost.outcome is Outcome.LOST
+    assert lost.outcome is Outcome.LOST and "worker gpu1@testhost" in lost.message
+    if how == signal.SIGKILL:  # the reaper saw the process gone, no lease had to expire
+        assert lost.message.startswith("the process of worker gpu1@testhost"), lost.message
     assert resumed.start_iteration >= 100 and resumed.start_weights.endswith(".weights")
     assert resumed.last_iteration == 400 and "gpu2@testhost" in run.worker
     # the resumed attempt continued the iteration count instead of starting over

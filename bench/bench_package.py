@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 def make_source(folder: Path, n: int) -> None:
     import cv2
     import numpy as np
-    from farm.datasets.synth import SynthSpec, render
+    from farm.datasets.synth import SynthSpec
+    from farm.datasets.synth.render import render
     img, _ = render(SynthSpec(), 0, 1)
     jpg = cv2.imencode(".jpg", img)[1].tobytes()
     (folder / "images").mkdir(parents=True)

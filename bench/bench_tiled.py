@@ -51,7 +51,8 @@ sys.path.insert(0, str(REPO))
 
 import farm.eval.detect as detect  # noqa: E402
 from farm.darknet.cfg import Cfg, make_cfg  # noqa: E402
-from farm.datasets.synth import SynthSpec, render  # noqa: E402
+from farm.datasets.synth import SynthSpec  # noqa: E402
+from farm.datasets.synth.render import render  # noqa: E402
 from farm.datasets.tile import tile_positions  # noqa: E402
 from workers.micro import micro_cfg, random_weights  # noqa: E402
 

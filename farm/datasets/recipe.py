@@ -28,12 +28,14 @@ import tempfile
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from farm.darknet.dialect import Dialect
-from farm.datasets import package as pkg
-from farm.datasets import synth
+from farm.datasets.synth import spec as synth
 from farm.errors import BadInput
+
+if TYPE_CHECKING:
+    from farm.datasets.package import PackageResult
 
 #: settings of the recipe's two steps, besides the SynthSpec fields
 SYNTH_EXTRA = {"n": 1000, "seed": 0}
@@ -227,12 +229,15 @@ def describe(recipe: dict) -> str:
 
 
 def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: Dialect = Dialect.PJREDDIE,
-          on_step: Callable[[str], None] | None = None) -> pkg.PackageResult:
+          on_step: Callable[[str], None] | None = None) -> PackageResult:
     """Make the recipe's dataset in data_dir/datasets/<dataset id>/ (content-addressed:
     an identical dataset already there is reused). The synthesized images go to a
     temporary folder under data_dir/recipes, removed at the end whatever happens."""
+    # the image stack (OpenCV, numpy) is imported here: sweeps read recipes without it
+    from farm.datasets import package as pkg
+    from farm.datasets.synth import load_assets, synthesize
     spec = check(recipe)
-    synth.load_assets(spec)  # unreadable templates/backgrounds fail before any image
+    load_assets(spec)  # unreadable templates/backgrounds fail before any image
     s, p = recipe["synth"], recipe["package"]
     work_root = Path(data_dir) / "recipes"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -240,7 +245,7 @@ def build(recipe: dict, data_dir: str | os.PathLike, *, dialect: Dialect = Diale
     try:
         if on_step:
             on_step(f"synthesizing {s['n']} images")
-        synth.synthesize(spec, work, s["n"], s["seed"])
+        synthesize(spec, work, s["n"], s["seed"])
         if on_step:
             on_step("packaging and linting")
         return pkg.package([str(work)], Path(data_dir) / "datasets",

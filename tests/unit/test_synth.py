@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.datasets.synth import (SynthSpec, contact_sheet, make_close_mark, render,
-                                 synthesize)
+from farm.datasets.synth import SynthSpec, contact_sheet, make_close_mark, synthesize
+from farm.datasets.synth.render import render
 from farm.datasets.synth.pixels import warp
 from farm.errors import BadInput
 from workers.cli.dataset import dataset

@@ -1,7 +1,7 @@
 """make_cfg: the training cfg for N classes, generated from an upstream base cfg."""
 from __future__ import annotations
 
-import numpy as np
+import numbers
 
 from farm.darknet.cfg.model import Cfg, Section, head_filters, head_masks, head_num
 from farm.darknet.cfg.values import round32
@@ -53,7 +53,7 @@ def make_cfg(base: Cfg, *, classes: int, width: int | None = None, height: int |
 
 
 def require_int(name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise BadInput(f"{name}={value!r} must be an integer ≥ {minimum}")
 
 
@@ -128,6 +128,7 @@ def _set_anchors(cfg: Cfg, heads: list[Section], anchors) -> None:
 
 
 def _anchor_pairs(anchors) -> list[tuple[float, float]]:
+    import numpy as np  # here: reading and checking cfgs does not need numpy
     arr = np.asarray(anchors, dtype=float).reshape(-1, 2) if len(anchors) else np.empty((0, 2))
     if not len(arr) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise BadInput("anchors must be positive (width, height) pairs in network pixels",

@@ -59,19 +59,21 @@ class CeleryWatch:
     def _loop(self) -> None:
         from workers.app import make_app
         app = make_app(self.settings)
+        store = Store(self.settings.effective_redis_url)
         while not self.stopped.is_set():
             try:
-                self.latest = look(app)
+                self.latest = look(app, store)
             except Exception:  # noqa: BLE001 - the broker away for a moment: keep the last look
                 pass
             self.ready.set()
             self.stopped.wait(self.every)
 
 
-def look(app) -> dict:
+def look(app, store: Store) -> dict:
     """Workers per queue (their replies to a broadcast) and messages waiting per queue."""
     from kombu.exceptions import ChannelError
-    replies = app.control.inspect(timeout=REPLY_WAIT).active_queues() or {}
+    from workers.presence import active_queues
+    replies = active_queues(app, store, REPLY_WAIT)
     workers: dict[str, int] = {q: 0 for q in ROLE_QUEUES}
     for queues in replies.values():
         for name in {q.get("name") for q in queues or () if q.get("name")}:

@@ -71,6 +71,10 @@ class Settings:
     #: stopping, budgets, and recovery after a controller restart (trials normally start
     #: from the end of the previous one, not from this tick).
     sweep_tick: float = 2.0
+    #: Seconds between two announcements of a worker that it is up (a key in Redis that
+    #: lives three turns). Asking the workers which queues they consume then ends as soon
+    #: as every announced worker has answered, instead of waiting out the whole timeout.
+    worker_announce: float = 5.0
     #: Seconds Celery keeps a finished task's result (its state in Flower and `farm status`).
     result_expires: int = 7 * 86400
     #: Seconds a worker keeps retrying a Redis that went away (a restarted embedded Redis

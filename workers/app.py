@@ -25,7 +25,8 @@ ROUTES = {
 }
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
-                "workers.tasks.sweep", "workers.tasks.flow", "workers.tasks.notify"]
+                "workers.tasks.sweep", "workers.tasks.flow", "workers.tasks.notify",
+                "workers.presence"]  # not tasks: a worker's signals (it says it is up)
 
 
 class FarmAMQP(AMQP):

@@ -11,6 +11,7 @@
     recipes.py      builds of recipe datasets
     events.py       `farm up`'s supervisor events
     notices.py      notifications' idempotency and delivery records
+    workers.py      the Celery workers that say they are up, and their queues
     board.py        the board's multi-key reads (a read model; writes nothing)
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from farm.store.recipes import RecipeStore
 from farm.store.redis import Connection
 from farm.store.runs import RunStore
 from farm.store.sweeps import SweepStore
+from farm.store.workers import WorkerPresence
 
 
 class Store:
@@ -40,6 +42,7 @@ class Store:
         self.recipes = RecipeStore(self.db)
         self.events = SupervisorEvents(self.db)
         self.notices = NoticeLedger(self.db)
+        self.workers = WorkerPresence(self.db)
         self.board = BoardReads(self.db, self.runs)
 
     @property

@@ -100,7 +100,8 @@ def pull_from_host(ctx: Context, host: str, path: str, dest) -> None:
 
 def listeners(ctx: Context, queue: str, timeout: float = 1.5) -> list[str]:
     """The workers consuming `queue` now (they answer within `timeout`)."""
-    replies = ctx.celery().control.inspect(timeout=timeout).active_queues() or {}
+    from workers.presence import active_queues
+    replies = active_queues(ctx.celery(), ctx.store(), timeout)
     return sorted(node for node, queues in replies.items()
                   if any(q.get("name") == queue for q in queues or ()))
 

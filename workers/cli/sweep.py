@@ -94,7 +94,8 @@ class _Broadcast(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        self.replies = self.ctx.celery().control.inspect(timeout=1.0).active_queues() or {}
+        from workers.presence import active_queues
+        self.replies = active_queues(self.ctx.celery(), self.ctx.store(), 1.0)
 
     def consumers(self, queue: str) -> int:
         """How many workers consume `queue` now (0 when none answered)."""

@@ -22,6 +22,7 @@ from farm.sweeps.service import advance
 from workers.app import app
 from workers.tasks import notify, store
 from workers.tasks.enqueue import enqueue_recipe_build, enqueue_train
+from workers.presence import active_queues
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def evaluators_up() -> bool:
     if now - _evaluators["at"] >= EVALUATORS_TTL:
         from workers.app import ROUTES
         queue = ROUTES["farm.eval.*"]["queue"]
-        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        replies = active_queues(app, store(), 1.0)
         _evaluators["up"] = any(q.get("name") == queue for qs in replies.values()
                                 for q in qs or ())
         _evaluators["at"] = now

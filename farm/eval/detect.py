@@ -44,12 +44,13 @@ DETECT_THRESH = 0.005  # darknet's `detector map` / `valid` threshold
 #: The network OpenCV's importer builds from a cfg: AlexeyAB's ([route] groups= honoured).
 OPENCV_LAYOUT = Dialect.ALEXEYAB
 TILE_OVERLAP = 64      # farm dataset tile's default
-#: tiles per forward pass in tiled detection. On 2 shared cores with OpenCV 4.14 passes
-#: of 1 to 21 tiles cost the same within the noise (21 yolov4-tiny 416x416 tiles: best
-#: 1.0-1.1 s at any size at load 3; 1.09 s one by one vs 0.87-0.91 s once on a quiet
-#: machine): OpenCV's per-call cost is small. The old tile loop's cost was its Python
-#: work per tile and its merge, both gone.
-TILE_BATCH = 8
+#: tiles per forward pass in tiled detection. Small passes are the fastest here: on a
+#: quiet 2-core machine with OpenCV 4.14, medians of 5 alternated runs per size for one
+#: 1080x2400 screenshot (`bench/bench_tiled.py` networks): yolov4-tiny 416x416 (21
+#: tiles) 881/879/813/1003 ms at 2/3/4/8 tiles a pass, yolov3-tiny 745/694/767/879 ms,
+#: the micro 64x64 net (2 442 tiles) 561/651/478/491 ms. A pass of 8 416x416 tiles is a
+#: 16 MB blob, beyond the caches; OpenCV's per-call cost is small.
+TILE_BATCH = 4
 #: px: a tiled box with less height or width than this inside the image is dropped
 MIN_BOX_PX = 1.0
 

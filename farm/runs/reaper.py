@@ -32,16 +32,19 @@ log = logging.getLogger(__name__)
 LEFTOVER_WAIT = 5.0
 
 Enqueue = Callable[[str, "str | None", str], object]  # (run_id, queue, task_id)
+#: (the lost task's id, the worker that held it, why it ended): told to whoever shows
+#: tasks (Flower), since a worker killed outright never says that its task ended.
+Ended = Callable[[str, str, str], object]
 
 
-def reap(store: Store, enqueue: Enqueue) -> list[str]:
+def reap(store: Store, enqueue: Enqueue, ended: Ended | None = None) -> list[str]:
     """Queue again every run whose holder died (seen at once on this machine) or whose
     lease expired (a holder elsewhere), however old; the ids of those queued. A run the
     broker refused is left for the next pass and does not stop the others."""
     resumed = []
     for run_id, holder in lost_runs(store):
         try:
-            run = requeue(store, run_id, holder, enqueue)
+            run = requeue(store, run_id, holder, enqueue, ended)
         except Exception:  # noqa: BLE001 - the broker's errors are many
             log.exception("run %s: could not resubmit it; the next pass tries again", run_id)
             continue
@@ -64,7 +67,8 @@ def lost_runs(store: Store) -> list[tuple[str, str | None]]:
     return lost
 
 
-def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> Run | None:
+def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue,
+            ended: Ended | None = None) -> Run | None:
     """Queue a lost run again (the run as queued), or None when it is not time: another
     reaper was first, the run ended, or its darknet is still alive here (killed now, so
     that the next pass queues it)."""
@@ -90,6 +94,11 @@ def requeue(store: Store, run_id: str, holder: str | None, enqueue: Enqueue) -> 
         # not sent: running again with no lease, so that the next pass tries again
         store.runs.save(move(queued, RunState.RUNNING))
         raise
+    if ended is not None and run is not None and run.task_id:
+        try:
+            ended(run.task_id, worker, f"{why}; resubmitted as task {task_id}")
+        except Exception:  # noqa: BLE001 - only what is shown; the run goes on
+            log.warning("run %s: could not end its lost task %s in Flower", run_id, run.task_id)
     return queued
 
 

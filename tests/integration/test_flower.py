@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -137,6 +139,37 @@ def test_a_run_resubmitted_by_the_reaper_is_named_after_its_run_and_trial_while_
                       and r.task_id, 30, 0.2, what="the reaper to resubmit the run")
     task = flower.wait_state(new_id, "PENDING", 30)
     assert task["name"] == f"farm.train {run.id} s-lost#3"
+
+
+def test_the_task_of_a_worker_killed_outright_ends_as_failure_naming_its_successor(
+        farm, micro, capsys, darknet_bin):
+    """A worker whose main process is killed says nothing more: without the reaper its
+    task would stay PROGRESS in Flower for ever, under the run now training again."""
+    data, tmp = micro
+    flower = Flower(farm)
+    store = Store(farm.settings.effective_redis_url)
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=400)
+    code, out, err = farm_cli(capsys, "train", str(data), str(cfg))
+    assert code == 0, err
+    run = store.runs.load(out.strip())
+    first = farm.worker("gpu1")
+    farm.worker("cpu1", "cpu")  # beat's reaper runs here, as in `farm up`
+    farm.beat()
+    flower.wait_state(run.task_id, "PROGRESS")
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
+    first.wait(10)
+    farm.worker("gpu2")
+    again = wait_for(lambda: (r := store.runs.load(run.id)).task_id != run.task_id and r,
+                     60, 0.2, what="the reaper to resubmit the run")
+    task = flower.wait_state(run.task_id, "FAILURE", 30)
+    assert task["worker"] == "gpu1@testhost"  # filed under the worker that ran it
+    assert re.fullmatch(rf"WorkerLostError\('the process of worker gpu1@testhost:\d+ is gone; "
+                        rf"resubmitted as task {again.task_id}'\)", task["exception"]), \
+        task["exception"]
+    from workers.app import app
+    assert app.AsyncResult(run.task_id).state == "FAILURE"  # the result backend agrees
+    assert flower.wait_state(again.task_id, "SUCCESS", 120)["worker"] == "gpu2@testhost"
+    assert store.runs.load(run.id).state is RunState.COMPLETED
 
 
 SWEEP = """

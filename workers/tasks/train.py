@@ -15,6 +15,8 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
+from billiard.exceptions import WorkerLostError
+from celery import states
 from celery.exceptions import Ignore
 
 from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
@@ -154,4 +156,18 @@ def reap() -> list[str]:
     """Resubmit runs whose holder died (seen at once on this machine) or whose lease
     expired (a holder elsewhere); every running run is looked at, however old."""
     return reap_lost(store(), lambda run_id, queue, task_id:
-                     enqueue_train(run_id, queue, task_id=task_id))
+                     enqueue_train(run_id, queue, task_id=task_id), _end_lost)
+
+
+def _end_lost(task_id: str, worker: str, why: str) -> None:
+    """End a lost training task as FAILURE (WorkerLostError, why), in Flower and in the
+    result backend. A worker killed outright never sends its task's end, so Flower would
+    show it STARTED for ever; the reaper, which saw it lost, sends it in that worker's
+    name (Flower files a task under the worker of its last event). A task Celery ended
+    itself (a pool process lost under a living worker) is left as Celery said."""
+    if app.AsyncResult(task_id).state in states.READY_STATES:
+        return
+    exc = WorkerLostError(why)
+    with app.events.default_dispatcher(hostname=worker.rsplit(":", 1)[0]) as events:
+        events.send("task-failed", uuid=task_id, exception=repr(exc), traceback=None)
+    app.backend.mark_as_failure(task_id, exc)

@@ -83,6 +83,14 @@ def redis_config(s: Settings, redis_dir: Path) -> Path:
     return path
 
 
+def owner_only(folder: Path, pattern: str) -> None:
+    """`folder` and what matches `pattern` in it (and below) readable by their owner
+    alone: files an older `farm up` left world-readable are closed too."""
+    folder.chmod(0o700 if pattern == "*" else folder.stat().st_mode & 0o7777)
+    for path in folder.rglob(pattern):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def celery_argv(*args: str) -> list[str]:
     return queues.celery_argv(sys.executable, *args)
 
@@ -151,9 +159,10 @@ class EmbeddedFarm:
         if self.s.embedded:
             redis_dir = self.data_dir / "redis"
             redis_dir.mkdir(exist_ok=True)
+            owner_only(redis_dir, "*")
             # SIGTERM when `farm up` dies: Redis flushes its AOF and exits
             spawn(ChildSpec("redis", ["redis-server", str(redis_config(self.s, redis_dir))],
-                            death_signal=signal.SIGTERM))
+                            death_signal=signal.SIGTERM, umask=0o077))
         self._wait_redis()
         for role in gpu_roles(self.s):
             spawn(ChildSpec(f"worker-{role}", worker_argv(role, self.s, (queues.GPU,), 1),
@@ -166,11 +175,12 @@ class EmbeddedFarm:
                                                 "-l", "INFO")))
         if self.flower:
             password, fresh = flower_password(self.data_dir)
+            owner_only(self.data_dir, "flower.db*")  # the tasks' arguments and results
             spawn(ChildSpec("flower", celery_argv(
                 "flower", f"--address={self.s.flower_address}", f"--port={self.s.flower_port}",
                 "--persistent=True", f"--db={self.data_dir / 'flower.db'}",
                 "--state_save_interval=60000", "--purge_offline_workers=3600"),
-                env={"FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}"}))
+                env={"FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}"}, umask=0o077))
             token, made = ensure_secret(self.data_dir / METRICS_TOKEN, 24)
             spawn(ChildSpec("board", [sys.executable, "-m", "dashboard"]))
             url = f"http://{self.s.flower_address}:{self.s.flower_port}/"

@@ -39,6 +39,9 @@ class ChildSpec:
     death_signal: int = signal.SIGKILL
     #: variables of its own (a secret for this child only, never on its command line)
     env: dict[str, str] = field(default_factory=dict)
+    #: its umask; 0o077 for a child whose files hold the farm's data or the tasks' (Redis,
+    #: Flower): no other local user reads them. -1: this process's
+    umask: int = -1
 
 
 @dataclass
@@ -95,7 +98,8 @@ class Children:
         try:
             child.popen = subprocess.Popen(
                 child.spec.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
-                start_new_session=True, preexec_fn=procs.die_with_parent(child.spec.death_signal))
+                start_new_session=True, umask=child.spec.umask,
+                preexec_fn=procs.die_with_parent(child.spec.death_signal))
         finally:
             log.close()
         child.started_at, child.restart_at = time.time(), None

@@ -156,6 +156,11 @@ def _pool_of(main_pid: int) -> psutil.Process:
 
 def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tmp_path,
                                                                           darknet_bin):
+    data_dir = Path(env["FARM_DATA_DIR"])
+    (data_dir / "redis").mkdir(parents=True)
+    for old in (data_dir / "redis" / "dump.rdb", data_dir / "flower.db.dat"):
+        old.write_bytes(b"")  # as an older `farm up` left them: world-readable
+        old.chmod(0o644)
     up = Up(env).wait_ready()
     overlap = None
     try:
@@ -246,6 +251,13 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(60) == 0
         assert psutil.wait_procs(children, timeout=20)[1] == []
+        # the farm's data (Redis's AOF and dump) and the tasks' (Flower's db): its owner's
+        private = [data_dir / "redis", *(data_dir / "redis").rglob("*"),
+                   *data_dir.glob("flower.db*")]
+        assert {p.name for p in private} >= {"redis", "appendonlydir", "dump.rdb",
+                                             "flower.db.dat"}
+        assert {p.name: oct(stat.S_IMODE(p.stat().st_mode) & 0o077) for p in private} == \
+            {p.name: "0o0" for p in private}
     finally:
         if overlap is not None and overlap.is_alive():
             overlap.stop()

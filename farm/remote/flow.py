@@ -8,7 +8,8 @@ and rewrites the lists for that place. Three flows:
   on this host already has (same sha256 in its manifest) are hard-linked, only the rest
   travel, in one tar stream; a changed dataset (a new id) moves only what changed;
 - a run whose data lives on another host (`Run.origin`) is made local before training
-  (`localize_run`), and a checkpoint is pulled by the host that evaluates it.
+  (`localize_run`), and a checkpoint is pulled by the host that evaluates it, as is a
+  screens set named `HOST:/path` (`localize_screens`).
 
 A fetch builds in `.fetch-<id>` beside the final folder and renames it when complete,
 so a cut transfer leaves no half dataset; the next fetch reuses what already arrived.
@@ -27,7 +28,7 @@ from farm.datasets.package import FORMAT, MANIFEST, relocate
 from farm.errors import BadInput
 from farm.inventory import Inventory, default_inventory_path, load_inventory
 from farm.remote import transfer
-from farm.remote.ssh import SSHHost
+from farm.remote.ssh import RemoteFileError, SSHHost
 from farm.remote.transfer import Progress, check_relative, sha256_file
 from farm.settings import Settings
 
@@ -227,3 +228,62 @@ def fetch_file(src: SSHHost, remote: str, folder: str | os.PathLike,
     if not local.is_file():
         transfer.pull(src, remote, local, progress)
     return local
+
+
+def check_remote_screens(settings: Settings, host: str, path: str, *,
+                         connect_to: Callable[[str], SSHHost] | None = None) -> str:
+    """`HOST:/…/obj.data` of the screens set at `path` on `host` (its folder or its
+    obj.data), once its manifest there says it is one: refused at submit, not at every
+    evaluation of the night."""
+    folder = _dataset_folder(path)
+    if not folder.startswith("/"):
+        raise BadInput(f"{host}:{path}: a path on another host must be absolute",
+                       hint=f"give {host}:/full/path/to/the/screens/set")
+    src = (connect_to or (lambda name: connect(settings, name)))(host)
+    try:
+        raw = transfer.read_file(src, posixpath.join(folder, MANIFEST))
+    except RemoteFileError:
+        raise BadInput(f"{host}:{folder} is not a packaged dataset: no {MANIFEST} there",
+                       hint=f"package the labelled screenshots on {host} with "
+                            "`farm dataset package --kind screens` (or `farm dataset "
+                            "pull-labels --kind screens`)") from None
+    finally:
+        src.close()
+    try:
+        kind = json.loads(raw).get("kind")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind != "screens":
+        raise BadInput(f"{host}:{folder} is not a screens set (its manifest says kind "
+                       f"{kind or 'train'})", hint="package full labelled screenshots with "
+                                                   "`farm dataset package --kind screens`")
+    return f"{host}:{folder}/obj.data"
+
+
+def localize_screens(run, settings: Settings, *,
+                     connect_to: Callable[[str], SSHHost] | None = None,
+                     progress: Progress | None = None) -> Fetch | None:
+    """Point the run (in place) at a local copy of its screens set when it names another
+    host (`HOST:/path`), fetched by content like any packaged dataset; None when it is
+    already here. Its first evaluation on this host fetches it, the next find it."""
+    if not run.eval_screens:
+        return None
+    host, path = remote_location(settings, run.eval_screens)
+    if host is None:
+        return None
+    if host == settings.host_name:
+        run.eval_screens = path
+        return None
+    src = (connect_to or (lambda name: connect(settings, name)))(host)
+    try:
+        got = fetch_dataset(src, _dataset_folder(path), datasets_root(settings), progress)
+    finally:
+        src.close()
+    run.eval_screens = str(Path(got.path) / "obj.data")
+    return got
+
+
+def _dataset_folder(path: str) -> str:
+    """A packaged dataset's folder, from itself or its obj.data."""
+    path = path.rstrip("/") or "/"
+    return posixpath.dirname(path) if posixpath.basename(path) == "obj.data" else path

@@ -40,6 +40,15 @@ def _must_exist(path: str, what: str) -> str:
     return full
 
 
+def _elsewhere(settings: Settings, path: str) -> bool:
+    """`path` is HOST:/path on another inventory host."""
+    if ":" not in path or path.startswith("/"):
+        return False
+    from farm.remote.flow import remote_location
+    host, _ = remote_location(settings, path)
+    return host is not None and host != settings.host_name
+
+
 def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
                weights: str | None = None, overrides: dict[str, str] | None = None,
                policy: dict[str, str] | None = None, base_dir: str | None = None,
@@ -56,14 +65,15 @@ def submit_run(store: Store, settings: Settings, *, data: str, cfg: str,
     instead of reading `cfg` here. `check`: run the checks before queueing
     (farm.runs.checks: cfg, memory, start weights, dataset lint; a sweep checked them
     when it was submitted); their warnings go to `warn`. `eval_screens`: a screens set
-    every evaluation also scores (its obj.data; checked here unless a sweep's spec did),
-    `rank_by` "screens_map50" ranks on it."""
+    every evaluation also scores (its obj.data; checked here unless a sweep's spec did,
+    or unless it is `HOST:/path` on another host: the caller checks it there, the host
+    that evaluates fetches it), `rank_by` "screens_map50" ranks on it."""
     remote = origin is not None and origin != settings.host_name
     if eval_screens is None and rank_by != "map50":
         raise BadInput(f"rank_by={rank_by} needs a screens set to evaluate on",
                        hint="give --eval-screens DATA (a `--kind screens` package)")
-    if eval_screens is not None and sweep is None:  # a sweep's spec checked its own
-        from farm.datasets.screens import open_screens
+    if eval_screens is not None and sweep is None and not _elsewhere(settings, eval_screens):
+        from farm.datasets.screens import open_screens  # a sweep's spec checked its own
         eval_screens = open_screens(eval_screens).obj_data
     data_path = data if remote else _must_exist(data, "obj.data")
     cfg_path = os.path.abspath(cfg) if cfg_text is not None else _must_exist(cfg, "cfg")

@@ -157,10 +157,26 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     assert _files(aug.data / "labels" / f"imglabeling-{'-'.join(shots.parts[1:])}") == \
         _files(shots)
 
-    # 2. trained on lily2, which fetches the dataset from augmentation by itself
+    # 1b. the same screenshots kept whole on imglabeling, as a screens set to score on
+    code, out, err = _cli(capsys, "dataset", "pull-labels", f"imglabeling:{shots}",
+                          "--names", str(names), "--on", "imglabeling", "--kind", "screens")
+    assert code == 0, err
+    assert re.search(r"^screens set \S+: 24 images$", out, re.M), out
+    screens = out.strip().splitlines()[-1]
+    assert screens.startswith(f"imglabeling:{label.data}/datasets/")
+    screens_dir = Path(screens.split(":", 1)[1]).parent
+    for wrong, says in ((f"imglabeling:{label.data}/nowhere", "no manifest.json there"),
+                        (location, "is not a screens set (its manifest says kind train)")):
+        code, out, err = _cli(capsys, "train", location, str(tmp_path / "micro.cfg"),
+                              "--eval-screens", wrong)
+        assert code == 2 and says in err, err  # refused at submit, nothing queued
+    assert Store(farm.settings.effective_redis_url).runs.recent(1) == []
+
+    # 2. trained on lily2, which fetches the dataset from augmentation by itself; scored
+    #    on the screens too, which augmentation fetches from imglabeling to evaluate
     cfg = micro_cfg(tmp_path / "micro.cfg", max_batches=200)
     code, out, err = _cli(capsys, "train", location, str(cfg), "--host", "lily2",
-                          "--eval-every", "100", "--wait")
+                          "--eval-every", "100", "--eval-screens", screens, "--wait")
     assert code == 0, err + out
     store = Store(farm.settings.effective_redis_url)
     run = store.runs.recent(1)[0]
@@ -176,10 +192,15 @@ def test_labels_to_dataset_to_training_to_evaluation_across_three_hosts(hosts, f
     evals = wait_for(lambda: len(e := store.evaluations.all(run.id)) == 2 and e, 180, 0.2,
                      what="evaluations of iterations 100 and 200")
     assert [e.iteration for e in evals] == [100, 200]
+    aug_screens = aug.data / "datasets" / screens_dir.name
+    assert run.eval_screens == screens  # where the user's screens are, as given
+    assert verify_dataset(aug_screens)["id"] == screens_dir.name
     for e in evals:
         assert e.error is None, e
         assert e.host == "augmentation" and e.worker.startswith("cpu-augmentation@")
         assert e.source.startswith(str(aug.data))  # the pulled copy, not lily2's file
+        assert e.screens.error is None and e.screens.images == 24, e.screens
+        assert e.screens.screens_id == screens_dir.name and e.screens.map is not None
     best = store.evaluations.best(run.id)
     assert best.best_weights.startswith(str(aug.data))
     # lily2 drops its pinned copies once evaluated, at each checkpoint and at the end: at
@@ -302,9 +323,23 @@ def test_a_recipe_sweep_builds_on_augmentation_trains_on_lily2_and_exports_at_th
     aug, lily2 = made["augmentation"], made["lily2"]
     start("augmentation")  # builds recipes, runs the sweep's ticks, evaluates
     start("lily2")
+    # screens kept on lily2 (packaged there by its user), scored where trials are evaluated
+    _labelimg_folder(tmp_path / "shots", 6, seed=5)
+    (tmp_path / "obj.names").write_text("close\n")
+    code, out, err = _cli(capsys, "dataset", "package", "--kind", "screens",
+                          str(tmp_path / "shots"), "--names", str(tmp_path / "obj.names"),
+                          "--root", str(lily2.data / "datasets"))
+    assert code == 0, err
+    screens = Path(out.strip().splitlines()[-1]).parent
+    assert screens.parent == lily2.data / "datasets" and (screens / "manifest.json").is_file()
     spec = tmp_path / "sweep.yaml"
     micro_cfg(tmp_path / "micro.cfg", max_batches=1000)
-    spec.write_text(RECIPE_SWEEP.lstrip("\n"))
+    spec.write_text(RECIPE_SWEEP.lstrip("\n") + "objective: screens_map50\n"
+                    "eval: {screens: 'lily2:/nowhere'}\n")
+    code, out, err = _cli(capsys, "sweep", "submit", str(spec))
+    assert code == 2 and "lily2:/nowhere is not a packaged dataset: no manifest.json" in err
+    spec.write_text(RECIPE_SWEEP.lstrip("\n") + "objective: screens_map50\n"
+                    f"eval: {{screens: 'lily2:{screens}'}}\n")
     code, out, err = _cli(capsys, "sweep", "submit", str(spec), "--wait")
     assert code == 0, err + out
     sweep_id = out.split()[0]
@@ -316,7 +351,11 @@ def test_a_recipe_sweep_builds_on_augmentation_trains_on_lily2_and_exports_at_th
     assert (aug.data / "datasets" / ds_id / "manifest.json").is_file()  # built there
     assert run.data == str(lily2.data / "datasets" / ds_id / "obj.data")  # fetched here
     assert {a.host for a in run.attempts} == {"lily2"}
-    wait_for(lambda: store.evaluations.best(run.id), 60, 0.2, what="the trial's evaluation")
+    best = wait_for(lambda: store.evaluations.best(run.id), 60, 0.2,
+                    what="the trial's evaluation")
+    assert run.eval_screens == f"lily2:{screens}/obj.data" and run.rank_by == "screens_map50"
+    assert best.screens.error is None and best.screens.images == 6, best.screens
+    assert (aug.data / "datasets" / screens.name / "manifest.json").is_file()  # fetched there
     bundle = tmp_path / "bundle"
     code, out, err = _cli(capsys, "sweep", "export", sweep_id, "-o", str(bundle))
     assert code == 0, err

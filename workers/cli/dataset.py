@@ -408,13 +408,17 @@ def _on_host(ctx, text: str, what: str) -> tuple[str, str]:
 @click.option("--no-package", is_flag=True, help="Only pull and import.")
 @click.option("--valid-ratio", type=float, default=0.2, show_default=True)
 @click.option("--network", default="416x416", show_default=True)
+@click.option("--kind", type=click.Choice(pkg.KINDS), default="train", show_default=True,
+              help="train: a dataset to train on; screens: the whole screenshots, kept to "
+                   "evaluate on (`farm train --eval-screens HOST:PATH`).")
 @click.option("--timeout", type=float, default=3600, show_default=True)
 @pass_ctx
-def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, network,
+def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, network, kind,
                     timeout) -> None:
     """Pull labelImg output from the label host, import and package it on --on HOST.
 
-    Prints the dataset as HOST:PATH/obj.data, ready for `farm train ... --host GPUHOST`.
+    Prints the dataset as HOST:PATH/obj.data, ready for `farm train ... --host GPUHOST`
+    (or, with --kind screens, for `--eval-screens`).
     """
     label_host, remote_dir = _on_host(ctx, source, "SOURCE")
     from farm.remote import flow
@@ -424,13 +428,14 @@ def pull_labels_cmd(ctx, source, names, on_host, no_package, valid_ratio, networ
     from workers.tasks.flow import pull_labels
     result = pull_labels.apply_async(
         args=[label_host, remote_dir, classes, not no_package, valid_ratio,
-              list(_size(network, "--network"))], queue=host_queue(on_host))
+              list(_size(network, "--network")), kind], queue=host_queue(on_host))
     out = wait_task(result, f"pulling {source} on {on_host}", timeout)
     pulled = out["pulled"]
     click.echo(f"pulled {pulled['fetched']} files ({pulled['bytes']} bytes) from {label_host}; "
                f"{out['converted']} images, {out['objects']} objects imported on {on_host}")
     if "obj_data" in out:
-        click.echo(f"dataset {out['dataset_id']}: {out['images']} images")
+        what = "screens set" if kind == "screens" else "dataset"
+        click.echo(f"{what} {out['dataset_id']}: {out['images']} images")
         click.echo(f"{on_host}:{out['obj_data']}")
 
 

@@ -44,8 +44,9 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--host", "on_host", metavar="HOST", help="Train on this inventory host (queue host.HOST).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 0 only if it completed.")
 @click.option("--eval-screens", "eval_screens", metavar="DATA",
-              help="A screens set (`farm dataset package --kind screens`): every evaluation "
-                   "also scores it, and the run's best weights are the best on it.")
+              help="A screens set (`farm dataset package --kind screens`), here or "
+                   "HOST:/path: every evaluation also scores it, and the run's best "
+                   "weights are the best on it.")
 @pass_ctx
 def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_host,
           wait, eval_screens) -> int:
@@ -73,6 +74,12 @@ def train(ctx: Context, data, cfg, weights, sets, policy, eval_every, queue, on_
                            hint="give both as HOST:/path of one host, or both local")
     if origin and origin != ctx.settings.host_name:
         _check_remote(ctx, origin, [p for p in (data, weights) if p])
+    if eval_screens:
+        screens_host, path = flow.remote_location(ctx.settings, eval_screens)
+        if screens_host == ctx.settings.host_name:
+            eval_screens = path
+        elif screens_host is not None:  # fetched by the host that evaluates
+            eval_screens = flow.check_remote_screens(ctx.settings, screens_host, path)
     store = ctx.store()
     task_id = str(uuid.uuid4())
     warnings = []

@@ -4,12 +4,15 @@ The spec format is documented in farm/sweeps/spec/__init__.py (and `farm sweep s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 import threading
 
 import click
 
+from farm.errors import BadInput
 from farm.queues import TRAIN_DEFAULT
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import SweepState
@@ -58,6 +61,25 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
     return follow(ctx, sweep_id) if wait else EXIT_OK
 
 
+def _screens_checked(ctx: Context, spec):
+    """The spec, its `eval: {screens: HOST:/path}` checked on that host (or made a local
+    path when HOST is this one): refused now, not at every evaluation of the night."""
+    if spec.eval_screens is None or not re.match(r"[^/:]+:/", spec.eval_screens):
+        return spec
+    from farm.remote import flow
+    host, path = flow.remote_location(ctx.settings, spec.eval_screens)
+    if host is None:
+        host = spec.eval_screens.partition(":")[0]
+        raise BadInput(f"eval.screens: {host} is not a host of the inventory",
+                       path=spec.path, hint="name a host of `farm hosts list`, or give a "
+                                            "path on this machine")
+    if host == ctx.settings.host_name:
+        from farm.datasets.screens import open_screens
+        return dataclasses.replace(spec, eval_screens=open_screens(path).obj_data)
+    return dataclasses.replace(
+        spec, eval_screens=flow.check_remote_screens(ctx.settings, host, path))
+
+
 def start_sweep(ctx: Context, spec_path: str) -> str:
     """Check the spec, record the sweep and start its first trials; its id. (`farm sweep
     submit`, and `farm acceptance` with the spec it writes.)"""
@@ -66,7 +88,7 @@ def start_sweep(ctx: Context, spec_path: str) -> str:
     from farm.sweeps.service import advance, submit_sweep
     from farm.sweeps.spec import load_spec
     from workers.tasks.enqueue import enqueue_recipe_build, enqueue_train
-    spec = load_spec(spec_path)
+    spec = _screens_checked(ctx, load_spec(spec_path))
     store = ctx.store()
     store.ping()  # a clear message if Redis is down, before Celery's retries
     warnings = []

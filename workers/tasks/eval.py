@@ -29,13 +29,19 @@ def checkpoint(self, run_id: str, path: str, iteration: int, host: str | None = 
         local = _fetch_checkpoint(run_id, path, host) if remote else path
         result = evaluate_run_checkpoint(store(), s, run_id, local, int(iteration),
                                          worker=worker,
-                                         prepare=lambda run: flow.localize_run(run, s))
+                                         prepare=lambda run: _localize(run, s))
     except HostUnreachable as e:
         log.warning("evaluation of %s @%s waits for a host: %s", run_id, iteration, e)
         raise self.retry(exc=e, countdown=s.host_retry_delay, max_retries=s.host_retries)
     on_evaluation(run_id)  # an ended trial's last evaluation lets its sweep close
     return {k: getattr(result, k) for k in ("run_id", "iteration", "map", "evaluator",
                                             "seconds", "error")}
+
+
+def _localize(run, s) -> None:
+    """The run's dataset and screens set, fetched here when they live on another host."""
+    flow.localize_run(run, s)
+    flow.localize_screens(run, s)
 
 
 def _fetch_checkpoint(run_id: str, path: str, host: str) -> str:

@@ -22,8 +22,10 @@ def _mirror_name(host: str, remote_dir: str) -> str:
 
 @app.task(name="farm.flow.pull_labels")
 def pull_labels(label_host: str, remote_dir: str, names: list[str], package: bool = True,
-                valid_ratio: float = 0.2, network: list[int] | None = None) -> dict:
-    """labelImg output on `label_host` -> YOLO labels here -> (a packaged dataset here)."""
+                valid_ratio: float = 0.2, network: list[int] | None = None,
+                kind: str = "train") -> dict:
+    """labelImg output on `label_host` -> YOLO labels here -> (a packaged dataset here:
+    `kind` "train" to train on, "screens" whole screenshots to evaluate on)."""
     s = app.farm_settings
     name = _mirror_name(label_host, remote_dir)
     mirror = Path(s.data_dir) / "labels" / name
@@ -37,11 +39,16 @@ def pull_labels(label_host: str, remote_dir: str, names: list[str], package: boo
     fresh.rename(imported)
     out = {"host": s.host_name, "pulled": dataclasses.asdict(pulled), "imported": str(imported),
            "converted": report.converted, "objects": report.objects}
-    if package:
+    if not package:
+        return out
+    if kind == "screens":
+        from farm.datasets.screens import package_screens
+        result = package_screens([imported], flow.datasets_root(s), names=names)
+    else:
         result = pkg.package([imported], flow.datasets_root(s), names=names,
                              valid_ratio=valid_ratio, network=tuple(network or (416, 416)))
-        out.update(dataset_id=result.dataset_id, dataset=result.path,
-                   obj_data=f"{result.path}/obj.data", images=result.images)
+    out.update(dataset_id=result.dataset_id, dataset=result.path,
+               obj_data=f"{result.path}/obj.data", images=result.images)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import posixpath
 import re
 from typing import Any
 
@@ -387,11 +388,15 @@ def _objective(doc: YamlDoc) -> str:
 
 
 def _eval_screens(doc: YamlDoc) -> str | None:
-    """eval.screens: a screens set (its folder or obj.data), checked to be one."""
+    """eval.screens: a screens set (its folder or obj.data), checked to be one; or
+    HOST:/path on another host, kept as written (`farm sweep submit` checks it there)."""
     doc.mapping(("eval",), _EVAL)
     raw = doc.get(("eval", "screens"))
     if raw is None:
         return None
+    host, sep, rest = str(raw).partition(":")
+    if sep and host and "/" not in host and rest.startswith("/"):
+        return f"{host}:{posixpath.normpath(rest)}"
     path = os.path.normpath(os.path.join(doc.folder, os.path.expanduser(str(raw))))
     from farm.datasets.screens import open_screens
     try:

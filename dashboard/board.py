@@ -113,8 +113,10 @@ def run_payload(store: Store, run_id: str, settings: Settings, host: str = "") -
             "last_iteration", "started_at", "ended_at", "host", "exit_code",
             "first_bad_iteration", "log_path")})
         attempts[-1]["effective"] = effective_settings(run, a).text
+    pending = store.evaluations.pending(run_id)  # sent, not recorded: "…", else "-"
     checkpoints = [{"iteration": c.iteration, "attempt": c.attempt, "finite": c.finite,
-                    "path": c.path, "evaluation": _eval_summary(evals.get(c.iteration))}
+                    "path": c.path, "evaluation": _eval_summary(evals.get(c.iteration)),
+                    "pending": c.iteration in pending}
                    for c in run.checkpoints]
     return {
         "id": run.id, "state": run.state.value, "message": run.message, "data": run.data,

@@ -84,7 +84,9 @@ async function refreshRun(runId) {
   $("#checkpoints tbody").innerHTML = run.checkpoints.map((c) => {
     const e = c.evaluation;
     const prf = e && !e.error ? `${num(e.precision, 2)} / ${num(e.recall, 2)} / ${num(e.f1, 2)}` : "-";
-    let map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map)) : "…";
+    let map = e ? (e.error ? `<span title="${text(e.error)}">error</span>` : pct(e.map))
+      : c.pending ? `<span title="waiting for its evaluation">…</span>`
+      : `<span title="not evaluated (off the eval_every ${text(run.eval_every)} cadence)">-</span>`;
     if (e && "screens_map" in e) map += ` / ${e.screens_error ? "error" : pct(e.screens_map)} screens`;
     return `<tr class="checkpoint"><td class="num">${c.iteration}</td><td class="num">${c.attempt}</td>
       <td>${c.finite ? "yes" : "poisoned"}</td><td class="num">${map}</td><td class="num">${prf}</td>

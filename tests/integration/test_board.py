@@ -273,6 +273,17 @@ def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_
     assert "opencv-dnn" in page.locator("#checkpoints tr.checkpoint").first.inner_text()
     run = store.runs.load(run_id)
     assert run.state is RunState.COMPLETED, run.message
+    # "…" only for a checkpoint whose evaluation was sent; one off the cadence says "-"
+    wait_for(lambda: not store.evaluations.pending(run_id), 60, 0.2, what="the evaluations")
+    evaluated = {e.iteration for e in store.evaluations.all(run_id)}
+    page.reload()
+    page.wait_for_function(f"document.querySelectorAll('#checkpoints tr.checkpoint').length"
+                           f" === {len(run.checkpoints)}", timeout=30000)
+    maps = [r.split("\t")[3].strip() for r in
+            page.locator("#checkpoints tr.checkpoint").all_inner_texts()]
+    assert [m != "-" for m in maps] == [c.iteration in evaluated for c in run.checkpoints]
+    assert "…" not in maps and "-" in maps, maps
+    page.wait_for_selector("#chart svg")
     page.wait_for_function("document.querySelector('#chart svg').dataset.n === "
                            f"'{store.db.r.xlen(f'farm:run:{run_id}:metrics')}'", timeout=30000)
 

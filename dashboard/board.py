@@ -74,6 +74,32 @@ def _screens_maps(e: Evaluation | None) -> dict:
     return {"screens_map": e.screens.map, "screens_error": e.screens.error}
 
 
+#: `farm up`'s events shown above the runs list (newest first)
+EVENTS_SHOWN = 8
+
+
+def supervision(events: list[dict]) -> dict:
+    """What `farm up` did to its children since it last came up (events newest first,
+    as farm.store.events keeps them): the newest events, and the children it gave up on
+    after a crash loop (not running, and not restarted until the next `farm up`): an
+    overnight farm without its beat or its GPU worker must say so where it is watched."""
+    session = []
+    for e in events:
+        session.append(e)
+        if e.get("child") == "farm" and e.get("event") == "up":
+            break
+    given_up = {}
+    for e in reversed(session):  # oldest first: the newest word on each child wins
+        if e.get("event") == "gave_up":
+            given_up[e["child"]] = e
+        elif e.get("event") in ("restarted", "up"):
+            given_up.pop(e.get("child"), None)
+    down = bool(events) and events[0].get("child") == "farm" and events[0].get("event") == "down"
+    return {"events": session[:EVENTS_SHOWN], "given_up": [] if down else
+            sorted(given_up.values(), key=lambda e: e["at"]),
+            "deaths": sum(e.get("event") == "died" for e in session), "down": down}
+
+
 def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
     rows = []
     for row in store.board.runs_list(limit):
@@ -92,7 +118,8 @@ def runs_payload(store: Store, limit: int = RUNS_LIMIT) -> dict:
             "last_map": row["last_evaluation"].map if row["last_evaluation"] else None,
             "attempts": len(attempts), "created_at": run.get("created_at"),
             "updated_at": finite(live.get("updated_at")), "sweep": run.get("sweep")})
-    return {"runs": rows, "generated_at": time.time()}
+    return {"runs": rows, "farm": supervision(store.events.recent(200)),
+            "generated_at": time.time()}
 
 
 def _last_iteration(attempts: list[dict]) -> int:

@@ -3,7 +3,8 @@
 Per run (the newest RUNS_LIMIT runs; running ones for the live figures): iteration,
 avg loss, iterations per second, restarts by the outcome that caused them, best and
 newest mAP. Farm-wide: runs by state, restarts by outcome, messages waiting per queue,
-workers up per queue, trials of each running sweep by state, free disk of the data dir.
+workers up per queue, trials of each running sweep by state, free disk of the data dir,
+and under `farm up` the deaths of its children and those it gave up on.
 
 Queue depth and workers come from Celery (kombu's passive queue declare, a broadcast
 asking workers for their queues). The broadcast waits a second for replies, so
@@ -16,7 +17,7 @@ import shutil
 import threading
 import time
 
-from dashboard.board import RUNS_LIMIT, finite
+from dashboard.board import RUNS_LIMIT, finite, supervision
 from dashboard.sweeps import active_trial_counts
 from farm.runs.chart import iterations_per_second
 from farm.queues import ROLE_QUEUES
@@ -133,6 +134,13 @@ def prometheus_text(store: Store, settings: Settings, watch: CeleryWatch | None)
           [(f'sweep="{sweep}",state="{state}"', n)
            for sweep, counts in sorted(active_trial_counts(store).items())
            for state, n in sorted(counts.items())])
+    farm = supervision(store.events.recent(200))
+    if farm["events"]:  # only where `farm up` supervises
+        gauge("farm_up_children_given_up", "1 for a child of `farm up` given up after a "
+              "crash loop (not restarted until the next `farm up`).",
+              [(f'child="{_clean(e["child"])}"', 1) for e in farm["given_up"]])
+        gauge("farm_up_child_deaths", "Deaths of `farm up`'s children since it came up.",
+              [("", farm["deaths"])])
     seen = watch.snapshot() if watch else None
     if seen:
         gauge("farm_queue_depth", "Messages waiting in a Celery queue.",

@@ -45,6 +45,20 @@ async function refreshRuns() {
   $("#runs tbody").innerHTML = rows.join("");
   const running = data.runs.filter((r) => r.state === "running").length;
   $("#summary").textContent = `${data.runs.length} runs, ${running} running`;
+  showSupervision(data.farm);
+}
+
+function showSupervision(farm) {
+  // `farm up`'s word on its children: a crash loop it gave up on is a banner, not a log line
+  $("#given-up").innerHTML = farm.given_up.map((e) => `<div class="banner given-up">
+    <b>${text(e.child)} is down</b> since ${when(e.at)}: farm up gave up on it after a crash
+    loop and does not restart it. <pre class="small">${text(e.message)}</pre></div>`).join("");
+  $("#farm-events").hidden = farm.events.length === 0;
+  $("#farm-note").textContent = farm.down ? "(down)"
+    : `${farm.deaths} death(s) of a child since it came up`;
+  $("#events tbody").innerHTML = farm.events.map((e) => `<tr class="event event-${text(e.event)}">
+    <td>${when(e.at)}</td><td>${text(e.child)}</td><td>${text(e.event)}</td>
+    <td class="muted">${text((e.message || "").split("\n")[0])}</td></tr>`).join("");
 }
 
 // ---------------------------------------------------------------- run page

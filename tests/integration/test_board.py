@@ -235,6 +235,48 @@ def test_a_url_with_credentials_opens_the_board(farm, board, chromium):
     context.close()
 
 
+def test_a_child_farm_up_gave_up_on_is_a_banner_until_the_farm_comes_up_again(
+        farm, board, chromium):
+    """The events as `farm up`'s supervisor records them (tests/integration/
+    test_farm_heals.py drives a real crash loop): the board and /metrics read them."""
+    store = Store(farm.settings.effective_redis_url)
+    t = time.time() - 60
+
+    def event(dt, child, what, message):
+        return {"at": t + dt, "child": child, "event": what, "pid": 10, "code": -9,
+                "message": message}
+    store.events.record([event(0, "farm", "up", "farm up on vm"),
+                         event(1, "worker-gpu", "died", "worker-gpu (pid 10) killed by SIGKILL"),
+                         event(2, "worker-gpu", "restarted", "worker-gpu restarted (pid 11)"),
+                         event(3, "beat", "died", "beat (pid 12) exited with 1"),
+                         event(4, "beat", "gave_up", "beat (pid 13) exited with 1: 3 deaths "
+                               "within 60 s is a crash loop; not restarting it. Its log, "
+                               "beat.log, ends:\n  | ImportError: no module named x")])
+    context, page = logged_in(chromium, board)
+    page.wait_for_selector("#given-up .banner")
+    banner = page.inner_text("#given-up")
+    assert "beat is down" in banner and "crash loop" in banner and "ImportError" in banner
+    assert "worker-gpu" not in banner  # it came back
+    assert page.is_visible("#farm-events")
+    assert "2 death(s)" in page.inner_text("#farm-note")
+    assert [r.split("\t")[1:3] for r in page.locator("#events tr.event").all_inner_texts()] == \
+        [["beat", "gave_up"], ["beat", "died"], ["worker-gpu", "restarted"],
+         ["worker-gpu", "died"], ["farm", "up"]]
+    token = (Path(farm.settings.data_dir) / "metrics.token").read_text().strip()
+    metrics = http(board + "/metrics", None, {"Authorization": f"Bearer {token}"})[2].decode()
+    assert 'farm_up_children_given_up{child="beat"} 1' in metrics
+    assert "farm_up_child_deaths 2" in metrics
+    # the next `farm up` starts every child again: the banner goes
+    store.events.record([event(5, "farm", "down", "farm down"),
+                         event(6, "farm", "up", "farm up on vm")])
+    page.wait_for_function("document.querySelector('#given-up').children.length === 0",
+                           timeout=15000)
+    assert "0 death(s)" in page.inner_text("#farm-note")
+    metrics = http(board + "/metrics", None, {"Authorization": f"Bearer {token}"})[2].decode()
+    assert "farm_up_children_given_up{" not in metrics and "farm_up_child_deaths 0" in metrics
+    context.close()
+
+
 def test_a_run_with_three_restarts_is_drawn_readably(farm, board, chromium, tmp_path, capsys,
                                                      darknet_bin):
     """lr 0.08, 0.04 and 0.02 explode within ~40 iterations of the micro net (burn in 0);

@@ -149,6 +149,13 @@ def _get(url: str, password: str) -> int:
         return 0
 
 
+def _json(url: str, password: str) -> dict:
+    req = urllib.request.Request(url, headers={
+        "Authorization": "Basic " + base64.b64encode(f"farm:{password}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def _pool_of(main_pid: int) -> psutil.Process:
     return wait_for(lambda: next(iter(psutil.Process(main_pid).children()), None), 30,
                     what="the worker's pool process")
@@ -239,7 +246,10 @@ def test_every_child_killed_with_sigkill_comes_back_and_training_resumes(env, tm
                                     if e["event"] == "gave_up"], 30, 0.5, what="gave_up event")
         assert gave_up[0]["child"] == "beat" and "beat.log" in gave_up[0]["message"]
         assert up.proc.poll() is None  # the farm itself stays up
-        assert _get(board + "/api/runs", flower_pw) == 200
+        # ... and the board says so above the runs (and /metrics, for an alert)
+        shown = wait_for(lambda: _json(board + "/api/runs", flower_pw)["farm"]["given_up"],
+                         30, 0.5, what="the board to show beat given up")
+        assert [e["child"] for e in shown] == ["beat"] and "crash loop" in shown[0]["message"]
 
         assert overlap.stop() == [], "two darknet processes trained the same run at once"
         run = store.runs.load(run_id)

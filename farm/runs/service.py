@@ -17,7 +17,7 @@ from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import cut_short
-from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
+from farm.errors import BadInput, FarmError, Finding, HostUnreachable, LeaseLost, NoSpace
 from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
 from farm.runs.life import lose, move
@@ -38,6 +38,11 @@ def _must_exist(path: str, what: str) -> str:
         raise BadInput(f"{what} {path} does not exist", path=full,
                        hint=f"check the path of the {what}")
     return full
+
+
+#: why a holder stops for good: frozen or cut off past its lease, the run was taken over
+#: (its new holder carries it on, and only its record is the truth from then on)
+LEASE_GONE = "the lease went to another worker while this one trained"
 
 
 def _elsewhere(settings: Settings, path: str) -> bool:
@@ -130,7 +135,7 @@ class Hooks:
 def execute_run(store: Store, settings: Settings, run_id: str, *, worker: str,
                 hooks: Hooks | None = None) -> Run:
     """Train `run_id` to its end on this host. Returns the run as it ended (or as it is,
-    when another process holds it)."""
+    when another process holds it); LeaseLost when it was taken over while training."""
     hooks = hooks or Hooks()
     lease = store.runs.lease(run_id, worker, settings.lease_ttl)
     held = lease.acquire()
@@ -190,14 +195,14 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
             _supervise(store, settings, run, attempt, process, beat, hooks, dialect)
         if settings.retention:  # what the farm needed was moved out as it was written
             remove(backup_waste(attempt.workdir))
+        if not beat.still_held():  # however darknet ended (its new holder may have
+            raise LeaseLost(LEASE_GONE)  # killed it): no restart, no write from here
         outcome = attempt.outcome
         store.runs.save(run)
         if outcome is Outcome.COMPLETED:
             return _finish(store, run, RunState.COMPLETED, attempt.message)
         if outcome is Outcome.CANCELLED:
             return _finish(store, run, RunState.CANCELLED, "cancelled by request")
-        if outcome is Outcome.LOST:
-            return run  # the lease went to another process: it carries the run on
         restart = next_attempt(run, attempt, policy)
         if isinstance(restart, GiveUp):
             return _finish(store, run, RunState.FAILED, _failure_message(run, attempt, restart))
@@ -328,7 +333,8 @@ def _supervise(store: Store, settings: Settings, run: Run, attempt: Attempt,
                                    policy=Policy.from_dict(run.policy)),
                      checkpoints_dir=workspace.checkpoints_dir(settings.runs_dir, run.id),
                      interrupt=_throttled(interrupt, 0.5), on_progress=hooks.progress,
-                     on_checkpoint=lambda r, c: (store.runs.save(r), hooks.checkpoint(r, c)),
+                     on_checkpoint=lambda r, c: (store.runs.save_held(r, beat.lease, LEASE_GONE),
+                                                 hooks.checkpoint(r, c)),
                      retention=Retention.from_settings(settings),
                      weights_problem=lambda path: cut_short(path, cfg, dialect),
                      space=space,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 
-from farm.errors import NotFound
+from farm.errors import LeaseLost, NotFound
 from farm.runs.life import lose, move
 from farm.runs.model import Run, RunState
 from farm.store.lease import Lease
@@ -48,6 +48,20 @@ class RunStore:
             pipe = self.db.r.pipeline()
             write_run(pipe, run)
             pipe.execute()
+
+    def save_held(self, run: Run, lease: Lease, why: str) -> None:
+        """Save the run only while `lease` still holds it, in one step: a holder frozen
+        past its lease never writes its stale view over its successor's. LeaseLost(why)
+        when another holder has it."""
+        def body(pipe) -> bool:
+            if pipe.get(lease.key) != lease.token:
+                return False
+            pipe.multi()
+            write_run(pipe, run)
+            pipe.execute()
+            return True
+        if not self.db.watching([lease.key], body, False):
+            raise LeaseLost(why)
 
     def load(self, run_id: str) -> Run:
         with self.db.translated():

@@ -190,6 +190,63 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     assert its[0] == resumed.start_iteration + 1
 
 
+def test_a_holder_frozen_past_its_lease_stops_when_it_wakes_and_never_trains_again(
+        farm, micro, capsys, darknet_bin):
+    """A worker frozen (SIGSTOP: a swap storm, a VM paused) longer than its lease: the run
+    is taken over, its darknet killed by the new holder. On waking, the old holder finds
+    its darknet gone, and must neither restart it (two darknets for one run) nor write
+    its stale view of the run over the new holder's."""
+    data, tmp = micro
+    cfg = micro_cfg(tmp / "micro.cfg", max_batches=1500)
+    short = {"FARM_LEASE_TTL": "3"}
+    first = farm.worker("gpu1", env=short)
+    farm.worker("cpu1", "cpu")  # beat's reaper
+    farm.beat()
+    code, out, _ = cli(capsys, "train", str(data), str(cfg))
+    run_id = out.strip()
+    store = store_of(farm)
+    old_task = store.runs.load(run_id).task_id
+    run_dir = Path(farm.settings.runs_dir) / run_id
+    wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a first checkpoint")
+    [holder] = psutil.Process(first.pid).children()  # the pool process that runs the task
+    holder.suspend()
+    overlap, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if len(procs := darknet_procs_of(run_dir)) > 1:
+                overlap.append(len(procs))
+            time.sleep(0.02)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        farm.worker("gpu2", env=short)
+        taken = wait_for(lambda: len((r := store.runs.load(run_id)).attempts) > 1
+                         and r.current.pid and r.current.last_iteration and r, 60, 0.1,
+                         what="gpu2 to take the run over")
+        assert "gpu2@" in taken.worker and taken.attempts[0].outcome is Outcome.LOST
+        holder.resume()  # it finds its darknet killed, and its lease gone
+        from workers.app import app
+        # the reaper ended the old task (WorkerLostError: the lease expired); the old
+        # holder, awake, ends it in its own words
+        failed = wait_for(lambda: "LeaseLost" in repr((r := app.AsyncResult(old_task)).result)
+                          and r, 30, 0.2, what="the old holder's end")
+        assert failed.state == "FAILURE"
+        assert str(failed.result) == (f"{run_id}: the lease went to another worker while "
+                                      f"this one trained; the run goes on as task "
+                                      f"{store.runs.load(run_id).task_id}")
+        mid = store.runs.load(run_id)  # not the old holder's stale view written back
+        assert len(mid.attempts) == 2 and "gpu2@" in mid.worker, mid.attempts
+        time.sleep(3)  # what the old holder would have started by now
+        run = wait_run(store, run_id, 180)
+    finally:
+        stop.set()
+        watcher.join()
+    assert overlap == [], "two darknet processes trained the same run at once"
+    assert run.state is RunState.COMPLETED, run.message
+    assert [a.outcome for a in run.attempts] == [Outcome.LOST, Outcome.COMPLETED]
+
+
 def test_crash_by_signal_restarts_once_from_the_newest_good_checkpoint(farm, micro, capsys,
                                                                        darknet_bin):
     data, tmp = micro

@@ -19,7 +19,7 @@ from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.exceptions import Ignore
 
-from farm.errors import FarmError, HostUnreachable, NoSpace, RunFailed
+from farm.errors import FarmError, HostUnreachable, LeaseLost, NoSpace, RunFailed
 from farm.eval import cadence
 from farm.eval.checkpoints import unpin_evaluated
 from farm.runs.model import Run, RunState
@@ -39,7 +39,7 @@ PROGRESS_EVERY = 2.0
 
 
 @app.task(name="farm.train", bind=True, acks_late=False, track_started=True,
-          throws=(RunFailed,), max_retries=None)  # waits for a host or disk for ever
+          throws=(RunFailed, LeaseLost), max_retries=None)  # waits for a host or disk for ever
 def train(self, run_id: str) -> dict:
     """Train the run to its end. Flower's final state is the run's: SUCCESS (completed),
     FAILURE with the reason (failed), REVOKED (cancelled); PROGRESS while it trains."""
@@ -100,6 +100,10 @@ def train(self, run_id: str) -> dict:
     except NoSpace as e:  # queued too, its message says what it waits for
         log.warning("run %s waits for disk space: %s", run_id, e.message)
         raise self.retry(exc=e, countdown=app.farm_settings.disk_retry_delay)
+    except LeaseLost as e:  # frozen or cut off past its lease: its successor goes on
+        log.warning("run %s: %s", run_id, e.message)
+        raise LeaseLost(f"{run_id}: {e.message}; the run goes on as task "
+                        f"{st.runs.load(run_id).task_id}") from None
     except FarmError as e:
         log.info("run %s ended with %s", run_id, e)
         raise

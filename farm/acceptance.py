@@ -184,14 +184,14 @@ def report(plan: Plan, sweep: dict, rows: list[dict]) -> dict:
                        "state": r["state"], "screens_map50": r.get("screens_map"),
                        "tile_map50": r.get("tile_map"), "gpu_hours": wall / 3600,
                        "iterations": r["iterations"], "restarts": r["restarts"],
-                       "note": r.get("note", "")})
+                       "trained_with": _trained_with(r), "note": r.get("note", "")})
     ranked = [r for r in rows if r.get("rank")]
     best = ranked[0] if ranked else None
     value = best.get("screens_map") if best else None
     return {"sweep": sweep["id"], "state": sweep["state"], "plan": plan.to_dict(),
             "best": None if best is None else {
                 "trial": best["trial"], "run_id": best["run_id"], "params": best["params"],
-                "held_out_screens_map50": value, "tile_map50": best.get("tile_map"),
+                "trained_with": _trained_with(best), "held_out_screens_map50": value, "tile_map50": best.get("tile_map"),
                 "iteration": best.get("best_iteration")},
             "gpu_hours": hours,
             "held_out_screens_map50_per_gpu_hour": (value / hours) if value is not None
@@ -210,7 +210,7 @@ def format_report(r: dict) -> list[str]:
         lines.append(f"  trial {t['trial']} {t['state']:<10} "
                      f"{' '.join(f'{k}={v}' for k, v in t['params'].items())}: held-out screens "
                      f"mAP {_pct(t['screens_map50'])}, tile mAP {_pct(t['tile_map50'])}, "
-                     f"{t['gpu_hours']:.3f} GPU-h"
+                     f"{t['gpu_hours']:.3f} GPU-h" + _trained_note(t.get("trained_with"))
                      + (f"\n    {t['note']}" if t["note"] and t["state"] != "completed" else ""))
     best = r["best"]
     if best is None:
@@ -218,7 +218,8 @@ def format_report(r: dict) -> list[str]:
     else:
         per = r["held_out_screens_map50_per_gpu_hour"]
         exported = best.get("weights_iteration")
-        lines.append(f"best: trial {best['trial']} ({best['run_id']}): held-out screens mAP "
+        lines.append(f"best: trial {best['trial']} ({best['run_id']}"
+                     f"{_trained_note(best.get('trained_with'))}): held-out screens mAP "
                      f"{_pct(best['held_out_screens_map50'])} (tile mAP "
                      f"{_pct(best['tile_map50'])}), first at iteration {best['iteration']}"
                      + (f", bundle weights of iteration {exported}" if exported is not None
@@ -226,6 +227,16 @@ def format_report(r: dict) -> list[str]:
                      + (f"{per * 100:.2f} mAP points per GPU-hour" if per is not None
                         else "GPU-hours unknown"))
     return lines
+
+
+def _trained_with(row: dict) -> str:
+    """What the trial's best weights were really trained with, in words (a restart may
+    have lowered its learning rate: the row's params are what was asked)."""
+    return (row.get("settings") or {}).get("text") or "as requested"
+
+
+def _trained_note(text: str | None) -> str:
+    return f"  [trained: {text}]" if text and text != "as requested" else ""
 
 
 def _pct(v) -> str:

@@ -58,12 +58,21 @@ def test_the_report_divides_the_best_held_out_map_by_the_gpu_hours():
              "best_iteration": 300, "wall_time": 1800.0, "iterations": 300, "restarts": 0},
             {"rank": 2, "trial": 0, "run_id": "r0", "params": {"learning_rate": "0.001"},
              "state": "completed", "screens_map": 0.4, "tile_map": 0.9,
-             "best_iteration": 300, "wall_time": 5400.0, "iterations": 300, "restarts": 1}]
+             "best_iteration": 300, "wall_time": 5400.0, "iterations": 300, "restarts": 1,
+             "settings": {"text": "learning_rate 0.001 -> 0.0005, burn_in 0 -> 100 after "
+                                  "1 restart"}}]
     r = report(plan, {"id": "s1", "state": "done"}, rows)
     assert r["gpu_hours"] == 2.0 and r["held_out_screens_map50_per_gpu_hour"] == 0.3
     assert r["best"]["trial"] == 1 and r["best"]["tile_map50"] == 0.7
     text = "\n".join(format_report(r))
     assert "30.00 mAP points per GPU-hour" in text and "held-out screens mAP 60.00 %" in text
+    # a trial's row is what was asked; a restart's lower rate is said beside it
+    [t0] = [ln for ln in text.splitlines() if ln.startswith("  trial 0 ")]
+    assert t0.endswith("[trained: learning_rate 0.001 -> 0.0005, burn_in 0 -> 100 after "
+                       "1 restart]"), t0
+    assert "[trained" not in next(ln for ln in text.splitlines() if ln.startswith("  trial 1"))
+    assert r["trials"][1]["trained_with"].startswith("learning_rate 0.001 -> 0.0005")
+    assert r["best"]["trained_with"] == "as requested"
     none = report(plan, {"id": "s1", "state": "done"}, [{**rows[0], "rank": None,
                                                          "screens_map": None}])
     assert none["best"] is None and none["held_out_screens_map50_per_gpu_hour"] is None

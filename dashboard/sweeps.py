@@ -41,18 +41,21 @@ def sweep_payload(store: Store, sweep_id: str, page: int = 1, per: int = PER_PAG
     colours: dict[int, str] = {}
     curves = []
     rows = []
+    screens = st.spec.objective == "screens_map50"  # then the mAP it ranks on is drawn
     for r in st.rows:
         seen = st.observed.get(r.trial)
         effective = effective_params(r)
-        if seen and (seen.loss or seen.maps):
+        maps = (seen.screens if screens else seen.maps) if seen else ()
+        if seen and (seen.loss or maps):
             colours[r.trial] = axes.trial_colour(len(curves))
             curves.append(overlay.Curve(key=r.trial, label=trial_label(r.trial, r.params,
                                                                        effective),
                                         about=_about(r, effective, st.spec.objective),
-                                        loss=list(seen.loss), maps=list(seen.maps),
+                                        loss=list(seen.loss), maps=list(maps),
                                         colour=colours[r.trial]))
         rows.append({**r.to_dict(), "effective": effective, "colour": colours.get(r.trial)})
-    drawing = overlay.build(curves, max_batches=st.spec.budget.iterations or 0)
+    drawing = overlay.build(curves, max_batches=st.spec.budget.iterations or 0,
+                            map_label=overlay.map_label(st.spec.objective))
     sw = st.sweep
     return {"sweep": {"id": sw.id, "name": sw.name or sw.id, "state": sw.state.value,
                       "message": sw.message, "warnings": sw.warnings,

@@ -27,6 +27,7 @@ class Curve:
     about: str = ""                            # the longer story (hover)
     loss: list[tuple[int, float]] = field(default_factory=list)   # (iteration, avg loss)
     maps: list[tuple[int, float]] = field(default_factory=list)   # (iteration, mAP 0..1)
+    # (the overlay's map_label says which mAP: tiles, or whole screenshots)
     colour: str = ""
 
 
@@ -37,9 +38,11 @@ class Overlay:
     x_hi: float
     loss: tuple[float, float, bool] | None
     map_hi: float
+    #: what the mAP panel shows: the tile mAP, or the screens mAP a screens sweep ranks on
+    map_label: str = "mAP@0.50"
 
     def summary(self) -> dict:
-        return {"x_hi": self.x_hi, "map_hi": self.map_hi,
+        return {"x_hi": self.x_hi, "map_hi": self.map_hi, "map_label": self.map_label,
                 "loss": None if self.loss is None else
                 {"lo": self.loss[0], "hi": self.loss[1], "log": self.loss[2]},
                 "curves": [{"key": c.key, "label": c.label, "colour": c.colour,
@@ -47,7 +50,15 @@ class Overlay:
                            for c in self.curves]}
 
 
-def build(curves: list[Curve], *, title: str = "", max_batches: int = 0) -> Overlay:
+def map_label(objective: str) -> str:
+    """The mAP panel of a sweep's overlay: the screens mAP when the sweep ranks on it
+    (its curves must then be screens mAP points), else the tiles' mAP."""
+    return ("screens mAP@0.50 (whole screenshots)" if objective == "screens_map50"
+            else "mAP@0.50")
+
+
+def build(curves: list[Curve], *, title: str = "", max_batches: int = 0,
+          map_label: str = "mAP@0.50") -> Overlay:
     """Colours in the given order (the leaderboard's), scales over every curve up to
     where it runs up to divergence (a failed trial's 1e4 would flatten the others)."""
     for k, c in enumerate(curves):
@@ -58,7 +69,8 @@ def build(curves: list[Curve], *, title: str = "", max_batches: int = 0) -> Over
     top = max([v for c in curves for _, v in c.maps] + [0.0])
     map_hi = min(1.0, max(0.1, top * 1.1))
     x_hi = max([max_batches or 0, 1] + [i for c in curves for i, _ in c.loss + c.maps])
-    return Overlay(title=title, curves=curves, x_hi=float(x_hi), loss=loss, map_hi=map_hi)
+    return Overlay(title=title, curves=curves, x_hi=float(x_hi), loss=loss, map_hi=map_hi,
+                   map_label=map_label)
 
 
 def thin(points: list[tuple[int, float]], limit: int = MAX_POINTS) -> list[tuple[int, float]]:
@@ -113,7 +125,7 @@ def draw(ov: Overlay, size: tuple[int, int] = SIZE) -> Figure:
                    axes.fmt)
         else:
             y = Scale(0.0, ov.map_hi, False, top + height, top)
-            _panel(fig, x, y, top, top + height, "mAP@0.50", lambda v: f"{v * 100:.0f}%")
+            _panel(fig, x, y, top, top + height, ov.map_label, lambda v: f"{v * 100:.0f}%")
         panels.append((p, y))
         top += height + 28
     map_bottom = bottom

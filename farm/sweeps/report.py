@@ -107,15 +107,17 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
     now = time.time() if now is None else now
     sweep, spec, rows = leaderboard_of(store, sweep_id, now)
     trials: list[TrialReport] = []
-    runs: dict[int, tuple[Run, list[list]]] = {}
+    runs: dict[int, tuple[Run, list[list]]] = {}  # each trial's run, the mAP overlaid
+    screens = spec.objective == "screens_map50"  # then the overlay draws what ranks
     for row in rows:
         if not row.run_id:
             trials.append(TrialReport(row=row, run_id=None))
             continue
         run = store.runs.load(row.run_id)
         maps = map50_points(store, run.id)
-        trials.append(trial_report(row, run, store.evaluations.all(run.id), maps, now))
-        runs[row.trial] = (run, maps)
+        evals = store.evaluations.all(run.id)
+        trials.append(trial_report(row, run, evals, maps, now))
+        runs[row.trial] = (run, _screens_points(evals) if screens else maps)
     with_runs = [t for t in trials if t.row.trial in runs]
     charted = {t.row.trial for t in sorted(with_runs, key=_chart_priority)[:charts]}
     curves: list[overlay.Curve] = []
@@ -131,7 +133,8 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
             if curve.loss or curve.maps:
                 curves.append(curve)
     drawing = overlay.build(curves, title=f"{sweep.name or sweep.id}: every trial",
-                            max_batches=spec.budget.iterations or 0)
+                            max_batches=spec.budget.iterations or 0,
+                            map_label=overlay.map_label(spec.objective))
     for c in drawing.curves:
         next(t for t in trials if t.row.trial == c.key).colour = c.colour
     counts: dict[str, int] = {}
@@ -181,6 +184,13 @@ def trained_with(row: ctl.Row, run: Run) -> str:
     restarts`, or `as requested`. The attempt whose weights stood at the trial's best
     (the leaderboard's choice), else the one that wrote its newest good checkpoint."""
     return (row.settings or effective_settings(run).to_dict())["text"]
+
+
+def _screens_points(evals: list[Evaluation]) -> list[list]:
+    """[iteration, screens mAP] of the evaluations that scored the screens."""
+    return sorted([e.iteration, e.screens.map] for e in evals
+                  if e.screens is not None and e.screens.map is not None
+                  and e.iteration is not None)
 
 
 def _curve(t: TrialReport, run: Run, chart: runchart.RunChart,

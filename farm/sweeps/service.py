@@ -534,7 +534,9 @@ def _close(sweeps: SweepStore, sweep: Sweep, spec: SweepSpec, views: list[ctl.Tr
     top = rows[0] if rows and rows[0].best is not None else None
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     if top:
-        summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)}), "
+        trained = (top.settings or {}).get("text")  # a restart may have lowered its rate
+        trained = f" [trained: {trained}]" if trained and trained != "as requested" else ""
+        summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)}){trained}, "
                     f"{ctl.objective_label(spec.objective)} "
                     f"{ctl.format_value(spec.objective, top.best)}")
     if missing:

@@ -38,7 +38,7 @@ concurrency: 1
 budget: {{iterations: 200}}
 eval_every: 100
 objective: map50
-policy: {{burn_in_min: 0}}
+policy: {{burn_in_min: 0, max_divergence_restarts: 5}}  # 0.05 needs 1-3 restarts; 2.0 fails
 """
 
 

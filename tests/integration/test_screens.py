@@ -210,4 +210,15 @@ def test_acceptance_runs_end_to_end_and_ranks_by_held_out_screens_map(
     assert f"bundle weights of iteration {best_eval.iteration}" in out
     code, out, err = farm_cli(capsys, "sweep", "show", report["sweep"])
     assert code == 0 and "TILE MAP" in out and "SCREENS" in out
+    # the board's overlay and the morning report draw the mAP the sweep ranks on
+    from dashboard.sweeps import sweep_payload
+    page = sweep_payload(store, report["sweep"])
+    assert page["overlay"]["map_label"] == "screens mAP@0.50 (whole screenshots)"
+    assert "screens mAP@0.50 (whole screenshots)" in page["svg"]
+    assert sorted(c["map_points"] for c in page["overlay"]["curves"]) == sorted(
+        len([e for e in store.evaluations.all(t["run_id"]) if e.screens]) for t in trials)
+    code, out, err = farm_cli(capsys, "sweep", "report", report["sweep"], "-o",
+                              str(tmp_path / "report.html"))
+    assert code == 0, err
+    assert "screens mAP@0.50 (whole screenshots)" in (tmp_path / "report.html").read_text()
     assert os.path.isfile(out_dir / "best" / "best.cfg")

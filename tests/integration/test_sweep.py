@@ -266,6 +266,30 @@ def test_cancel_stops_running_trials_and_the_rest_never_start(
     assert store.runs.load(first.run_id).attempts[-1].outcome is Outcome.CANCELLED
 
 
+def test_the_sweeps_summary_says_what_its_best_trial_was_really_trained_with(
+        farm, controller, micro, capsys, darknet_bin):
+    """lr 0.05 with no burn-in diverges on the micro net; its restarts lower the rate and
+    it completes. The one trial is the best: the sweep's summary (`sweep show`, the board,
+    `sweep list`) must not say 0.05 alone."""
+    farm.worker("gpu1", "gpu")
+    controller.start()
+    code, out, err = cli(capsys, "sweep", "submit", str(spec(micro, """
+    parameters: {learning_rate: [0.05]}
+    budget: {iterations: 200}
+    objective: min_avg_loss
+    policy: {burn_in_min: 0, max_divergence_restarts: 6}
+    """)))
+    assert code == 0, err
+    store = Store(farm.settings.effective_redis_url)
+    sw = wait_sweep(store, out.strip(), 120)
+    [trial] = store.sweeps.trials(sw.id)
+    run = store.runs.load(trial.run_id)
+    assert run.state is RunState.COMPLETED and len(run.attempts) > 1, run.attempts
+    rate = run.attempts[-1].hyper["learning_rate"]
+    assert re.search(r"best: trial 0 \(learning_rate=0\.05\) \[trained: learning_rate "
+                     rf"0\.05 -> {re.escape(rate)}\b", sw.message), sw.message
+
+
 def test_a_trial_still_at_zero_map_after_n_iterations_is_stopped_and_says_why(
         farm, controller, micro, capsys, darknet_bin):
     """Real evaluations (farm.eval's farm-native evaluator on an `eval` worker). Until

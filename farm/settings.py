@@ -61,11 +61,13 @@ class Settings:
     #: Days a browser stays logged in to the board (its session cookie's lifetime).
     board_session_days: float = 7.0
     #: Seconds a run lease lives without a heartbeat; the heartbeat renews it every third.
-    #: A holder that died on the reaper's own machine is seen at once (its pid is gone);
-    #: one on another machine is known lost only when its lease expires.
+    #: A holder that died on a machine with a worker still up (or restarted by `farm up`)
+    #: is seen at once (its pid is gone); a machine with no worker left is known lost
+    #: only when its leases expire.
     lease_ttl: float = 30.0
-    #: Seconds between two passes of the beat job that resumes runs whose holder died or
-    #: whose lease expired (it reads only the set of running runs: cheap).
+    #: Seconds between two passes of the reaper, which resumes runs whose holder died or
+    #: whose lease expired (it reads only the set of running runs: cheap). beat runs it,
+    #: and every worker runs it too for its own machine (workers/reaping.py).
     reaper_interval: float = 2.0
     #: Seconds between two passes of the beat job that ticks every running sweep: early
     #: stopping, budgets, and recovery after a controller restart (trials normally start

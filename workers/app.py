@@ -26,7 +26,8 @@ ROUTES = {
 
 TASK_MODULES = ["workers.tasks.train", "workers.tasks.dataset", "workers.tasks.eval",
                 "workers.tasks.sweep", "workers.tasks.flow", "workers.tasks.notify",
-                "workers.presence"]  # not tasks: a worker's signals (it says it is up)
+                "workers.presence", "workers.reaping"]  # not tasks: a worker's signals
+                                                         # (it says it is up, it reaps)
 
 
 class FarmAMQP(AMQP):

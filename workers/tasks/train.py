@@ -159,6 +159,12 @@ def _send_eval(run: Run, c) -> None:
 def reap() -> list[str]:
     """Resubmit runs whose holder died (seen at once on this machine) or whose lease
     expired (a holder elsewhere); every running run is looked at, however old."""
+    return reap_here()
+
+
+def reap_here() -> list[str]:
+    """One pass of the reaper from this process (beat's task, and every worker's own
+    watch, workers.reaping): what it queued again."""
     return reap_lost(store(), lambda run_id, queue, task_id:
                      enqueue_train(run_id, queue, task_id=task_id), _end_lost)
 

@@ -16,7 +16,10 @@ processes every 20 ms: two at once would be a duplicate (there must be none).
 kills meets the first restart backoff (`restart_backoff`, 0.5 s) as a single death in a
 night would, instead of the doubling a crash loop gets.
 
-    python bench/bench_resume.py [--kills 20]
+`--beat-elsewhere` freezes beat (SIGSTOP) once the farm is up: as on the user's trainer,
+whose beat runs on the head, only the workers of the host itself reap (workers/reaping.py).
+
+    python bench/bench_resume.py [--kills 20] [--beat-elsewhere]
 """
 from __future__ import annotations
 
@@ -122,6 +125,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="kills of each kind")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--beat-elsewhere", action="store_true",
+                    help="freeze beat: only the host's own workers reap")
     args = ap.parse_args()
     random.seed(args.seed)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))  # stop the farm on the way out
@@ -141,6 +146,10 @@ def main() -> int:
             raise SystemExit("farm up failed to start")
         threading.Thread(target=lambda: [None for _ in up.stdout], daemon=True).start()
         store = Store(load(env=env).effective_redis_url)
+        if args.beat_elsewhere:
+            beat = json.loads((data_dir / "farm-up.pid").read_text())["children"]["beat"]
+            os.kill(beat["pid"], signal.SIGSTOP)
+            print(f"beat (pid {beat['pid']}) frozen: only the workers reap", flush=True)
         data = micro_dataset(tmp / "ds", images=16)
         cfg = micro_cfg(tmp / "micro.cfg", max_batches=1_000_000)
         # every kill costs the run a `lost` attempt: allow more than the policy's 10

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,27 @@ def darknet_procs_of(run_dir: Path) -> list:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+class Overlap(threading.Thread):
+    """Counts, every 20 ms, the darknet processes training one run: never more than one."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(daemon=True)
+        self.run_dir, self.seen = run_dir, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            n = len(darknet_procs_of(self.run_dir))
+            if n > 1:
+                self.seen.append(n)
+            time.sleep(0.02)
+
+    def stop(self) -> list[int]:
+        self.done.set()
+        self.join()
+        return self.seen
 
 
 def embedded_env(tmp_path: Path, **farm: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ import redis
 
 from farm.settings import load
 from farm.store import Store
-from tests.conftest import REPO, darknet_procs_of, embedded_env, farm_cmd, wait_for
+from tests.conftest import REPO, Overlap, darknet_procs_of, embedded_env, farm_cmd, wait_for
 from workers.micro import micro_cfg, micro_dataset
 
 pytestmark = pytest.mark.integration
@@ -92,27 +92,6 @@ class Up:
                 pass
             self.proc.kill()
             self.proc.wait(10)
-
-
-class Overlap(threading.Thread):
-    """Counts, every 20 ms, the darknet processes training one run: never more than one."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__(daemon=True)
-        self.run_dir, self.seen = run_dir, []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            n = len(darknet_procs_of(self.run_dir))
-            if n > 1:
-                self.seen.append(n)
-            time.sleep(0.02)
-
-    def stop(self) -> list[int]:
-        self.done.set()
-        self.join()
-        return self.seen
 
 
 def _submit(env: dict, tmp_path: Path, max_batches: int) -> str:

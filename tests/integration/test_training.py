@@ -9,7 +9,6 @@ import json
 import math
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from farm.runs.model import Outcome, RunState
 from farm.store import Store
-from tests.conftest import darknet_procs_of, wait_for
+from tests.conftest import Overlap, darknet_procs_of, wait_for
 from workers.cli import main as farm_main
 from workers.micro import micro_cfg, micro_dataset
 
@@ -149,17 +148,8 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
     run_dir = Path(farm.settings.runs_dir) / run_id
     wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a first checkpoint")
 
-    overlap = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            n = len(darknet_procs_of(run_dir))
-            if n > 1:
-                overlap.append(n)
-            time.sleep(0.02)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    overlap = Overlap(run_dir)
+    overlap.start()
     try:
         if how == signal.SIGKILL:
             os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
@@ -175,9 +165,8 @@ def test_a_lost_worker_run_resumes_elsewhere_from_its_checkpoint(farm, micro, ca
             assert again.message == "", again.message
         run = wait_run(store, run_id, 120)
     finally:
-        stop.set()
-        watcher.join()
-    assert overlap == [], "two darknet processes trained the same run at once"
+        seen = overlap.stop()
+    assert seen == [], "two darknet processes trained the same run at once"
     assert run.state is RunState.COMPLETED, run.message
     lost, resumed = run.attempts[0], run.attempts[-1]
     assert lost.outcome is Outcome.LOST and "worker gpu1@testhost" in lost.message
@@ -241,15 +230,8 @@ def test_a_holder_frozen_past_its_lease_stops_when_it_wakes_and_never_trains_aga
     wait_for(lambda: store.runs.load(run_id).good_checkpoint, 60, what="a first checkpoint")
     [holder] = psutil.Process(first.pid).children()  # the pool process that runs the task
     holder.suspend()
-    overlap, stop = [], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            if len(procs := darknet_procs_of(run_dir)) > 1:
-                overlap.append(len(procs))
-            time.sleep(0.02)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    overlap = Overlap(run_dir)
+    overlap.start()
     try:
         farm.worker("gpu2", env=short)
         taken = wait_for(lambda: len((r := store.runs.load(run_id)).attempts) > 1
@@ -271,9 +253,10 @@ def test_a_holder_frozen_past_its_lease_stops_when_it_wakes_and_never_trains_aga
         time.sleep(3)  # what the old holder would have started by now
         run = wait_run(store, run_id, 180)
     finally:
-        stop.set()
-        watcher.join()
-    assert overlap == [], "two darknet processes trained the same run at once"
+        seen = overlap.stop()
+        if holder.is_running() and holder.status() == psutil.STATUS_STOPPED:
+            holder.resume()  # a failed step above: never leave a stopped process behind
+    assert seen == [], "two darknet processes trained the same run at once"
     assert run.state is RunState.COMPLETED, run.message
     assert [a.outcome for a in run.attempts] == [Outcome.LOST, Outcome.COMPLETED]
 

@@ -191,7 +191,8 @@ def report(plan: Plan, sweep: dict, rows: list[dict]) -> dict:
     return {"sweep": sweep["id"], "state": sweep["state"], "plan": plan.to_dict(),
             "best": None if best is None else {
                 "trial": best["trial"], "run_id": best["run_id"], "params": best["params"],
-                "trained_with": _trained_with(best), "held_out_screens_map50": value, "tile_map50": best.get("tile_map"),
+                "trained_with": _trained_with(best), "held_out_screens_map50": value,
+                "tile_map50": best.get("tile_map"),
                 "iteration": best.get("best_iteration")},
             "gpu_hours": hours,
             "held_out_screens_map50_per_gpu_hour": (value / hours) if value is not None

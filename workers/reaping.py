@@ -17,6 +17,8 @@ import threading
 
 from celery.signals import celeryd_after_setup, worker_shutdown
 
+from farm.errors import FarmError
+
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 
@@ -27,12 +29,17 @@ def _watch(sender=None, instance=None, **_) -> None:
 
     def watch() -> None:
         from workers.tasks.train import reap_here
+        away = False  # Redis away (restarting): said once, not every pass
         while not _stop.wait(every):
             try:
                 reap_here()  # it says what it queued again, and why
-            except Exception:  # noqa: BLE001 - Redis or the broker away: the next pass
-                log.warning("the reaper's pass failed; the next one tries again",
-                            exc_info=True)
+                away = False
+            except FarmError as e:
+                if not away:
+                    log.warning("the reaper's pass failed (%s); the next ones try again", e)
+                away = True
+            except Exception:  # noqa: BLE001 - the broker's errors are many
+                log.exception("the reaper's pass failed; the next one tries again")
     threading.Thread(target=watch, daemon=True, name="reaper").start()
 
 

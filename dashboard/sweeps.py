@@ -55,7 +55,7 @@ def sweep_payload(store: Store, sweep_id: str, page: int = 1, per: int = PER_PAG
                                         colour=colours[r.trial]))
         rows.append({**r.to_dict(), "effective": effective, "colour": colours.get(r.trial)})
     drawing = overlay.build(curves, max_batches=st.spec.budget.iterations or 0,
-                            map_label=overlay.map_label(st.spec.objective))
+                            map_label=ctl.overlay_map_label(st.spec.objective))
     sw = st.sweep
     return {"sweep": {"id": sw.id, "name": sw.name or sw.id, "state": sw.state.value,
                       "message": sw.message, "warnings": sw.warnings,

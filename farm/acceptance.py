@@ -32,6 +32,7 @@ from farm.datasets.synth.fromscreens import (ScreenSynthSpec, size_report, synth
 from farm.datasets.package import package
 from farm.datasets.screens import is_labelimg, open_screens, package_screens
 from farm.datasets.tile import iter_images, label_for
+from farm.runs.effective import trained_note
 from farm.datasets.voc import import_voc, read_names
 from farm.errors import BadInput
 
@@ -237,7 +238,8 @@ def _trained_with(row: dict) -> str:
 
 
 def _trained_note(text: str | None) -> str:
-    return f"  [trained: {text}]" if text and text != "as requested" else ""
+    note = trained_note({"text": text})
+    return f"  {note}" if note else ""
 
 
 def _pct(v) -> str:

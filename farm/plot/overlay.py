@@ -50,13 +50,6 @@ class Overlay:
                            for c in self.curves]}
 
 
-def map_label(objective: str) -> str:
-    """The mAP panel of a sweep's overlay: the screens mAP when the sweep ranks on it
-    (its curves must then be screens mAP points), else the tiles' mAP."""
-    return ("screens mAP@0.50 (whole screenshots)" if objective == "screens_map50"
-            else "mAP@0.50")
-
-
 def build(curves: list[Curve], *, title: str = "", max_batches: int = 0,
           map_label: str = "mAP@0.50") -> Overlay:
     """Colours in the given order (the leaderboard's), scales over every curve up to

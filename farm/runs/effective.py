@@ -99,6 +99,14 @@ def effective_settings(run: Run, attempt: Attempt | None = None) -> Effective:
     return Effective(attempt.number, restarts, requested, effective, changed, text)
 
 
+def trained_note(settings: dict | None) -> str:
+    """`[trained: …]` to write after a trial's asked params where a restart changed what
+    its weights were trained with (`settings`: Effective.to_dict(), or its text alone);
+    empty when they are as requested."""
+    text = (settings or {}).get("text") or ""
+    return "" if not text or text.startswith("as requested") else f"[trained: {text}]"
+
+
 def _num(x: float) -> str:
     return f"{x:.6g}"
 

@@ -17,7 +17,7 @@ from farm.darknet.cfg import Cfg, validate_net_overrides
 from farm.darknet.events import Iteration
 from farm.darknet.process import DarknetProcess
 from farm.darknet.weights import cut_short
-from farm.errors import BadInput, FarmError, Finding, HostUnreachable, LeaseLost, NoSpace
+from farm.errors import BadInput, FarmError, Finding, HostUnreachable, NoSpace
 from farm.queues import pinned_host
 from farm.runs import checks, disk, workspace
 from farm.runs.life import lose, move
@@ -195,10 +195,10 @@ def _train(store: Store, settings: Settings, run: Run, worker: str, beat: LeaseR
             _supervise(store, settings, run, attempt, process, beat, hooks, dialect)
         if settings.retention:  # what the farm needed was moved out as it was written
             remove(backup_waste(attempt.workdir))
-        if not beat.still_held():  # however darknet ended (its new holder may have
-            raise LeaseLost(LEASE_GONE)  # killed it): no restart, no write from here
+        # however darknet ended (a new holder may have killed it), a holder whose lease
+        # was taken writes nothing more and starts no other attempt: LeaseLost
+        store.runs.save_held(run, beat.lease, LEASE_GONE)
         outcome = attempt.outcome
-        store.runs.save(run)
         if outcome is Outcome.COMPLETED:
             return _finish(store, run, RunState.COMPLETED, attempt.message)
         if outcome is Outcome.CANCELLED:

@@ -114,21 +114,6 @@ class LeaseRenewer(threading.Thread):
             except FarmError:
                 continue
 
-    def still_held(self) -> bool:
-        """Ask Redis now, not at the next renewal: False when another holder has taken
-        the lease (a holder that was frozen or cut off longer than its TTL). A Redis that
-        does not answer is not a loss: the TTL decides, as for the renewals."""
-        if self.lost.is_set():
-            return False
-        try:
-            self.lease.renew()
-        except LeaseLost:
-            self.lost.set()
-            return False
-        except FarmError:
-            pass
-        return True
-
     def stop(self) -> None:
         self.stopped.set()
         self.join()

@@ -360,6 +360,13 @@ def objective_label(objective: str) -> str:
                                                                           "avg loss")
 
 
+def overlay_map_label(objective: str) -> str:
+    """The mAP panel of a sweep's overlay: the screens mAP when the sweep ranks on it
+    (its curves are then screens mAP points), else the tiles' mAP."""
+    return ("screens mAP@0.50 (whole screenshots)" if objective == "screens_map50"
+            else "mAP@0.50")
+
+
 def format_value(objective: str, value: float | None) -> str:
     if value is None:
         return "-"

@@ -25,7 +25,7 @@ from farm.runs.model import Attempt, Run
 from farm.store import Store
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import Sweep
-from farm.sweeps.progress import map50_points
+from farm.sweeps.progress import map50_points, screens_map50_points
 from farm.sweeps.service import leaderboard_of
 from farm.sweeps.spec import SweepSpec
 
@@ -115,9 +115,8 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
             continue
         run = store.runs.load(row.run_id)
         maps = map50_points(store, run.id)
-        evals = store.evaluations.all(run.id)
-        trials.append(trial_report(row, run, evals, maps, now))
-        runs[row.trial] = (run, _screens_points(evals) if screens else maps)
+        trials.append(trial_report(row, run, store.evaluations.all(run.id), maps, now))
+        runs[row.trial] = (run, screens_map50_points(store, run.id) if screens else maps)
     with_runs = [t for t in trials if t.row.trial in runs]
     charted = {t.row.trial for t in sorted(with_runs, key=_chart_priority)[:charts]}
     curves: list[overlay.Curve] = []
@@ -134,7 +133,7 @@ def gather(store: Store, sweep_id: str, *, now: float | None = None,
                 curves.append(curve)
     drawing = overlay.build(curves, title=f"{sweep.name or sweep.id}: every trial",
                             max_batches=spec.budget.iterations or 0,
-                            map_label=overlay.map_label(spec.objective))
+                            map_label=ctl.overlay_map_label(spec.objective))
     for c in drawing.curves:
         next(t for t in trials if t.row.trial == c.key).colour = c.colour
     counts: dict[str, int] = {}
@@ -184,13 +183,6 @@ def trained_with(row: ctl.Row, run: Run) -> str:
     restarts`, or `as requested`. The attempt whose weights stood at the trial's best
     (the leaderboard's choice), else the one that wrote its newest good checkpoint."""
     return (row.settings or effective_settings(run).to_dict())["text"]
-
-
-def _screens_points(evals: list[Evaluation]) -> list[list]:
-    """[iteration, screens mAP] of the evaluations that scored the screens."""
-    return sorted([e.iteration, e.screens.map] for e in evals
-                  if e.screens is not None and e.screens.map is not None
-                  and e.iteration is not None)
 
 
 def _curve(t: TrialReport, run: Run, chart: runchart.RunChart,

@@ -20,6 +20,7 @@ from farm.darknet import dialect as dialects
 from farm.errors import BadInput, FarmError, Finding
 from farm.queues import pinned_host
 from farm.runs.cancel import Cancel, cancel
+from farm.runs.effective import trained_note
 from farm.runs.life import move
 from farm.runs.model import Run, RunState
 from farm.darknet.cfg import Cfg
@@ -534,9 +535,9 @@ def _close(sweeps: SweepStore, sweep: Sweep, spec: SweepSpec, views: list[ctl.Tr
     top = rows[0] if rows and rows[0].best is not None else None
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     if top:
-        trained = (top.settings or {}).get("text")  # a restart may have lowered its rate
-        trained = f" [trained: {trained}]" if trained and trained != "as requested" else ""
-        summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)}){trained}, "
+        trained = trained_note(top.settings)  # a restart may have lowered its rate
+        summary += (f"; best: trial {top.trial} ({ctl.describe(top.params)})"
+                    f"{' ' + trained if trained else ''}, "
                     f"{ctl.objective_label(spec.objective)} "
                     f"{ctl.format_value(spec.objective, top.best)}")
     if missing:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 import threading
 
@@ -14,6 +13,7 @@ import click
 
 from farm.errors import BadInput
 from farm.queues import TRAIN_DEFAULT
+from farm.runs.effective import trained_note
 from farm.sweeps import controller as ctl
 from farm.sweeps.model import SweepState
 from workers.cli import EXIT_FAILED, EXIT_OK, Context, pass_ctx, refusing, warn_findings
@@ -64,8 +64,8 @@ def submit(ctx: Context, spec_path: str, wait: bool) -> int:
 def _screens_checked(ctx: Context, spec):
     """The spec, its `eval: {screens: HOST:/path}` checked on that host (or made a local
     path when HOST is this one): refused now, not at every evaluation of the night."""
-    if spec.eval_screens is None or not re.match(r"[^/:]+:/", spec.eval_screens):
-        return spec
+    if spec.eval_screens is None or spec.eval_screens.startswith("/"):
+        return spec  # a local one: the spec's parser checked it
     from farm.remote import flow
     host, path = flow.remote_location(ctx.settings, spec.eval_screens)
     if host is None:
@@ -266,8 +266,8 @@ def _print_board(sw, spec, rows: list[ctl.Row], *, counts: dict[str, int] | None
 
 def _trained(row: ctl.Row) -> str:
     """What its best weights were really trained with, where a restart changed it."""
-    settings = row.settings or {}
-    return f"  [trained: {settings['text']}]" if settings.get("changed") else ""
+    note = trained_note(row.settings)
+    return f"  {note}" if note else ""
 
 
 #: the order states are counted in: the work in hand first
